@@ -1,0 +1,75 @@
+# Two commands on a fresh machine (see README):
+#   make all    set up, run every chapter on the embedded default, build the HTML book into _build/html
+#   make test   set up, lint, run the tests (unit, real-model, pipeline smoke run, book build, browser check)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := all
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= default
+
+# Offline by default: no model hub, ever; external data sets from the mirror beside the checkout when present.
+SHARED_DATA := $(abspath ../shared/data)
+export RMVALUES_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: all setup browser run chapter book test lint format bench toc clean distclean
+
+all: setup run book ## main job: every chapter on the embedded default, then the book
+
+setup: $(VENV)/.installed ## create .venv from the pinned requirements (idempotent)
+
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+browser: ## headless Chromium for the book check (Debian package)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium (book check)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "WARNING: could not install chromium; the browser test will be skipped"; }
+
+run: setup ## run all stages (PROFILE=default|tiny|full)
+	$(BIN)/python -m rmvalues run --profile $(PROFILE)
+
+chapter: setup ## run one stage: make chapter NAME=corpora PARAMS="key=value ..."
+	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<stage> [PARAMS=\"key=value ...\"]"; exit 2; }
+	$(BIN)/python -m rmvalues run $(NAME) --profile $(PROFILE) $(foreach p,$(PARAMS),-p '$(p)')
+
+book: setup ## build the HTML book (warnings are errors)
+	$(BIN)/python -m rmvalues book
+
+toc: setup
+	$(BIN)/python -m rmvalues toc
+
+lint: setup
+	$(BIN)/ruff check lib tests benchmarks notebooks
+	$(BIN)/ruff format --check lib tests benchmarks notebooks
+
+format: setup
+	$(BIN)/ruff check --fix lib tests benchmarks notebooks
+	$(BIN)/ruff format lib tests benchmarks notebooks
+
+test: setup browser lint ## the test suite
+	$(BIN)/python -m pytest -q
+
+bench: setup ## performance benchmarks (side by side with the naive approach)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean: ## remove build products (executed pages, book, results)
+	rm -rf _build book/generated results/*/
+
+distclean: clean
+	rm -rf $(VENV)
