@@ -118,13 +118,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> RunConfig:
             raise ConfigError(f"{path}: stage {name!r} has unknown keys {sorted(unknown)}")
         notebook = paths.resolve(entry["notebook"])
         if not notebook.is_file():
-            raise ConfigError(f"{path}: stage {name!r} names notebook {entry['notebook']}, which does not exist")
+            raise ConfigError(
+                f"{path}: stage {name!r} names notebook {entry['notebook']}, which does not exist"
+            )
         runs = entry.get("runs") or {"default": {}}
         runs = {r: (v or {}) for r, v in runs.items()}
         for r, v in runs.items():
             bad = set(v) - {"title", "parameters"}
             if bad:
-                raise ConfigError(f"{path}: run {name}/{r} has unknown keys {sorted(bad)}; use title, parameters")
+                raise ConfigError(
+                    f"{path}: run {name}/{r} has unknown keys {sorted(bad)}; use title, parameters"
+                )
         stages[name] = StageSpec(
             name=name,
             notebook=notebook,
@@ -275,14 +279,11 @@ def validate(spec: RunSpec) -> None:
             f"Valid parameters of {_relative(spec.notebook)}: {', '.join(declared)}"
         )
     for key, value in spec.parameters.items():
-        tname = declared[key].get("inferred_type_name") or "None"
+        tname = _declared_type(declared[key])
         allowed = _TYPES.get(tname)
         if allowed is None or value is None:
             continue
-        if isinstance(value, bool) and tname in ("int", "float"):
-            ok = False
-        else:
-            ok = isinstance(value, allowed)
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and tname in ("int", "float"))
         if not ok:
             raise ConfigError(
                 f"run {spec.label}: parameter {key}={value!r} has type {type(value).__name__}, but the notebook "
@@ -293,7 +294,9 @@ def validate(spec: RunSpec) -> None:
         try:
             check = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"stage {spec.stage}: validator {spec.validator} cannot be imported: {exc}") from exc
+            raise ConfigError(
+                f"stage {spec.stage}: validator {spec.validator} cannot be imported: {exc}"
+            ) from exc
         full = {k: _default_value(v) for k, v in declared.items()}
         full.update(spec.parameters)
         try:
@@ -302,14 +305,33 @@ def validate(spec: RunSpec) -> None:
             raise ConfigError(f"run {spec.label}: {exc}") from exc
 
 
-def _default_value(description: dict[str, Any]) -> Any:
+_UNPARSEABLE = object()
+
+
+def _declared_type(description: dict[str, Any]) -> str:
+    """Type name of a notebook parameter: its annotation if any, else the type of its literal default."""
+    tname = description.get("inferred_type_name") or "None"
+    if tname != "None":
+        return tname.split("[")[0].lower()
+    default = _literal(description.get("default"))
+    names = {bool: "bool", int: "int", float: "float", str: "str", list: "list", tuple: "list", dict: "dict"}
+    return names.get(type(default), "None")  # None default or a non-literal expression: any type
+
+
+def _literal(text: Any) -> Any:
     import ast
 
-    text = description.get("default")
-    try:
-        return ast.literal_eval(text) if isinstance(text, str) else text
-    except (ValueError, SyntaxError):
+    if not isinstance(text, str):
         return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return _UNPARSEABLE
+
+
+def _default_value(description: dict[str, Any]) -> Any:
+    value = _literal(description.get("default"))
+    return description.get("default") if value is _UNPARSEABLE else value
 
 
 # -- up-to-date keys ------------------------------------------------------------------------------------------
@@ -418,7 +440,12 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log=print)
             "record its outputs with rmvalues.manifest.RunRecord(...).finish()"
         )
     elapsed = round(time.perf_counter() - t0, 1)
-    record = {"key": run_key(spec, config), "page": spec.page, "seconds": elapsed, "parameters": spec.parameters}
+    record = {
+        "key": run_key(spec, config),
+        "page": spec.page,
+        "seconds": elapsed,
+        "parameters": spec.parameters,
+    }
     atomic_write_bytes(spec.output_dir / RUN_RECORD, json.dumps(record, indent=2, default=str).encode())
     log(f"[done] {spec.label}: {elapsed} s")
     return "done"
@@ -448,7 +475,11 @@ def run(
         validate(spec)
     status: dict[str, str] = {}
     for spec in specs:
-        blocked = [d for d in spec.depends_on if any(k.startswith(f"{d}/") and v == "failed" for k, v in status.items())]
+        blocked = [
+            d
+            for d in spec.depends_on
+            if any(k.startswith(f"{d}/") and v == "failed" for k, v in status.items())
+        ]
         if blocked:
             status[spec.label] = "blocked"
             log(f"[skip] {spec.label}: blocked by failed dependency {', '.join(blocked)}")
@@ -491,9 +522,7 @@ def toc(config: RunConfig | None = None) -> dict[str, Any]:
     }
 
 
-TOC_HEADER = (
-    "# Generated from config/run.yaml by `python -m rmvalues toc` (the runner keeps it in sync; do not edit).\n"
-)
+TOC_HEADER = "# Generated from config/run.yaml by `python -m rmvalues toc` (the runner keeps it in sync; do not edit).\n"
 
 
 def toc_text(config: RunConfig | None = None) -> str:
