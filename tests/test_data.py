@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from rmvalues import data
 
 
@@ -86,7 +85,9 @@ def test_download_path_is_used_when_online(tmp_path, isolated_cache, monkeypatch
     """Online branch, without network: the downloader is replaced by a local copy of the mirror file."""
     src = tmp_path / "src.yaml"
     src.write_bytes(b"payload")
-    ds = data.Dataset(name="t/x", source="url", sha256=hashlib.sha256(b"payload").hexdigest(), url="https://x/y.yaml")
+    ds = data.Dataset(
+        name="t/x", source="url", sha256=hashlib.sha256(b"payload").hexdigest(), url="https://x/y.yaml"
+    )
     monkeypatch.setattr(data, "get", lambda name: ds)
     monkeypatch.delenv("RMVALUES_DATA_MIRROR", raising=False)
     monkeypatch.setenv("RMVALUES_OFFLINE", "0")

@@ -39,13 +39,26 @@ def build_book(root: str | None = None, builder: str = "html") -> int:
     """Build the book with warnings as errors, nitpicky, offline; returns the exit code."""
     root = root or str(paths.project_root())
     runner.write_toc()
-    cmd = [sys.executable, "-m", "jupyter_book", "build", root, "--builder", builder, "-W", "-n", "--keep-going"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter_book",
+        "build",
+        root,
+        "--builder",
+        builder,
+        "-W",
+        "-n",
+        "--keep-going",
+    ]
     print("$", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=root)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rmvalues", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="rmvalues", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute stage notebooks into the book")
     p_run.add_argument("stages", nargs="*", help="stages to run (default: all)")

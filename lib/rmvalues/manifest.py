@@ -199,7 +199,9 @@ class RunRecord:
         from .data import sha256_file
 
         outputs = {
-            name: sha256_file(self.path(name)) for name in sorted(set(self.outputs)) if self.path(name).exists()
+            name: sha256_file(self.path(name))
+            for name in sorted(set(self.outputs))
+            if self.path(name).exists()
         }
         return _jsonable(
             {
