@@ -23,7 +23,7 @@ export MPLBACKEND := Agg
 
 .PHONY: all setup browser run chapter book test lint format bench toc clean distclean
 
-all: setup run book ## main job: every chapter on the embedded default, then the book
+all: setup browser run book ## main job: every chapter on the embedded default, then the book (checked)
 
 setup: $(VENV)/.installed ## create .venv from the pinned requirements (idempotent)
 
@@ -48,8 +48,9 @@ chapter: setup ## run one stage: make chapter NAME=corpora PARAMS="key=value ...
 	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<stage> [PARAMS=\"key=value ...\"]"; exit 2; }
 	$(BIN)/python -m rmvalues run $(NAME) --profile $(PROFILE) $(foreach p,$(PARAMS),-p '$(p)')
 
-book: setup ## build the HTML book (warnings are errors)
+book: setup ## build the HTML book (warnings are errors), then check it (links, figures, Chromium)
 	$(BIN)/python -m rmvalues book
+	$(BIN)/python -m rmvalues check-book
 
 toc: setup
 	$(BIN)/python -m rmvalues toc

@@ -6,6 +6,7 @@ Commands:
   list [--profile P]     stages, runs and their parameters
   toc [--check]          write (or check) _toc.yml from config/run.yaml
   book                   build the HTML book (Jupyter Book, warnings as errors, offline)
+  check-book             check the built book: chapters, figures, tables, links, no CDN, headless Chromium
 """
 
 from __future__ import annotations
@@ -55,6 +56,34 @@ def build_book(root: str | None = None, builder: str = "html") -> int:
     return subprocess.call(cmd, cwd=root)
 
 
+def chapter_pages() -> list[str]:
+    """TOC entries of the chapter pages (every run of every stage)."""
+    toc = runner.toc()
+    pages: list[str] = []
+    for part in toc["parts"]:
+        if part.get("caption") != "Chapters":
+            continue
+        for chapter in part["chapters"]:
+            pages.append(chapter["file"])
+            pages.extend(s["file"] for s in chapter.get("sections", []))
+    return pages
+
+
+def check_built_book(browser: bool = True) -> int:
+    from . import bookcheck
+
+    root = paths.project_root()
+    html = root / "_build" / "html"
+    problems = bookcheck.check_book(
+        html, chapter_pages(), screenshots=root / "_build" / "screenshots" if browser else None, require_browser=browser
+    )
+    for p in problems:
+        print(f"book check: {p}", file=sys.stderr)
+    if not problems:
+        print(f"book check: OK ({html / 'index.html'}; screenshots in _build/screenshots)")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rmvalues", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -72,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p_toc = sub.add_parser("toc", help="write _toc.yml from config/run.yaml")
     p_toc.add_argument("--check", action="store_true", help="exit 1 if _toc.yml is out of date")
     sub.add_parser("book", help="build the HTML book into _build/html")
+    p_check = sub.add_parser("check-book", help="check _build/html (links, figures, tables, Chromium)")
+    p_check.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium pass")
     args = parser.parse_args(argv)
 
     try:
@@ -105,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "book":
             return build_book()
+        if args.command == "check-book":
+            return check_built_book(browser=not args.no_browser)
     except runner.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,211 @@
+"""Checks of the built HTML book: pages, figures, tables, internal links, no CDN, and a headless-Chromium pass.
+
+Used by the test suite and by ``python -m rmvalues check-book`` after the main job's build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
+
+
+@dataclass
+class PageInfo:
+    path: Path
+    ids: set[str] = field(default_factory=set)
+    links: list[str] = field(default_factory=list)  # href of <a>
+    images: list[str] = field(default_factory=list)  # src of <img>
+    tables: int = 0
+    external_assets: list[str] = field(default_factory=list)  # scripts/stylesheets/images loaded from http(s)
+    h1: list[str] = field(default_factory=list)
+
+
+class _Parser(HTMLParser):
+    def __init__(self, info: PageInfo) -> None:
+        super().__init__(convert_charrefs=True)
+        self.info = info
+        self._in_h1 = False
+        self._h1_text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if "id" in a:
+            self.info.ids.add(a["id"])
+        if tag == "a" and "href" in a:
+            self.info.links.append(a["href"])
+        elif tag == "img":
+            self.info.images.append(a.get("src", ""))
+            if a.get("src", "").startswith(("http://", "https://", "//")):
+                self.info.external_assets.append(a["src"])
+        elif tag == "table":
+            self.info.tables += 1
+        elif tag == "script" and a.get("src", "").startswith(("http://", "https://", "//")):
+            self.info.external_assets.append(a["src"])
+        elif (
+            tag == "link"
+            and "stylesheet" in a.get("rel", "")
+            and a.get("href", "").startswith(("http://", "https://", "//"))
+        ):
+            self.info.external_assets.append(a["href"])
+        elif tag == "h1":
+            self._in_h1 = True
+            self._h1_text = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h1" and self._in_h1:
+            self._in_h1 = False
+            self.info.h1.append("".join(self._h1_text).strip().rstrip("#").strip())
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h1:
+            self._h1_text.append(data)
+
+
+def parse_page(path: Path) -> PageInfo:
+    info = PageInfo(path=path)
+    _Parser(info).feed(path.read_text(encoding="utf-8"))
+    return info
+
+
+def broken_links(html_dir: Path) -> list[str]:
+    """Internal links (and images) whose target file or anchor does not exist, as 'page -> href'."""
+    pages = {p.resolve(): parse_page(p) for p in html_dir.rglob("*.html") if "_static" not in p.parts}
+    problems: list[str] = []
+    for path, info in pages.items():
+        for href in info.links + info.images:
+            parts = urlsplit(href)
+            if parts.scheme or href.startswith(("//", "mailto:", "javascript:")):
+                continue
+            target = (path.parent / unquote(parts.path)).resolve() if parts.path else path
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                problems.append(f"{path.relative_to(html_dir.resolve())} -> {href} (missing file)")
+                continue
+            if parts.fragment and target.suffix == ".html":
+                ids = pages[target].ids if target in pages else parse_page(target).ids
+                if unquote(parts.fragment) not in ids:
+                    problems.append(f"{path.relative_to(html_dir.resolve())} -> {href} (missing anchor)")
+    return problems
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def screenshot(page: Path, out_png: Path, *, width: int = 1280, height: int = 1600, timeout: float = 120) -> None:
+    """Render a local page in headless Chromium (fresh profile, no network services) and save a PNG."""
+    chromium = find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("headless Chromium not found: install Debian's `chromium` (make browser)")
+    with tempfile.TemporaryDirectory(prefix="rmvalues-chromium-") as profile:
+        cmd = [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            f"--screenshot={out_png}",
+            page.resolve().as_uri(),
+        ]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, env={**os.environ, "HOME": profile})
+    if not out_png.is_file() or out_png.stat().st_size == 0:
+        raise RuntimeError(f"Chromium wrote no screenshot for {page}")
+
+
+def dump_dom(page: Path, *, timeout: float = 120) -> str:
+    """The DOM after Chromium has loaded the page and run its scripts."""
+    chromium = find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("headless Chromium not found: install Debian's `chromium` (make browser)")
+    with tempfile.TemporaryDirectory(prefix="rmvalues-chromium-") as profile:
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.resolve().as_uri()]
+        done = subprocess.run(
+            cmd, check=True, capture_output=True, text=True, timeout=timeout, env={**os.environ, "HOME": profile}
+        )
+    return done.stdout
+
+
+def png_is_blank(png: Path) -> bool:
+    """True when every pixel of the screenshot has the same colour."""
+    from PIL import Image
+
+    with Image.open(png) as img:
+        extrema = img.convert("L").getextrema()
+    return extrema[0] == extrema[1]
+
+
+def check_book(
+    html_dir: Path,
+    chapter_pages: list[str],
+    *,
+    screenshots: Path | None = None,
+    require_browser: bool = True,
+) -> list[str]:
+    """All problems found in a built book ([] when it is fine).
+
+    ``chapter_pages`` are TOC entries (e.g. ``book/generated/corpora``); each must exist, have exactly one H1,
+    show at least one figure and one table, and render in headless Chromium to a non-blank screenshot.
+    Every page's internal links must resolve and no page may load scripts, styles or images from the network.
+    """
+    problems: list[str] = []
+    index = html_dir / "index.html"
+    if not index.is_file():
+        return [f"{index} does not exist: build the book first (make book)"]
+    problems += [f"broken link: {b}" for b in broken_links(html_dir)]
+    for page in html_dir.rglob("*.html"):
+        if "_static" in page.parts:
+            continue
+        info = parse_page(page)
+        if info.external_assets:
+            problems.append(f"{page.relative_to(html_dir)} loads from the network: {info.external_assets[:3]}")
+    browser = find_chromium()
+    if browser is None and require_browser:
+        problems.append("headless Chromium not found: install Debian's `chromium` (make browser)")
+    for entry in chapter_pages:
+        page = html_dir / f"{entry}.html"
+        if not page.is_file():
+            problems.append(f"chapter page {entry}.html is missing")
+            continue
+        info = parse_page(page)
+        if len(info.h1) != 1:
+            problems.append(f"{entry}: expected one H1, found {len(info.h1)}: {info.h1}")
+        if not any(src.endswith((".png", ".svg", ".jpg")) or src.startswith("data:image") for src in info.images):
+            problems.append(f"{entry}: no figure rendered")
+        if info.tables == 0:
+            problems.append(f"{entry}: no table rendered")
+        if browser is not None and screenshots is not None:
+            screenshots.mkdir(parents=True, exist_ok=True)
+            png = screenshots / (entry.replace("/", "_") + ".png")
+            try:
+                screenshot(page, png)
+            except (subprocess.SubprocessError, RuntimeError, OSError) as exc:
+                problems.append(f"{entry}: Chromium failed: {exc}")
+                continue
+            if png_is_blank(png):
+                problems.append(f"{entry}: Chromium rendered a blank page")
+            dom = dump_dom(page)
+            if "<img" not in dom or "<table" not in dom:
+                problems.append(f"{entry}: figures or tables missing from the DOM Chromium rendered")
+    return problems
