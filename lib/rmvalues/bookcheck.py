@@ -57,7 +57,9 @@ class _Parser(HTMLParser):
                 self.info.external_assets.append(a["src"])
         elif tag == "table":
             self.info.tables += 1
-        elif tag == "script" and a.get("src", "").startswith(("http://", "https://", "//")):
+        elif tag == "script" and (
+            a.get("src", "").startswith(("http://", "https://", "//")) or "mathjax" in a.get("src", "").lower()
+        ):  # MathJax is not shipped (see _config.yml): a page that loads it would render math as raw TeX
             self.info.external_assets.append(a["src"])
         elif (
             tag == "link"
