@@ -564,3 +564,105 @@ def test_real_big2_dictionary_stems(mirror):
     assert (
         exp["source"].str.contains("wildcard-expanded from accept\\* \\(wordfreq en/large top 5000\\)").all()
     )
+
+
+def test_findings_and_word_set_comparison():
+    balance = pd.DataFrame(
+        [
+            {
+                "corpus": "c",
+                "variable": "valence",
+                "group_a": "A",
+                "group_b": "B",
+                "n_a": 10,
+                "n_b": 12,
+                "mean_a": 5.0,
+                "mean_b": 6.0,
+                "cohen_d": -0.5,
+                "rank_biserial": -0.3,
+                "p_value": 0.0001,
+            },
+            {
+                "corpus": "c",
+                "variable": "zipf_frequency",
+                "group_a": "A",
+                "group_b": "B",
+                "n_a": 10,
+                "n_b": 12,
+                "mean_a": 3.0,
+                "mean_b": 3.1,
+                "cohen_d": -0.1,
+                "rank_biserial": -0.05,
+                "p_value": 0.5,
+            },
+            {
+                "corpus": "m",
+                "variable": "zipf_frequency",
+                "group_a": "Care",
+                "group_b": "rest",
+                "n_a": 5,
+                "n_b": 9,
+                "mean_a": 4.0,
+                "mean_b": 3.0,
+                "cohen_d": 0.8,
+                "rank_biserial": 0.4,
+                "p_value": 0.02,
+            },
+        ]
+    )
+    text = C.findings(balance).splitlines()
+    assert text == [
+        "- **c**: A words are lower in valence than B words (means 5.00 vs 6.00; d = -0.50, rank-biserial = "
+        "-0.30, p < .001; n = 10 vs 12).",
+        "- **m**: Care words are higher in word frequency (Zipf) than the rest of m (means 4.00 vs 3.00; "
+        "d = 0.80, rank-biserial = 0.40, p = 0.020; n = 5 vs 9).",
+    ]
+    corpus = pd.DataFrame(
+        {
+            "corpus": ["x", "x", "x", "y", "y", "y"],
+            "word": ["a", "b", "c", "a", "d", "e"],
+            "category": ["K", "K", "L", "K", "K", "L"],
+            "status": ["ok"] * 6,
+        }
+    )
+    cmp = C.compare_word_sets(corpus, "x", "y").set_index("category")
+    assert cmp.loc["K", ["n_x", "n_y", "n_shared"]].tolist() == [2, 2, 1]
+    assert cmp.loc["K", "share_of_y_in_x"] == 0.5 and cmp.loc["K", "y_missing_from_x"] == "d"
+    assert cmp.loc["L", "n_shared"] == 0
+
+
+def test_token_share_by_category(toy_tokenizer):
+    table = pd.DataFrame(
+        {
+            "corpus": ["t"] * 4,
+            "word": ["cat", "dog", "hi", "to"],
+            "category": ["A", "A", "B", "B"],
+            "subcategory": [None] * 4,
+        }
+    )
+    tok = C.tokenize_words(table, {"toy": toy_tokenizer})
+    share = C.token_share_by_category(tok, table).set_index("category")
+    # with a leading space: cat 1, dog 2 | hi 1, to 2
+    assert share["share_one_token"].to_dict() == {"A": 0.5, "B": 0.5}
+    assert share["mean_tokens"].to_dict() == {"A": 1.5, "B": 1.5}
+    bare = C.token_share_by_category(tok, table, variant="bare").set_index("category")
+    # bare: cat 1, dog 2 | hi 2, to 1
+    assert bare["mean_tokens"].to_dict() == {"A": 1.5, "B": 1.5}
+
+
+@pytest.mark.realmodel
+def test_real_tokenizers_leading_space():
+    """The embedded models' tokenizers (converted once into the cache by rmvalues.models)."""
+    models = pytest.importorskip("rmvalues.models")
+    corpus = pd.DataFrame(
+        {"corpus": ["t"] * 3, "word": ["care", "communion", "agency"], "entry": ["word"] * 3}
+    )
+    toks = {name: models.load_tokenizer(name) for name in C.DEFAULT_MODELS}
+    tok = C.tokenize_words(corpus, toks).set_index(["model", "word"])
+    for name in C.DEFAULT_MODELS:
+        assert (
+            tok.loc[(name, "care"), "n_tokens_bare"] == 1 and tok.loc[(name, "care"), "n_tokens_space"] == 1
+        )
+        # "communion" is split bare ("comm"+"union" / "commun"+"ion") in both vocabularies
+        assert tok.loc[(name, "communion"), "n_tokens_bare"] == 2
+        assert tok.loc[(name, "care"), "ids_bare"] != tok.loc[(name, "care"), "ids_space"]

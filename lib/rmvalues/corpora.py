@@ -1105,6 +1105,25 @@ def token_summary(tokens: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def token_share_by_category(
+    tokens: pd.DataFrame, corpora: pd.DataFrame, variant: str = "space"
+) -> pd.DataFrame:
+    """Per corpus, model and label: scored words, the share that is one token (``variant`` "space" or "bare")
+    and the mean token count, so that a tokenization difference between categories is visible."""
+    col = f"n_tokens_{variant}"
+    labelled = corpora[["corpus", "word", "category", "subcategory"]].merge(
+        tokens[["corpus", "word", "model", col]], on=["corpus", "word"], how="inner"
+    )
+    labelled = labelled.assign(subcategory=labelled["subcategory"].fillna(""), one=labelled[col] == 1)
+    out = (
+        labelled.groupby(["corpus", "model", "category", "subcategory"])
+        .agg(n_words=("word", "size"), share_one_token=("one", "mean"), mean_tokens=(col, "mean"))
+        .reset_index()
+    )
+    out["subcategory"] = out["subcategory"].replace("", None)
+    return out
+
+
 def token_count_distribution(tokens: pd.DataFrame, variant: str = "space") -> pd.DataFrame:
     """Words per number of tokens (``variant`` "space" or "bare"), per corpus and model."""
     col = f"n_tokens_{variant}"
@@ -1245,30 +1264,87 @@ def plot_norms_by_category(
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    labels = {"zipf_frequency": "Zipf frequency (wordfreq)", "valence": "valence (Warriner)"}
     names = list(dict.fromkeys(corpora["corpus"]))
     fig, axes = plt.subplots(
         len(variables), len(names), figsize=(3.6 * len(names), 3.2 * len(variables)), squeeze=False
     )
     for j, name in enumerate(names):
         part = corpora[corpora["corpus"] == name]
-        has_sub = part["subcategory"].notna().any()
+        subs = list(pd.unique(part["subcategory"].dropna()))
+        hue_order = sorted(subs, key=lambda v: (v != "virtue", v))
         for i, var in enumerate(variables):
             ax = axes[i][j]
             sns.boxplot(
                 data=part,
                 x="category",
                 y=var,
-                hue="subcategory" if has_sub else None,
+                order=sorted(part["category"].unique()),
+                hue="subcategory" if subs else None,
+                hue_order=hue_order or None,
                 ax=ax,
                 fliersize=1.5,
             )
             ax.set_title(name if i == 0 else "")
             ax.set_xlabel("")
+            ax.set_ylabel(labels.get(var, var) if j == 0 else "")
             ax.tick_params(axis="x", labelrotation=30)
-            if j:
-                ax.set_ylabel("")
+            if ax.get_legend() is not None:
+                if i == 0:
+                    ax.legend(title=None, fontsize=8, loc="lower left")
+                else:
+                    ax.get_legend().remove()
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Findings in words
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _p(p: float) -> str:
+    return "p < .001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def findings(
+    balance: pd.DataFrame,
+    tokens_summary: pd.DataFrame | None = None,
+    *,
+    min_effect: float = 0.2,
+    alpha: float = 0.05,
+) -> str:
+    """Markdown bullets stating the confounds found: category differences in a variable with |Cohen's d| >=
+    ``min_effect`` and p < ``alpha`` (from :func:`category_balance`), and the one-token shares per model."""
+    names = {"zipf_frequency": "word frequency (Zipf)", "valence": "valence", "arousal": "arousal"}
+    lines = []
+    for _, r in balance.iterrows():
+        d = r["cohen_d"]
+        if not np.isfinite(d) or abs(d) < min_effect or not r["p_value"] < alpha:
+            continue
+        where = r["corpus"]
+        if "category" in r.index and isinstance(r["category"], str):  # a `within="category"` comparison
+            where += f", {r['category']}"
+        other = f"the rest of {r['corpus']}" if r["group_b"] == "rest" else f"{r['group_b']} words"
+        lines.append(
+            f"- **{where}**: {r['group_a']} words are {'higher' if d > 0 else 'lower'} in "
+            f"{names.get(r['variable'], r['variable'])} than {other} (means {r['mean_a']:.2f} vs "
+            f"{r['mean_b']:.2f}; d = {d:.2f}, rank-biserial = {r['rank_biserial']:.2f}, {_p(r['p_value'])}; "
+            f"n = {int(r['n_a'])} vs {int(r['n_b'])})."
+        )
+    if not lines:
+        lines.append(f"- No category difference reaches |d| >= {min_effect} with p < {alpha}.")
+    if tokens_summary is not None and not tokens_summary.empty:
+        for model, part in tokens_summary.groupby("model", sort=True):
+            n = part["n_words"].sum()
+            bare = part["one_token_bare"].sum() / n
+            space = part["one_token_space"].sum() / n
+            lines.append(
+                f"- **{model}** tokenizer: of {n} words (counted once per corpus), {space:.0%} are a single "
+                f"token with a leading space and {bare:.0%} without one; {part['one_token_space_only'].sum()} "
+                f"are one token only with the space, {part['one_token_bare_only'].sum()} only without it."
+            )
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1277,24 +1353,26 @@ def plot_norms_by_category(
 
 
 def compare_word_sets(
-    a: pd.DataFrame, b: pd.DataFrame, *, by: str = "category", examples: int = 8
+    corpus: pd.DataFrame, a: str, b: str, *, by: str = "category", examples: int = 8
 ) -> pd.DataFrame:
-    """How two corpora's scorable word sets overlap per ``by`` value: sizes, shared words, the share of ``b``'s
-    words found in ``a``, and examples of ``b``'s words that ``a`` misses."""
-    a, b = scorable(a) if "status" in a else a, scorable(b) if "status" in b else b
+    """How the scored words of corpora ``a`` and ``b`` overlap per ``by`` value: sizes, shared words, the share
+    of ``b``'s words that ``a`` also has, and (alphabetically) the first of ``b``'s words that ``a`` misses."""
+    live = scorable(corpus) if "status" in corpus else corpus
+    wa_all, wb_all = live[live["corpus"] == a], live[live["corpus"] == b]
     rows = []
-    for value in sorted(set(a[by]) | set(b[by])):
-        wa = set(a.loc[a[by] == value, "word"])
-        wb = set(b.loc[b[by] == value, "word"])
+    for value in sorted(set(wa_all[by]) | set(wb_all[by])):
+        wa = set(wa_all.loc[wa_all[by] == value, "word"])
+        wb = set(wb_all.loc[wb_all[by] == value, "word"])
         missed = sorted(wb - wa)
         rows.append(
             {
                 by: value,
-                "n_a": len(wa),
-                "n_b": len(wb),
+                f"n_{a}": len(wa),
+                f"n_{b}": len(wb),
                 "n_shared": len(wa & wb),
-                "share_of_b_in_a": len(wa & wb) / len(wb) if wb else np.nan,
-                "b_missing_from_a": ", ".join(missed[:examples]) + (" ..." if len(missed) > examples else ""),
+                f"share_of_{b}_in_{a}": len(wa & wb) / len(wb) if wb else np.nan,
+                f"{b}_missing_from_{a}": ", ".join(missed[:examples])
+                + (" ..." if len(missed) > examples else ""),
             }
         )
     return pd.DataFrame(rows)
@@ -1316,6 +1394,7 @@ __all__ = [
     "find_duplicates",
     "find_multiword",
     "find_non_ascii",
+    "findings",
     "input_checksums",
     "issue_counts",
     "list_corpora",
@@ -1333,6 +1412,7 @@ __all__ = [
     "stem_expansions",
     "subcategory_mix",
     "token_count_distribution",
+    "token_share_by_category",
     "token_summary",
     "tokenize_words",
     "validation_issues",
