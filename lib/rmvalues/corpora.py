@@ -94,7 +94,10 @@ class WordList:
     size: int = 50000
 
     def describe(self) -> str:
-        return f"wordfreq {self.lang}/{self.list} top {self.size}"
+        """E.g. ``"wordfreq 3.1.1 en/large top 50000"`` (written into the ``source`` of expanded words)."""
+        import importlib.metadata
+
+        return f"wordfreq {importlib.metadata.version('wordfreq')} {self.lang}/{self.list} top {self.size}"
 
 
 @dataclass(frozen=True)
