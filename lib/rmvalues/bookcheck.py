@@ -44,6 +44,7 @@ class _Parser(HTMLParser):
         self.info = info
         self._in_h1 = False
         self._h1_text: list[str] = []
+        self._article_depth = 0  # headings count only inside the page's <article> (not the print-only header)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
@@ -67,12 +68,16 @@ class _Parser(HTMLParser):
             and a.get("href", "").startswith(("http://", "https://", "//"))
         ):
             self.info.external_assets.append(a["href"])
-        elif tag == "h1":
+        elif tag == "article":
+            self._article_depth += 1
+        elif tag == "h1" and self._article_depth:
             self._in_h1 = True
             self._h1_text = []
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "h1" and self._in_h1:
+        if tag == "article" and self._article_depth:
+            self._article_depth -= 1
+        elif tag == "h1" and self._in_h1:
             self._in_h1 = False
             self.info.h1.append("".join(self._h1_text).strip().rstrip("#").strip())
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -40,18 +41,9 @@ def build_book(root: str | None = None, builder: str = "html") -> int:
     """Build the book with warnings as errors, nitpicky, offline; returns the exit code."""
     root = root or str(paths.project_root())
     runner.write_toc()
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyter_book",
-        "build",
-        root,
-        "--builder",
-        builder,
-        "-W",
-        "-n",
-        "--keep-going",
-    ]
+    # jupyter-book 1.x has no `python -m jupyter_book`; use the console script next to this interpreter
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jupyter_book), "build", root, "--builder", builder, "-W", "-n", "--keep-going"]
     print("$", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=root)
 
@@ -75,7 +67,10 @@ def check_built_book(browser: bool = True) -> int:
     root = paths.project_root()
     html = root / "_build" / "html"
     problems = bookcheck.check_book(
-        html, chapter_pages(), screenshots=root / "_build" / "screenshots" if browser else None, require_browser=browser
+        html,
+        chapter_pages(),
+        screenshots=root / "_build" / "screenshots" if browser else None,
+        require_browser=browser,
     )
     for p in problems:
         print(f"book check: {p}", file=sys.stderr)
