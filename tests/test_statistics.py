@@ -341,6 +341,30 @@ def test_null_baseline_centred_on_null_data_and_extreme_on_planted():
     )
 
 
+def test_null_within_subcategory_keeps_the_virtue_vice_mix():
+    # llama disfavours every vice word; category A is mostly vice, B mostly virtue. Against random word
+    # sets the A/B gap looks extreme; against random sets with the same virtue/vice mix it does not.
+    rng = np.random.default_rng(3)
+    subs = ["vice"] * 18 + ["virtue"] * 2 + ["vice"] * 2 + ["virtue"] * 18
+    rows = []
+    for m in range(6):
+        fam = "gemma" if m < 3 else "llama"
+        for p in ("best_ever_one", "best_world_one", "worst_ever_one", "worst_world_one"):
+            for w in range(40):
+                sc = rng.normal(0, 1) - (5.0 if fam == "llama" and subs[w] == "vice" else 0.0)
+                rows.append((f"rm{m}", fam, p, f"w{w:02d}", "A" if w < 20 else "B", subs[w], sc))
+    summary, _ = st.null_baseline(st.rank_scores(_scores(rows)), n_null=200, seed=1)
+    assert set(summary["null"]) == {"all words", "within subcategory"}
+    ranges = summary[summary["statistic"] == "range"]
+    assert (ranges.loc[ranges["null"] == "all words", "p_perm"] < 0.02).all()
+    assert (ranges.loc[ranges["null"] == "within subcategory", "p_perm"] > 0.2).all()
+    # the permutation itself keeps each stratum's labels within it
+    codes = np.array([0, 0, 1, 1, 2, 2])
+    groups = [np.array([0, 2, 4]), np.array([1, 3, 5])]
+    perm = st._permute(codes, groups, np.random.default_rng(0))
+    assert sorted(perm[[0, 2, 4]]) == [0, 1, 2] and sorted(perm[[1, 3, 5]]) == [0, 1, 2]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Covariate model
 # ---------------------------------------------------------------------------------------------------------
@@ -520,3 +544,37 @@ def test_run_statistics_on_live_scores_writes_outputs(tmp_path):
         ValueError, match="family \\['qwen'\\] has no scores; families present: \\['gemma', 'llama'\\]"
     ):
         st.run_statistics({**params, "families": ["gemma", "qwen"]})
+
+
+def test_run_statistics_covariates_from_the_corpora_stage(tmp_path):
+    sc = pd.concat(
+        [_synthetic(n_rm=4, seed=1).assign(corpus="toy"), _synthetic(n_rm=4, seed=2).assign(corpus="toy2")]
+    )
+    path = scores.live_scores_path("default", tmp_path)
+    path.parent.mkdir(parents=True)
+    sc.to_parquet(path)
+    words = sorted(sc["word"].unique())
+    rng = np.random.default_rng(0)
+    corp = tmp_path / "corpora" / "default" / "corpora.parquet"
+    corp.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "corpus": "toy",
+            "word": words,
+            "zipf_frequency": rng.normal(4, 1, len(words)),
+            "valence": rng.normal(5, 1, len(words)),
+        }
+    ).to_parquet(corp)
+    params = {
+        "scores": "live",
+        "corpora": ["toy", "toy2"],
+        "n_permutations": 19,
+        "n_bootstrap": 50,
+        "n_null": 10,
+    }
+    res = st.run_statistics({**params, "results_root": str(tmp_path), "output_dir": str(tmp_path / "out")})
+    assert set(res.covariates["corpus"]) == {"toy"} and set(res.covariates["covariates"]) == {
+        "with",
+        "without",
+    }
+    assert "fitted for toy" in res.covariate_note and "no normed words for toy2" in res.covariate_note

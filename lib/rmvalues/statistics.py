@@ -80,6 +80,8 @@ SCORE_CHOICES = ("published", "live", "both")
 MIN_PERMUTATIONS = 9
 MIN_BOOTSTRAP = 50
 MIN_NULL = 10
+#: Optimizers tried in turn for the mixed models (statsmodels ``MixedLM.fit(method=...)``).
+OPTIMIZERS = ("lbfgs", "powell", "nm")
 #: The RM-level permutation test enumerates every relabelling of the RMs up to this many (else it samples).
 MAX_EXACT_SPLITS = 100_000
 #: Colours of the paper's figures.
@@ -302,7 +304,15 @@ def permutation_welch(
     relabellings is at most ``n_permutations`` it enumerates them all (an exact test), else it draws
     ``n_permutations`` of them (p includes the observed labelling, so p >= 1/(n+1)).
     """
-    res = stats.permutation_test(
+    with warnings.catch_warnings():
+        # relabellings that put identical values in one group (few RMs) trip scipy's precision warning
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        res = _permutation_test(x, y, n_permutations, seed)
+    return float(res.statistic), float(res.pvalue)
+
+
+def _permutation_test(x: Sequence[float], y: Sequence[float], n_permutations: int, seed: Any) -> Any:
+    return stats.permutation_test(
         (np.asarray(x, float), np.asarray(y, float)),
         welch_t,
         permutation_type="independent",
@@ -311,7 +321,6 @@ def permutation_welch(
         alternative="two-sided",
         rng=np.random.default_rng(seed),
     )
-    return float(res.statistic), float(res.pvalue)
 
 
 def cohens_d(x: Sequence[float], y: Sequence[float]) -> float:
@@ -349,6 +358,7 @@ def bootstrap_ci(
     func = funcs[statistic]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)  # pingouin passes random_state
+        warnings.simplefilter("ignore", category=RuntimeWarning)  # resamples of identical values: d = inf/nan
         ci = pg.compute_bootci(
             np.asarray(x, float),
             np.asarray(y, float),
@@ -524,6 +534,7 @@ class MixedFit:
     n_obs: int
     n_groups: int
     converged: bool
+    optimizer: str = "lbfgs"
 
 
 def _design(df: pd.DataFrame, families: Sequence[str]) -> pd.DataFrame:
@@ -561,26 +572,45 @@ def fit_mixed_model(
     _check_families(medians, families)
     df = _design(medians, families)
     formula = formula or default_formula(df)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        result = smf.mixedlm(formula, df, groups=df["rm"]).fit(reml=reml)
+    model = smf.mixedlm(formula, df, groups=df["rm"])
+    result, caught, optimizer = _fit_with_fallback(model, reml)
     converged = bool(getattr(result, "converged", True)) and not any(
         issubclass(w.category, ConvergenceWarning) for w in caught
     )
     names = list(result.fe_params.index)
-    ci = result.conf_int().loc[names]
-    table = pd.DataFrame(
-        {
-            "term": names,
-            "coef": result.fe_params.to_numpy(),
-            "se": result.bse_fe.loc[names].to_numpy(),
-            "z": result.tvalues.loc[names].to_numpy(),
-            "p": result.pvalues.loc[names].to_numpy(),
-            "ci_low": ci.iloc[:, 0].to_numpy(),
-            "ci_high": ci.iloc[:, 1].to_numpy(),
-        }
-    )
-    return MixedFit(result, table, formula, int(result.nobs), int(df["rm"].nunique()), converged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a degenerate fit gives NaN SEs: kept as NaN
+        ci = result.conf_int().loc[names]
+        table = pd.DataFrame(
+            {
+                "term": names,
+                "coef": result.fe_params.to_numpy(),
+                "se": result.bse_fe.loc[names].to_numpy(),
+                "z": result.tvalues.loc[names].to_numpy(),
+                "p": result.pvalues.loc[names].to_numpy(),
+                "ci_low": ci.iloc[:, 0].to_numpy(),
+                "ci_high": ci.iloc[:, 1].to_numpy(),
+            }
+        )
+    converged = converged and bool(table["se"].notna().all())
+    return MixedFit(result, table, formula, int(result.nobs), int(df["rm"].nunique()), converged, optimizer)
+
+
+def _fit_with_fallback(model: Any, reml: bool) -> tuple[Any, list[warnings.WarningMessage], str]:
+    """Fit ``model`` with the first of :data:`OPTIMIZERS` that works: ``(result, warnings, optimizer)``.
+
+    statsmodels' default (L-BFGS) fails with a singular matrix when the RM variance sits on the boundary
+    (0), as with very few prompts; derivative-free optimizers then still find the REML estimate.
+    """
+    for optimizer in OPTIMIZERS:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = model.fit(reml=reml, method=optimizer)
+            except np.linalg.LinAlgError:
+                continue
+        return result, list(caught), optimizer
+    raise RuntimeError(f"mixed model {model.formula!r} could not be fitted with any of {OPTIMIZERS}")
 
 
 def top_family_terms(table: pd.DataFrame) -> pd.DataFrame:
@@ -611,6 +641,7 @@ def mixed_models(
         t["n_obs"] = fit.n_obs
         t["n_rms"] = fit.n_groups
         t["converged"] = fit.converged
+        t["optimizer"] = fit.optimizer
         tables.append(t)
     return pd.concat(tables, ignore_index=True), fits
 
@@ -676,8 +707,8 @@ def _family_gaps(
     for k in range(n_cat):
         block = R[:, word_idx[codes == k]]
         n = block.shape[1]
-        part = np.partition(block, [(n - 1) // 2, n // 2], axis=1)  # the median without np.median's overhead
-        med[k] = (part[:, (n - 1) // 2] + part[:, n // 2]) / 2
+        part = np.partition(block, n // 2, axis=1)  # the median, without np.median's overhead
+        med[k] = part[:, n // 2] if n % 2 else (part[:, n // 2] + part[:, : n // 2].max(axis=1)) / 2
     # mean over rows of each (family, framing): (n_cat, 2, n_fr)
     sums = np.einsum("kr,gfr->kgf", med, masks)
     means = sums / masks.sum(axis=2)[None]
@@ -703,8 +734,13 @@ def null_baseline(
       family x category x framing interaction.
 
     The null distribution comes from ``n_null`` random permutations of the category labels among the
-    corpus' (word, label) entries (category sizes kept; a word with two labels can end up with any two),
-    ranks unchanged. Returns ``(summary, null)``: per statistic the observed value, the null mean, SD and
+    corpus' (word, label) entries, ranks unchanged (category sizes kept; a word with two labels can end
+    up with any two). ``null = "all words"`` permutes among all entries; for corpora with subcategories
+    (MFD 2.0: virtue/vice) ``null = "within subcategory"`` also permutes only among entries of the same
+    subcategory, so every random category keeps the real one's virtue/vice mix (the pooled gap of a
+    foundation with many vice words partly reflects how the families treat vice words in general).
+
+    Returns ``(summary, draws)``: per null and statistic the observed value, the null mean, SD and
     2.5/97.5% quantiles, ``z`` and a permutation p (two-sided for gap and framing_contrast, one-sided
     upper for range; (1 + #as extreme) / (n_null + 1)); and the null draws (long).
     """
@@ -733,55 +769,73 @@ def null_baseline(
                 for fam in (fam_a, fam_b)
             ]
         ).astype(float)
-        labels = grp.drop_duplicates(["word", "category"])[["word", "category"]]
-        categories = sorted(labels["category"].unique())
+        categories = sorted(grp["category"].unique())
+        cat_code = {c: i for i, c in enumerate(categories)}
         word_pos = {w: i for i, w in enumerate(wide.columns)}
-        word_idx = labels["word"].map(word_pos).to_numpy(int)
-        codes = labels["category"].map({c: i for i, c in enumerate(categories)}).to_numpy(int)
         n_cat = len(categories)
-        observed = _family_gaps(R, word_idx, codes, n_cat, masks)
-        draws = np.stack(
-            [_family_gaps(R, word_idx, rng.permutation(codes), n_cat, masks) for _ in range(n_null)]
+        labels = grp.drop_duplicates(["word", "category"])
+        observed = _family_gaps(
+            R,
+            labels["word"].map(word_pos).to_numpy(int),
+            labels["category"].map(cat_code).to_numpy(int),
+            n_cat,
+            masks,
         )
         stats_obs = _gap_statistics(observed, categories, framings)
-        stats_null = [_gap_statistics(d, categories, framings) for d in draws]
-        for name, obs in stats_obs.items():
-            null = np.array([s[name] for s in stats_null])
-            statistic, framing, category = name
-            if statistic == "range":
-                extreme = np.sum(null >= obs)
-            else:
-                extreme = np.sum(np.abs(null - null.mean()) >= abs(obs - null.mean()))
-            sd = null.std(ddof=1)
-            summaries.append(
-                {
+        variants = [("all words", labels, None)]
+        if grp["subcategory"].notna().any():
+            strat = grp.drop_duplicates(["word", "category", "subcategory"])
+            variants.append(("within subcategory", strat, strat["subcategory"].fillna("").to_numpy()))
+        for null_name, lab, strata in variants:
+            word_idx = lab["word"].map(word_pos).to_numpy(int)
+            codes = lab["category"].map(cat_code).to_numpy(int)
+            groups = [np.flatnonzero(strata == v) for v in np.unique(strata)] if strata is not None else None
+            stats_null = []
+            for _ in range(n_null):
+                perm = _permute(codes, groups, rng)
+                stats_null.append(
+                    _gap_statistics(_family_gaps(R, word_idx, perm, n_cat, masks), categories, framings)
+                )
+            for name, obs in stats_obs.items():
+                null = np.array([s_[name] for s_ in stats_null])
+                statistic, framing, category = name
+                if statistic == "range":
+                    extreme = np.sum(null >= obs)
+                else:
+                    extreme = np.sum(np.abs(null - null.mean()) >= abs(obs - null.mean()))
+                sd = null.std(ddof=1)
+                key = {
                     "corpus": corpus,
+                    "null": null_name,
                     "statistic": statistic,
                     "framing": framing,
                     "category": category,
-                    "observed": obs,
-                    "null_mean": null.mean(),
-                    "null_sd": sd,
-                    "null_q025": np.quantile(null, 0.025),
-                    "null_q975": np.quantile(null, 0.975),
-                    "z": (obs - null.mean()) / sd if sd > 0 else np.nan,
-                    "p_perm": (1 + extreme) / (n_null + 1),
-                    "n_null": n_null,
                 }
-            )
-            nulls.append(
-                pd.DataFrame(
+                summaries.append(
                     {
-                        "corpus": corpus,
-                        "statistic": statistic,
-                        "framing": framing,
-                        "category": category,
-                        "draw": np.arange(n_null),
-                        "value": null,
+                        **key,
+                        "observed": obs,
+                        "null_mean": null.mean(),
+                        "null_sd": sd,
+                        "null_q025": np.quantile(null, 0.025),
+                        "null_q975": np.quantile(null, 0.975),
+                        "z": (obs - null.mean()) / sd if sd > 0 else np.nan,
+                        "p_perm": (1 + extreme) / (n_null + 1),
+                        "n_null": n_null,
                     }
                 )
-            )
+                nulls.append(pd.DataFrame({**key, "draw": np.arange(n_null), "value": null}))
     return pd.DataFrame(summaries), pd.concat(nulls, ignore_index=True)
+
+
+def _permute(codes: np.ndarray, groups: list[np.ndarray] | None, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of ``codes``, within each index group when ``groups`` is given."""
+    if groups is None:
+        return rng.permutation(codes)
+    out = codes.copy()
+    for g in groups:
+        out[g] = rng.permutation(codes[g])
+    return out
 
 
 def _gap_statistics(delta: np.ndarray, categories: list[str], framings: list[str]) -> dict[tuple, float]:
@@ -942,6 +996,34 @@ def welch_posthocs(
 
 
 # =========================================================================================================
+# Overviews
+# =========================================================================================================
+
+
+def score_overview(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per RM (and source): family, corpora, number of prompts, words and scores."""
+    return (
+        scores.groupby(["family", "model", "source"], observed=True)
+        .agg(
+            corpora=("corpus", lambda c: ", ".join(sorted(c.unique()))),
+            prompts=("prompt_id", "nunique"),
+            words=("word", "nunique"),
+            scores=("score", "size"),
+        )
+        .reset_index()
+    )
+
+
+def three_way_table(mixed: pd.DataFrame) -> pd.DataFrame:
+    """The family x category x framing rows of ``mixed_model.csv`` (one per analysis and term)."""
+    keys = ["corpus", "analysis", "subcategory"]
+    parts = [top_family_terms(grp) for _, grp in mixed.groupby(keys, dropna=False, sort=True)]
+    return pd.concat(parts)[[*keys, "term", "coef", "se", "z", "p", "ci_low", "ci_high"]].reset_index(
+        drop=True
+    )
+
+
+# =========================================================================================================
 # Per-RM summaries (paper Fig. A1)
 # =========================================================================================================
 
@@ -1019,7 +1101,8 @@ def run_statistics(params: Mapping[str, Any], record: RunRecord | None = None) -
         anova_rows, posthoc_rows = [], []
         for key, grp in _analyses(medians):
             grp = grp[grp["family"].isin(families)]
-            a = anova_3way(grp, factors=("category", "framing", "family"))
+            factors = [f for f in ("category", "framing", "family") if grp[f].nunique() > 1]
+            a = anova_3way(grp, factors=factors)
             ph = welch_posthocs(grp, group="family", levels=families)
             for t in (a, ph):
                 t.insert(0, "corpus", key[0])
@@ -1036,8 +1119,16 @@ def run_statistics(params: Mapping[str, Any], record: RunRecord | None = None) -
         except FileNotFoundError as exc:
             note = f"covariate model skipped: {exc}"
         else:
-            covariates = covariate_model(ranked, cov, families)
-            note = "covariate model fitted"
+            normed = cov.dropna(subset=["zipf_frequency", "valence"])
+            have = [c for c in p["corpora"] if c in set(normed["corpus"])]
+            lacking = [c for c in p["corpora"] if c not in have]
+            covariates = covariate_model(ranked[ranked["corpus"].isin(have)], cov, families) if have else None
+            note = f"covariate model fitted for {', '.join(have)}" if have else "covariate model skipped"
+            if lacking:
+                note += (
+                    f"; the corpora stage's run {p['corpora_run']!r} has no normed words for {', '.join(lacking)} "
+                    f"(run that stage with these corpora to include them)"
+                )
     per_rm = per_rm_summary(medians)
 
     if record is not None:
@@ -1309,25 +1400,126 @@ def plot_split(panels: pd.DataFrame, corpus: str = "mfd2") -> Figure:
 
 
 def plot_null(null_draws: pd.DataFrame, null_summary: pd.DataFrame, statistic: str = "range") -> Figure:
-    """The null distribution of a gap statistic (histogram) with the observed value (red line), per corpus
-    and framing."""
+    """The null distributions of a gap statistic (histograms; grey: labels permuted among all words, blue:
+    within subcategory) with the observed value (red line), one panel per corpus and framing."""
     import matplotlib.pyplot as plt
 
     d = null_draws[null_draws["statistic"] == statistic]
     s = null_summary[null_summary["statistic"] == statistic]
-    keys = s[["corpus", "framing", "category"]].drop_duplicates().to_records(index=False).tolist()
-    n = len(keys)
-    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 2.6), squeeze=False)
+    keys = s[["corpus", "framing", "category"]].drop_duplicates().itertuples(index=False, name=None)
+    keys = list(keys)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 2.7), squeeze=False)
+    colors = {"all words": "#999999", "within subcategory": "#7fb3d5"}
     for ax, (corpus, framing, category) in zip(axes[0], keys, strict=True):
-        vals = d[(d["corpus"] == corpus) & (d["framing"] == framing) & (d["category"] == category)]["value"]
-        obs = s[(s["corpus"] == corpus) & (s["framing"] == framing) & (s["category"] == category)][
-            "observed"
-        ].iloc[0]
-        ax.hist(vals, bins=40, color="#999999")
-        ax.axvline(obs, color="#c0392b", lw=2, label="observed")
-        ax.set_title(f"{corpus}, {framing}", fontsize=9)
-        ax.set_xlabel(f"{statistic} (rank units)")
+        cell = (d["corpus"] == corpus) & (d["framing"] == framing) & (d["category"] == category)
+        for null_name, vals in d[cell].groupby("null", sort=True)["value"]:
+            ax.hist(
+                vals, bins=40, color=colors.get(null_name, "#bbbbbb"), alpha=0.75, label=f"null: {null_name}"
+            )
+        srow = s[(s["corpus"] == corpus) & (s["framing"] == framing) & (s["category"] == category)]
+        ax.axvline(srow["observed"].iloc[0], color="#c0392b", lw=2, label="observed")
+        ax.set_title(f"{corpus}, {framing} prompts", fontsize=9)
+        ax.set_xlabel(f"{statistic} of family gaps (ranks)")
     axes[0, 0].set_ylabel("permutations")
-    axes[0, -1].legend(fontsize=8)
+    axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# =========================================================================================================
+# Sentences for the chapter (computed from the numbers, so they stay true when parameters change)
+# =========================================================================================================
+
+
+def _fmt(x: float, digits: int = 1) -> str:
+    return f"{x:.{digits}f}".replace("-", "\u2212")
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def describe_three_way(mixed: pd.DataFrame) -> str:
+    """One bullet per analysis: the family x category x framing coefficient(s) with SE and 95% CI."""
+    lines = []
+    for (corpus, analysis, sub), grp in mixed.groupby(
+        ["corpus", "analysis", "subcategory"], dropna=False, sort=True
+    ):
+        top = top_family_terms(grp)
+        label = f"{corpus}" + ("" if analysis == "pooled" else f" ({sub} words only)")
+        parts = [
+            f"`{r.term}` = {_fmt(r.coef)} ranks (SE {_fmt(r.se)}, 95% CI {_fmt(r.ci_low)} to {_fmt(r.ci_high)})"
+            for r in top.itertuples()
+        ]
+        lines.append(f"- **{label}**: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def describe_panels(panels: pd.DataFrame, corpus: str, analysis: str = "pooled") -> str:
+    """One bullet per panel: the family difference in ranks and Cohen's d with CIs, point- and RM-level p."""
+    df = panels[(panels["corpus"] == corpus) & (panels["analysis"] == analysis)]
+    lines = []
+    for r in df.itertuples():
+        where = r.category + ("" if analysis == "pooled" else f" {r.subcategory}")
+        lines.append(
+            f"- {where}, {r.framing} prompts: {r.family_b} \u2212 {r.family_a} = {_fmt(r.difference)} ranks "
+            f"[{_fmt(r.diff_ci_low)}, {_fmt(r.diff_ci_high)}], d = {_fmt(r.d, 2)} [{_fmt(r.d_ci_low, 2)}, "
+            f"{_fmt(r.d_ci_high, 2)}]; permutation p (corrected) {_p(r.p_corrected)}; over RMs: difference CI "
+            f"[{_fmt(r.diff_rm_ci_low)}, {_fmt(r.diff_rm_ci_high)}], exact p (corrected) {_p(r.p_rm_corrected)}"
+        )
+    return "\n".join(lines)
+
+
+_NULL_WORDING = {
+    "all words": "among all words",
+    "within subcategory": "within subcategory (virtue/vice mix kept)",
+}
+
+
+def describe_null(null_summary: pd.DataFrame) -> str:
+    """One bullet per corpus, null and framing: the observed range of family gaps against the null."""
+    df = null_summary[null_summary["statistic"] == "range"]
+    lines = []
+    for r in df.itertuples():
+        lines.append(
+            f"- {r.corpus}, {r.framing} prompts, labels permuted {_NULL_WORDING.get(r.null, r.null)}: observed range "
+            f"{_fmt(r.observed)} ranks; null mean {_fmt(r.null_mean)}, 95% of permutations below "
+            f"{_fmt(r.null_q975)}; p {_p(r.p_perm)} ({r.n_null} permutations)"
+        )
+    return "\n".join(lines)
+
+
+def describe_loo(loo: pd.DataFrame) -> str:
+    """One bullet per analysis and term: the range of the coefficient over left-out RMs."""
+    lines = []
+    for (corpus, analysis, sub, term), grp in loo.groupby(
+        ["corpus", "analysis", "subcategory", "term"], dropna=False, sort=True
+    ):
+        label = corpus + ("" if analysis == "pooled" else f" ({sub})")
+        lo, hi = grp.loc[grp["coef"].idxmin()], grp.loc[grp["coef"].idxmax()]
+        sign_kept = bool((np.sign(grp["coef"]) == np.sign(grp["coef_all"])).all())
+        lines.append(
+            f"- {label}, `{term}`: {_fmt(grp['coef_all'].iloc[0])} with every RM; from {_fmt(lo['coef'])} "
+            f"(without {lo['dropped_rm']}) to {_fmt(hi['coef'])} (without {hi['dropped_rm']}); "
+            + ("same sign in every refit" if sign_kept else "**the sign changes** in some refit")
+        )
+    return "\n".join(lines)
+
+
+def describe_covariates(cov: pd.DataFrame | None, note: str) -> str:
+    """The family x category x framing terms without and with the covariates."""
+    if cov is None:
+        return note
+    lines = []
+    terms = top_family_terms(cov[cov["term"].str.contains("category")])["term"]
+    for (corpus, term), grp in cov[cov["term"].isin(terms)].groupby(["corpus", "term"]):
+        g = grp.set_index("covariates")
+        if {"with", "without"} - set(g.index):
+            continue
+        w, wo = g.loc["with"], g.loc["without"]
+        lines.append(
+            f"- {corpus} ({int(w['n_words'])} of {int(w['n_words_corpus'])} words have a valence norm), `{term}`: "
+            f"{_fmt(wo['coef'])} (SE {_fmt(wo['se'])}) without covariates, {_fmt(w['coef'])} (SE {_fmt(w['se'])}) "
+            "with them"
+        )
+    return "\n".join(lines)
