@@ -578,3 +578,47 @@ def test_run_statistics_covariates_from_the_corpora_stage(tmp_path):
         "without",
     }
     assert "fitted for toy" in res.covariate_note and "no normed words for toy2" in res.covariate_note
+
+
+def test_published_and_live_scores_of_one_rm_stay_apart():
+    pub = _scores(
+        [
+            ("m", "gemma", "best_ever_one", "a", "A", None, 2.0),
+            ("m", "gemma", "best_ever_one", "b", "B", None, 1.0),
+        ]
+    )
+    pub["source"] = "published"
+    live = _scores(
+        [
+            ("m", "gemma", "best_ever_one", "a", "A", None, 1.0),
+            ("m", "gemma", "best_ever_one", "b", "B", None, 3.0),
+        ]
+    )
+    ranked = st.rank_scores(pd.concat([pub, live], ignore_index=True))
+    r = ranked.set_index(["rm", "word"])["rank"].to_dict()
+    assert r == {
+        ("m [published]", "a"): 1.0,
+        ("m [published]", "b"): 2.0,
+        ("m [live]", "a"): 2.0,
+        ("m [live]", "b"): 1.0,
+    }
+
+
+def test_mixed_model_falls_back_to_derivative_free_optimizers():
+    class Model:
+        formula = "y ~ x"
+
+        def __init__(self, failing):
+            self.failing, self.calls = failing, []
+
+        def fit(self, reml, method):
+            self.calls.append(method)
+            if method[0] in self.failing:
+                raise np.linalg.LinAlgError("Singular matrix")
+            return "fitted"
+
+    model = Model(failing={"bfgs"})
+    assert st._fit_with_fallback(model, True) == ("fitted", [], "powell")
+    assert model.calls == [["bfgs", "lbfgs", "cg"], ["powell"]]
+    with pytest.raises(RuntimeError, match="could not be fitted with any of"):
+        st._fit_with_fallback(Model(failing={"bfgs", "powell", "nm"}), True)

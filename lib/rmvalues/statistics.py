@@ -80,8 +80,9 @@ SCORE_CHOICES = ("published", "live", "both")
 MIN_PERMUTATIONS = 9
 MIN_BOOTSTRAP = 50
 MIN_NULL = 10
-#: Optimizers tried in turn for the mixed models (statsmodels ``MixedLM.fit(method=...)``).
-OPTIMIZERS = ("lbfgs", "powell", "nm")
+#: Optimizers tried in turn for the mixed models (statsmodels ``MixedLM.fit(method=...)``): statsmodels'
+#: default sequence first (BFGS, then L-BFGS, then CG), then derivative-free ones.
+OPTIMIZERS = ("bfgs,lbfgs,cg", "powell", "nm")
 #: The RM-level permutation test enumerates every relabelling of the RMs up to this many (else it samples).
 MAX_EXACT_SPLITS = 100_000
 #: Colours of the paper's figures.
@@ -534,7 +535,7 @@ class MixedFit:
     n_obs: int
     n_groups: int
     converged: bool
-    optimizer: str = "lbfgs"
+    optimizer: str = "bfgs,lbfgs,cg"
 
 
 def _design(df: pd.DataFrame, families: Sequence[str]) -> pd.DataFrame:
@@ -599,14 +600,14 @@ def fit_mixed_model(
 def _fit_with_fallback(model: Any, reml: bool) -> tuple[Any, list[warnings.WarningMessage], str]:
     """Fit ``model`` with the first of :data:`OPTIMIZERS` that works: ``(result, warnings, optimizer)``.
 
-    statsmodels' default (L-BFGS) fails with a singular matrix when the RM variance sits on the boundary
+    statsmodels' gradient optimizers fail with a singular matrix when the RM variance sits on the boundary
     (0), as with very few prompts; derivative-free optimizers then still find the REML estimate.
     """
     for optimizer in OPTIMIZERS:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                result = model.fit(reml=reml, method=optimizer)
+                result = model.fit(reml=reml, method=optimizer.split(","))
             except np.linalg.LinAlgError:
                 continue
         return result, list(caught), optimizer
