@@ -383,3 +383,9 @@ def _check_prompts(prompts: list[str] | tuple[str, ...] | None) -> list[str]:
             f"(e.g. 'greatest_ever_one'); an empty list selects all 54"
         )
     return [p for p in valid if p in set(prompts)]
+
+
+#: Public names of the helpers other stages use (the scoring stage validates prompts and builds empty
+#: tables with them).
+select_prompts = _check_prompts
+empty_scores = _empty_scores
