@@ -101,3 +101,21 @@ def test_download_path_is_used_when_online(tmp_path, isolated_cache, monkeypatch
     monkeypatch.setattr(data, "_download", fake_download)
     path = data.fetch("t/x")
     assert calls == ["https://x/y.yaml"] and path.read_bytes() == b"payload"
+
+
+def test_cached_and_written_files_have_normal_permissions(shared_mirror, isolated_cache, tmp_path):
+    import os
+    import stat
+
+    import pandas as pd
+
+    from rmvalues.manifest import atomic_write_parquet
+
+    mask = os.umask(0)
+    os.umask(mask)
+    expected = 0o666 & ~mask
+    cached = data.fetch("paper/config/prompts")
+    assert stat.S_IMODE(cached.stat().st_mode) == expected
+    out = tmp_path / "t.parquet"
+    atomic_write_parquet(pd.DataFrame({"a": [1]}), out)
+    assert stat.S_IMODE(out.stat().st_mode) == expected

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from . import paths
+from .manifest import publish
 
 
 class DataError(RuntimeError):
@@ -103,7 +104,7 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        publish(tmp, dst)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -200,7 +201,7 @@ def _download(url: str, dst: Path, timeout: float = 60.0) -> None:
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out)
-        os.replace(tmp, dst)
+        publish(tmp, dst)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
