@@ -275,6 +275,10 @@ def test_planted_words_are_recovered_on_a_tiny_model():
         "cold",
     ]
     rec, ranks = im.planted_recovery(ref, tuned, evals, candidates, planted)
+    # a reference table computed before (here: for part of the words) gives the same result
+    known = ref.word_logprobs(evals, candidates[:5])
+    rec2, _ = im.planted_recovery(ref, tuned, evals, candidates, planted, reference_lp=known)
+    pd.testing.assert_frame_equal(rec, rec2)
     assert set(rec["metric"]) == {
         "word_logratio",
         "word_mwlr",
@@ -311,6 +315,8 @@ def test_planted_words_are_recovered_on_a_tiny_model():
         ({"planted_model": "nope"}, r"planted_model='nope'.*'' = skip"),
         ({"planted_steps": 0}, r"planted_steps=0"),
         ({"threads": -1}, r"threads=-1"),
+        ({"metrics": ["token_logratio"]}, r"same prompt x.*'gemma3-270m' is prompted raw"),
+        ({"device": "tpu"}, r"device='tpu'"),
         ({"colour": "red"}, r"unknown parameter\(s\) \['colour'\]"),
     ],
 )

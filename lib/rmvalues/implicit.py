@@ -739,6 +739,7 @@ def planted_recovery(
     candidates: Sequence[str],
     planted: Sequence[str],
     include_end_of_turn: bool = False,
+    reference_lp: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Which implicit-reward metric recovers the planted words (:data:`RECOVERY_COLUMNS`, one row per level
     and metric) and the planted words' ranks (``level, metric, word, rank, n_candidates``).
@@ -746,12 +747,30 @@ def planted_recovery(
     Word level: the candidates (planted words included) ranked by each metric's mean over ``prompts``
     (``word_logratio``, ``word_mwlr`` of tuned vs reference; ``word_sum``, ``word_mean`` of the tuned model).
     Token level: the whole vocabulary ranked by ``token_logratio``, ``token_mwlr`` and the tuned model's
-    ``token_logprob``; the planted units are the planted words' first tokens.
+    ``token_logprob``; the planted units are the planted words' first tokens. ``reference_lp``: the reference
+    model's word log-probs computed already (same prompt format and end-of-turn setting); the (prompt, word)
+    pairs it lacks are computed.
     """
     import torch
 
     cands = list(dict.fromkeys([*candidates, *planted]))
-    ref_lp = reference.word_logprobs(prompts, cands, include_end_of_turn)
+    ref_lp = None
+    if reference_lp is not None:
+        have = reference_lp[reference_lp["prompt_id"].isin(list(prompts)) & reference_lp["word"].isin(cands)]
+        have = have.drop_duplicates(["prompt_id", "word"])
+        missing = [w for w in cands if (have["word"] == w).sum() < len(prompts)]
+        if not missing:
+            ref_lp = have
+        elif len(missing) < len(cands):
+            ref_lp = pd.concat(
+                [
+                    have[~have["word"].isin(missing)],
+                    reference.word_logprobs(prompts, missing, include_end_of_turn),
+                ],
+                ignore_index=True,
+            )
+    if ref_lp is None:
+        ref_lp = reference.word_logprobs(prompts, cands, include_end_of_turn)
     tun_lp = tuned.word_logprobs(prompts, cands, include_end_of_turn)
     m = ref_lp.merge(tun_lp, on=["prompt_id", "word"], suffixes=("_p", "_q"))
     m["word_logratio"] = log_ratio(m["logprob_p"], m["logprob_q"])
@@ -899,12 +918,20 @@ def check_parameters(params: Mapping[str, Any]) -> None:
             "instruction-tuned models, raw prompt for pretrained ones) or a {model: format} mapping"
         )
     if not errors and reg:
+        resolved: dict[str, str] = {}
         for m in mods:
             f = fmt.get(m, "auto") if isinstance(fmt, Mapping) else fmt
             try:
-                lp_mod.resolve_prompt_format(reg[m], f)
+                resolved[m] = lp_mod.resolve_prompt_format(reg[m], f)
             except lp_mod.PromptFormatError as exc:
                 errors.append(str(exc))
+        if "token_logratio" in metrics and len(resolved) == len(mods):
+            for a, b in resolve_pairs(mods, pairs, {m: reg[m].family for m in mods}):
+                if resolved[a] != resolved[b]:
+                    errors.append(
+                        f"token_logratio compares two models on the same prompt x, but {a!r} is prompted "
+                        f"{resolved[a]} and {b!r} {resolved[b]}; set prompt_format to 'chat' or 'raw' for both"
+                    )
     if not isinstance(p["include_end_of_turn"], bool):
         errors.append(f"include_end_of_turn={p['include_end_of_turn']!r}: give true or false")
     corpora = p["corpora"]
@@ -1199,8 +1226,15 @@ def run_implicit(
             )
             # candidates: the words of the first corpus (the Big Two nouns by default) plus the planted words
             cand = list(dict.fromkeys(labels.loc[labels["corpus"] == p["corpora"][0], "word"]))
+            known = word_lp[(word_lp["model"] == pspec.name) & (word_lp["prompt_format"] == fmt)]
             recovery, planted_ranks = planted_recovery(
-                ref, tuned, eval_prompts, cand, p["planted_words"], p["include_end_of_turn"]
+                ref,
+                tuned,
+                eval_prompts,
+                cand,
+                p["planted_words"],
+                p["include_end_of_turn"],
+                reference_lp=known if len(known) else None,
             )
             recovery.insert(0, "model", pspec.name)
             del ref, tuned, tuned_model
@@ -1311,16 +1345,19 @@ def plot_contrasts(contrasts: pd.DataFrame) -> Figure:
 
     df = contrasts[contrasts["framing"] == "all"].copy()
     df["label"] = df["pair"] + " | " + df["case"] + ", " + df["space"]
+    from matplotlib.ticker import FormatStrFormatter
+
     a, b = df["text_a"].iloc[0].strip().lower(), df["text_b"].iloc[0].strip().lower()
     df = df.iloc[::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) + 1.2))
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(df) + 1.5))
     y = np.arange(len(df))
     ax.hlines(y, 0, df["difference"], color="0.6")
     ax.scatter(df["difference"], y, color=np.where(df["difference"] > 0, "#0064E0", "#DB4437"), zorder=3)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, df["label"])
-    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
-    ax.set_xlabel(f"MWLR({a}) - MWLR({b}), mean over prompts (per variant of case and leading space)")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%.1e"))
+    ax.tick_params(axis="x", rotation=30)
+    ax.set_xlabel(f"MWLR({a}) - MWLR({b}), mean over prompts")
     fig.tight_layout()
     plt.close(fig)
     return fig
