@@ -1,0 +1,530 @@
+"""Training ablations on tiny random models: determinism, pad handling, subsampling, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from tinymodels import (
+    TRAINING_TEXT,
+    registry_entry,
+    save_tiny_model,
+    tiny_reward_model,
+    tiny_tokenizer,
+    write_registry,
+)
+
+from rmvalues import preferences as prefs
+from rmvalues import training as tr
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _messages(i: int, chosen: bool) -> list[dict[str, str]]:
+    prompt = TRAINING_TEXT[i % len(TRAINING_TEXT)]
+    answer = (
+        TRAINING_TEXT[(i + 1) % len(TRAINING_TEXT)] if chosen else TRAINING_TEXT[(i + 3) % 10][: 15 + i % 9]
+    )
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+def _records(n: int) -> list[dict]:
+    return [{"chosen": _messages(i, True), "rejected": _messages(i, False)} for i in range(n)]
+
+
+def _pairs(n: int = 40) -> pd.DataFrame:
+    return prefs.pairs_from_records(pd.DataFrame(_records(n)), "messages", "test data")
+
+
+def _settings(**kw) -> tr.TrainSettings:
+    base = dict(
+        method="head",
+        learning_rate=1e-2,
+        epochs=2,
+        batch_size=4,
+        per_device_batch_size=2,
+        max_length=200,
+        eval_pairs=4,
+        checkpoint_every=2,
+        feature_cache=False,
+    )
+    return tr.make_settings({**base, **kw})
+
+
+def _data(n_train: int = 8, n_eval: int = 4):
+    tok = tiny_tokenizer("llama")
+    sel = prefs.select_pairs(
+        _pairs(), {"tiny": tok}, n_eval=n_eval, n_train=n_train, max_length=200, source="t"
+    )
+    return tok, tr.cell_data(sel, "tiny", n_train)
+
+
+def _fresh_model(tok, family: str = "llama"):
+    model, _ = tiny_reward_model(family, seed=0)
+    model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def _rewards(model, seqs, pad_id: int) -> np.ndarray:
+    """Rewards of sequences, one at a time (no padding at all)."""
+    with torch.inference_mode():
+        return np.array([float(model(input_ids=torch.tensor([s])).logits[0, 0]) for s in seqs])
+
+
+# -- preference data --------------------------------------------------------------------------------------
+
+
+def test_parse_hh_dialogue_turns_and_problems():
+    msgs, problem = prefs.parse_hh_dialogue(
+        "\n\nHuman: hi there\n\nAssistant: hello\n\nHuman: and?\n\nAssistant: bye "
+    )
+    assert problem is None
+    assert msgs == [
+        {"role": "user", "content": "hi there"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "and?"},
+        {"role": "assistant", "content": "bye"},
+    ]
+    assert prefs.parse_hh_dialogue("\n\nHuman: a\n\nHuman: b\n\nAssistant: c")[1] == "roles do not alternate"
+    assert prefs.parse_hh_dialogue("\n\nHuman: a\n\nAssistant: b\n\nHuman: c")[1] == (
+        "does not end with an assistant turn"
+    )
+    assert prefs.parse_hh_dialogue("\n\nHuman: a\n\nAssistant:")[1] == "an empty turn"
+    assert prefs.parse_hh_dialogue("hello\n\nHuman: a\n\nAssistant: b")[1] == "text before the first turn"
+
+
+def test_rated_pairs_pick_the_higher_rating_and_drop_ties():
+    a, b = _messages(0, True), _messages(0, False)
+    raw = pd.DataFrame(
+        [
+            {"conv_A": a, "conv_B": b, "conv_A_rating": 1, "conv_B_rating": 5},
+            {"conv_A": a, "conv_B": b, "conv_A_rating": 3, "conv_B_rating": 3},
+        ]
+    )
+    pairs = prefs.pairs_from_records(raw, "rated-pair", "uf")
+    assert pairs.loc[0, "chosen"] == b and pairs.loc[0, "rejected"] == a
+    assert pairs.loc[1, "chosen"] is None and pairs.loc[1, "problem"] == "equal ratings"
+
+
+def test_data_file_with_missing_column_is_a_clear_error(tmp_path):
+    file = tmp_path / "pairs.jsonl"
+    file.write_text("\n".join(json.dumps({"chosen": r["chosen"]}) for r in _records(3)), encoding="utf-8")
+    source = prefs.parse_source("mine", {"path": str(file), "format": "messages"})
+    with pytest.raises(
+        prefs.PreferenceDataError, match=r"missing column\(s\) \['rejected'\].*needs \['chosen', 'rejected'\]"
+    ):
+        prefs.load_pairs(source)
+
+
+def test_data_file_with_empty_pairs_is_a_clear_error(tmp_path):
+    recs = _records(4)
+    recs[2]["rejected"] = ""
+    file = tmp_path / "pairs.jsonl"
+    file.write_text("\n".join(json.dumps(r) for r in recs), encoding="utf-8")
+    source = prefs.parse_source("mine", {"path": str(file), "format": "messages"})
+    with pytest.raises(
+        prefs.PreferenceDataError, match=r"1 pair\(s\) with an empty chosen or rejected \(rows \[2\]"
+    ):
+        prefs.load_pairs(source)
+
+
+def test_subsets_are_nested_deterministic_and_disjoint_from_heldout():
+    tok_a, tok_b = tiny_tokenizer("llama"), tiny_tokenizer("gemma")
+    pairs = _pairs(40)
+    kw = dict(n_eval=5, n_train=20, max_length=200, data_seed=3, source="t")
+    sel = prefs.select_pairs(pairs, {"a": tok_a, "b": tok_b}, **kw)
+    again = prefs.select_pairs(pairs, {"a": tok_a, "b": tok_b}, **kw)
+    assert sel.train_ids == again.train_ids and sel.eval_ids == again.eval_ids
+    assert sel.subset(8) == sel.subset(16)[:8] == sel.train_ids[:8]
+    assert not set(sel.eval_ids) & set(sel.train_ids)
+    # same pairs for both models, tokenized with each model's own chat template
+    assert set(sel.tokens["a"]) == set(sel.tokens["b"]) == set(sel.eval_ids) | set(sel.train_ids)
+    cid, rid = sel.tokens["b"][sel.train_ids[0]]
+    assert cid[0] == tok_b.bos_token_id and cid.count(tok_b.bos_token_id) == 1
+    other = prefs.select_pairs(pairs, {"a": tok_a}, **{**kw, "data_seed": 4})
+    assert other.train_ids != sel.train_ids
+
+
+def test_pairs_too_long_for_any_model_are_dropped_and_counted():
+    tok_a, tok_b = tiny_tokenizer("llama"), tiny_tokenizer("gemma")
+    pairs = _pairs(40)
+    lengths = {
+        m: {
+            pid: max(len(prefs.tokenize_messages(t, c)), len(prefs.tokenize_messages(t, r)))
+            for pid, c, r in zip(pairs["pair_id"], pairs["chosen"], pairs["rejected"], strict=True)
+        }
+        for m, t in (("a", tok_a), ("b", tok_b))
+    }
+    limit = int(np.median([max(lengths["a"][i], lengths["b"][i]) for i in range(40)]))
+    fits = [i for i in range(40) if max(lengths["a"][i], lengths["b"][i]) <= limit]
+    sel = prefs.select_pairs(
+        pairs, {"a": tok_a, "b": tok_b}, n_eval=2, n_train=len(fits) - 2, max_length=limit, source="t"
+    )
+    assert sorted(sel.eval_ids + sel.train_ids) == fits
+    assert sel.n_examined == 40
+    assert sum(sel.reasons.values()) == 40 - len(fits)
+    assert all(k.startswith(f"longer than max_length={limit} (") for k in sel.reasons)
+    only_a = sum(1 for i in range(40) if lengths["a"][i] > limit >= lengths["b"][i])
+    both = sum(1 for i in range(40) if min(lengths["a"][i], lengths["b"][i]) > limit)
+    assert sel.reasons.get(f"longer than max_length={limit} (a)", 0) == only_a
+    assert sel.reasons.get(f"longer than max_length={limit} (every model)", 0) == both
+
+
+def test_quantity_larger_than_the_data_is_a_clear_error():
+    tok = tiny_tokenizer("llama")
+    with pytest.raises(prefs.PreferenceDataError, match=r"only 40 pairs; lower the quantities"):
+        prefs.select_pairs(_pairs(40), {"a": tok}, n_eval=5, n_train=100, max_length=200, source="t")
+    with pytest.raises(
+        prefs.PreferenceDataError, match=r"quantity too large.*Lower the largest quantity to at most"
+    ):
+        prefs.select_pairs(_pairs(40), {"a": tok}, n_eval=5, n_train=30, max_length=40, source="t")
+
+
+# -- configuration and parameters ---------------------------------------------------------------------------
+
+
+def test_repository_config_and_grids_are_valid():
+    cfg = tr.load_config()
+    assert {"default", "tiny", "full"} <= set(cfg.grids)
+    default = tr.grid_spec("default", config=cfg)
+    assert len(default.models) >= 2 and len(default.quantities) >= 2 and len(default.seeds) >= 3
+    full = tr.grid_spec("full", config=cfg)
+    s = full.settings
+    assert (s.method, s.lora_r, s.lora_alpha, s.lora_dropout) == ("lora", 32, 64, 0.05)
+    assert set(s.lora_target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert (s.learning_rate, s.lr_scheduler_type, s.warmup_ratio, s.batch_size, s.epochs, s.max_length) == (
+        1e-5,
+        "cosine",
+        0.03,
+        16,
+        2,
+        1024,
+    )
+    cells = default.cells()
+    assert len(cells) == len(default.models) * len(default.quantities) * len(default.seeds)
+    assert cells[0].name == f"{default.models[0]}-hh-head-n{default.quantities[0]}-s{default.seeds[0]}"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"models": ["no-such-model"]},
+            r"unknown base model\(s\) \['no-such-model'\]; registered causal LMs: .*gemma3-270m",
+        ),
+        ({"grid": "nope"}, r"unknown grid 'nope'; grids in .*: default"),
+        ({"settings": {"learning_rat": 1}}, r"unknown setting\(s\) \['learning_rat'\]"),
+        ({"settings": {"method": "qlora"}}, r"method is 'qlora'; valid methods: head, lora, full"),
+        ({"quantities": [0]}, r"quantities must be positive integers"),
+        ({"sources": ["wiki"]}, r"unknown source\(s\) \['wiki'\]; sources: hh"),
+        ({"prompts": ["greatest_thing"]}, r"unknown prompt id"),
+        ({"corpus": "nope"}, r"unknown corpus 'nope'"),
+        ({"epochs": 3}, r"unknown parameter\(s\) \['epochs'\]"),
+        ({"settings": {"batch_size": 10, "per_device_batch_size": 4}}, r"multiple of per_device_batch_size"),
+    ],
+)
+def test_check_parameters_rejects_bad_input(params, message):
+    with pytest.raises(ValueError, match=message):
+        tr.check_parameters(params)
+
+
+def test_check_parameters_accepts_the_defaults():
+    tr.check_parameters(dict(tr.DEFAULT_PARAMETERS))
+
+
+# -- pad handling -------------------------------------------------------------------------------------------
+
+
+def test_pad_equal_to_eos_is_refused():
+    tok = tiny_tokenizer("llama")
+    tok.pad_token = tok.eos_token
+    with pytest.raises(tr.TrainingConfigError, match=r"pad token '<\|im_end\|>' is the EOS token"):
+        tr.check_pad_token(tok, "tiny")
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_chosen_and_rejected_are_read_at_their_own_last_token(family):
+    """The collated batch (right padding with pad != eos) gives each sequence the reward it has alone, and the
+    cached features are the hidden states the head reads."""
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    tok = tiny_tokenizer(family)
+    model = _fresh_model(tok, family)
+    sel = prefs.select_pairs(_pairs(), {"m": tok}, n_eval=0, n_train=6, max_length=200, source="t")
+    pairs = [sel.tokens["m"][i] for i in sel.train_ids]
+    assert len({len(c) for c, _ in pairs} | {len(r) for _, r in pairs}) > 1  # padding happens
+    batch = DataCollatorForPreference(pad_token_id=tok.pad_token_id)(
+        [{"chosen_ids": c, "rejected_ids": r} for c, r in pairs]
+    )
+    with torch.inference_mode():
+        batched = model(**batch).logits[:, 0].numpy()
+    seqs = [c for c, _ in pairs] + [r for _, r in pairs]
+    alone = _rewards(model, seqs, tok.pad_token_id)
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    feats = tr.sequence_features(model, seqs, batch_size=4, pad_id=tok.pad_token_id)
+    np.testing.assert_allclose(
+        feats.numpy() @ model.score.weight.detach().numpy().T, alone[:, None], atol=1e-5
+    )
+    # with pad = eos the last real token of a ChatML sequence (eos then newline) would not be found the same way
+    if family == "llama":
+        model.config.pad_token_id = tok.eos_token_id
+        with torch.inference_mode():
+            wrong = model(**batch).logits[:, 0].numpy()
+        assert not np.allclose(wrong, alone, atol=1e-3)
+
+
+# -- training -------------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_rewards_and_other_seeds_differ(tmp_path):
+    tok, data = _data()
+    probe = [c for c, _ in data.eval] + [r for _, r in data.eval]
+    runs = {}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        model = _fresh_model(tok)
+        out = tr.train_reward_model(model, tok, data, _settings(), seed, tmp_path / name)
+        runs[name] = _rewards(out.model, probe, tok.pad_token_id)
+        assert out.n_train_used == len(data.train) and out.n_eval_used == len(data.eval)
+    np.testing.assert_array_equal(runs["a"], runs["b"])
+    assert not np.allclose(runs["a"], runs["c"])
+
+
+def test_head_on_cached_features_equals_head_on_the_full_model(tmp_path):
+    tok, data = _data()
+    full = tr.train_reward_model(_fresh_model(tok), tok, data, _settings(), 3, tmp_path / "full")
+    model = _fresh_model(tok)
+    seqs = (
+        [c for c, _ in data.train]
+        + [r for _, r in data.train]
+        + [c for c, _ in data.eval]
+        + [r for _, r in data.eval]
+    )
+    f = tr.sequence_features(model, seqs, batch_size=3, pad_id=tok.pad_token_id)
+    n, m = len(data.train), len(data.eval)
+    feats = {"train": (f[:n], f[n : 2 * n]), "eval": (f[2 * n : 2 * n + m], f[2 * n + m :])}
+    cached = tr.train_reward_model(
+        model, tok, data, _settings(feature_cache=True), 3, tmp_path / "cached", feats
+    )
+    assert sorted(full.heads) == sorted(cached.heads) == [0, 2, 4]
+    for step in full.heads:
+        np.testing.assert_allclose(full.heads[step], cached.heads[step], atol=1e-6)
+    a, b = tr.tidy_history(full.log_history), tr.tidy_history(cached.log_history)
+    assert list(a["step"]) == list(b["step"]) and a["split"].tolist().count("eval") == 3  # steps 0, 2, 4
+    np.testing.assert_allclose(a["loss"], b["loss"], atol=1e-5)
+    assert a.loc[a["split"] == "eval", "step"].tolist() == [0, 2, 4]
+
+
+def test_lora_trains_adapter_and_head_and_saves_a_loadable_merged_rm(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    tok, data = _data()
+    model = _fresh_model(tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = _settings(method="lora", learning_rate=5e-3, lora_r=4, lora_alpha=8)
+    out = tr.train_reward_model(model, tok, data, s, 0, tmp_path / "cell")
+    trainable = [n for n, p in out.model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in trainable) and any("score" in n for n in trainable)
+    assert not any("embed_tokens" in n for n in trainable)
+    assert sorted(out.checkpoints) == [0, 2, 4]
+    folder = tr.save_full_rm(out.model, tok, tmp_path / "rm")
+    loaded = AutoModelForSequenceClassification.from_pretrained(folder)
+    probe = [c for c, _ in data.eval]
+    np.testing.assert_allclose(_rewards(loaded, probe, 0), _rewards(out.model, probe, 0), atol=1e-5)
+    assert not torch.equal(loaded.state_dict()["score.weight"], before["score.weight"])
+
+
+def test_head_rm_folder_shares_the_base_weights_and_loads(tmp_path, monkeypatch):
+    import os
+
+    from transformers import AutoModelForSequenceClassification
+
+    base = save_tiny_model(tmp_path / "tiny-base", "llama")
+    reg = write_registry(tmp_path / "models.yaml", {"tiny-base": registry_entry(base, "llama")})
+    monkeypatch.setenv("RMVALUES_MODEL_REGISTRY", str(reg))
+    tok = tr.training_tokenizer("tiny-base")
+    model = tr.load_classifier("tiny-base", tok)
+    w = np.linspace(-1, 1, model.config.hidden_size).astype(np.float32)
+    folder = tr.save_head_rm("tiny-base", model, w, tok, tmp_path / "rm")
+    assert os.path.samefile(folder / "base.safetensors", base / "model.safetensors")
+    loaded = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert type(loaded).__name__ == "LlamaForSequenceClassification"
+    np.testing.assert_array_equal(loaded.score.weight.detach().numpy()[0], w)
+    seq = prefs.tokenize_messages(tok, _messages(1, True))
+    with torch.no_grad():
+        model.score.weight.copy_(torch.tensor(w)[None])
+    np.testing.assert_allclose(_rewards(loaded, [seq], 0), _rewards(model, [seq], 0), atol=1e-6)
+
+
+# -- the grid: resume and registry --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_grid(tmp_path, monkeypatch, shared_mirror):
+    base = save_tiny_model(tmp_path / "tiny-llama", "llama")
+    reg = write_registry(tmp_path / "models.yaml", {"tiny-llama": registry_entry(base, "llama")})
+    monkeypatch.setenv("RMVALUES_MODEL_REGISTRY", str(reg))
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in _records(40)), encoding="utf-8")
+    cfg = {
+        "sources": {"toy": {"path": str(data), "format": "messages"}},
+        "settings": {},
+        "grids": {
+            "g": {
+                "models": ["tiny-llama"],
+                "sources": ["toy"],
+                "quantities": [8],
+                "seeds": [0, 1],
+                "settings": {
+                    "method": "head",
+                    "learning_rate": 1e-2,
+                    "epochs": 1,
+                    "batch_size": 4,
+                    "per_device_batch_size": 4,
+                    "max_length": 200,
+                    "eval_pairs": 4,
+                    "checkpoint_every": 1,
+                },
+            }
+        },
+    }
+    file = tmp_path / "training.yaml"
+    file.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return tr.load_config(file), tmp_path
+
+
+def test_grid_trains_registers_and_resumes_only_unfinished_cells(tiny_grid):
+    from rmvalues import models
+
+    cfg, tmp = tiny_grid
+    spec = tr.grid_spec("g", config=cfg)
+    out = tmp / "run"
+    kw = dict(prompts=["greatest_ever_one"], results_root=tmp / "results", config=cfg, progress=False)
+    first = tr.run_grid(spec, out, **kw)
+    assert first.cells["status"].tolist() == ["trained now", "trained now"]
+    assert first.cells["n_train_used"].tolist() == [8, 8] and first.cells["steps"].tolist() == [2, 2]
+    names = first.cells["cell"].tolist()
+    assert names == ["tiny-llama-toy-head-n8-s0", "tiny-llama-toy-head-n8-s1"]
+    # registered: loadable by name through the registry file
+    spec0 = models.get_spec(names[0], extra=[first.registry])
+    assert spec0.kind == "reward-model" and spec0.architecture == "LlamaForSequenceClassification"
+    # trajectories: every checkpoint (0, 1, 2) of every cell scored on the corpus words
+    traj = first.trajectories
+    assert sorted(traj["step"].unique()) == [0, 1, 2]
+    assert traj.groupby(["cell", "step"])["word"].nunique().min() == traj["word"].nunique() > 200
+    # interrupt the second cell: its marker is gone; the first must not be retrained
+    marker0 = (out / "cells" / names[0] / "cell.json").stat().st_mtime_ns
+    (out / "cells" / names[1] / "cell.json").unlink()
+    again = tr.run_grid(spec, out, **kw)
+    assert again.cells["status"].tolist() == ["reused", "trained now"]
+    assert (out / "cells" / names[0] / "cell.json").stat().st_mtime_ns == marker0
+    pd.testing.assert_frame_equal(
+        again.trajectories.sort_values(["cell", "step", "prompt_id", "word", "category"]).reset_index(
+            drop=True
+        ),
+        first.trajectories.sort_values(["cell", "step", "prompt_id", "word", "category"]).reset_index(
+            drop=True
+        ),
+    )
+    # a changed setting retrains
+    spec2 = tr.grid_spec("g", {"settings": {"learning_rate": 2e-2}}, config=cfg)
+    third = tr.run_grid(spec2, out, **kw)
+    assert third.cells["status"].tolist() == ["trained now", "trained now"]
+
+
+def test_grid_refuses_bad_data_before_training(tiny_grid):
+    cfg, tmp = tiny_grid
+    spec = tr.grid_spec("g", {"quantities": [500]}, config=cfg)
+    with pytest.raises(prefs.PreferenceDataError, match=r"lower the quantities"):
+        tr.run_grid(spec, tmp / "run", prompts=["greatest_ever_one"], config=cfg, progress=False)
+    assert not (tmp / "run" / "cells").exists()
+
+
+# -- analysis -------------------------------------------------------------------------------------------------
+
+
+def _toy_trajectories() -> pd.DataFrame:
+    """Two cells of one base, 4 words (2 per category), one prompt, steps 0 and 1."""
+    from rmvalues.scores import SCORE_COLUMNS
+
+    rows = []
+    scores = {  # seed -> step -> word -> score
+        0: {0: {"a1": 4, "a2": 3, "c1": 2, "c2": 1}, 1: {"a1": 1, "a2": 2, "c1": 3, "c2": 4}},
+        1: {0: {"a1": 4, "a2": 1, "c1": 3, "c2": 2}, 1: {"a1": 4, "a2": 3, "c1": 2, "c2": 1}},
+    }
+    for seed, steps in scores.items():
+        for step, words in steps.items():
+            for word, score in words.items():
+                rows.append(
+                    {
+                        "model": f"m-s{seed}@{step}",
+                        "revision": None,
+                        "family": "fam",
+                        "source": "live",
+                        "prompt_id": "greatest_ever_one",
+                        "framing": "positive",
+                        "corpus": "toy",
+                        "category": "Agency" if word.startswith("a") else "Communion",
+                        "subcategory": None,
+                        "word": word,
+                        "n_tokens": 1,
+                        "score": float(score),
+                        "cell": f"m-s{seed}",
+                        "base_model": "m",
+                        "data": "d",
+                        "method": "head",
+                        "quantity": 8,
+                        "seed": seed,
+                        "step": step,
+                    }
+                )
+    df = pd.DataFrame(rows)
+    df[list(SCORE_COLUMNS)] = df[list(SCORE_COLUMNS)]
+    return df
+
+
+def test_category_trajectories_gaps_and_seed_summary_by_hand():
+    traj = _toy_trajectories()
+    cats = tr.category_trajectories(traj)
+    got = cats.set_index(["seed", "step", "category"])["median_rank"]
+    # seed 0, step 0: ranks a1=1, a2=2, c1=3, c2=4 -> Agency 1.5, Communion 3.5; step 1 reversed
+    assert got[(0, 0, "Agency")] == 1.5 and got[(0, 0, "Communion")] == 3.5
+    assert got[(0, 1, "Agency")] == 3.5 and got[(0, 1, "Communion")] == 1.5
+    # seed 1, step 0: a1=1, c1=2, c2=3, a2=4 -> Agency 2.5, Communion 2.5
+    assert got[(1, 0, "Agency")] == 2.5 and got[(1, 0, "Communion")] == 2.5
+    gaps = tr.category_gaps(cats).set_index(["seed", "step"])["gap"]
+    assert gaps[(0, 0)] == -2.0 and gaps[(0, 1)] == 2.0 and gaps[(1, 0)] == 0.0 and gaps[(1, 1)] == -2.0
+    summ = tr.seed_summary(cats).set_index(["step", "category"])
+    row = summ.loc[(0, "Agency")]
+    assert row["mean"] == 2.0 and row["n_seeds"] == 2
+    # t interval with 1 degree of freedom: mean +- 12.706 * sd / sqrt(2), sd = 0.7071
+    half = 12.7062047 * math.sqrt(0.5) / math.sqrt(2)
+    assert row["ci_low"] == pytest.approx(2.0 - half, rel=1e-6) and row["ci_high"] == pytest.approx(
+        2.0 + half, rel=1e-6
+    )
+
+
+def test_word_movers_rank_changes_by_hand():
+    movers = tr.word_movers(_toy_trajectories(), top=1)
+    rose = movers[movers["direction"] == "rose"].iloc[0]
+    fell = movers[movers["direction"] == "fell"].iloc[0]
+    # seed 0: c2 4->1 (-3), a1 1->4 (+3); seed 1: c2 3->4 (+1), a2 4->2 (-2), a1 1->1, c1 2->3 (+1)
+    # means: a1 +1.5, a2 (2->3 = +1, 4->2 = -2) -0.5, c1 (3->2 = -1, 2->3 = +1) 0, c2 (-3, +1) -1
+    assert rose["word"] == "c2" and rose["change"] == -1.0
+    assert fell["word"] == "a1" and fell["change"] == 1.5 and fell["category"] == "Agency"
+
+
+def test_paper_training_results(shared_mirror):
+    results, files = tr.load_paper_training_results()
+    info = files.set_index("dataset")
+    assert info.loc["uf_13", "identical_to"] == "uf_27" and info.loc["uf_27", "identical_to"] == "uf_13"
+    assert info.loc["uf_100", "duplicate_rows_dropped"] > 0
+    assert set(results["category"]) == {"Agency", "Communion"}
+    assert "unknown" not in set(results["base_model"])
+    gaps = tr.paper_gaps(results)
+    sky = gaps[(gaps["dataset"] == "sky_80k") & (gaps["base_model"] == "Gemma")].sort_values("checkpoint")
+    assert sky["gap"].iloc[0] == 789.5 - 644.0 and sky["is_first"].iloc[0] and sky["is_last"].iloc[-1]
