@@ -123,23 +123,28 @@ def cpu_benchmark(n_words: int, batch_size: int, repeats: int, threads: int) -> 
     return t_naive / t_ours
 
 
-def gpu_benchmark(n_candidates: int, prefix_len: int, naive_batch: int, compile_: bool) -> float:
-    """8B Llama-shaped RM, random weights, bf16, on one CUDA device."""
+def gpu_benchmark(
+    n_candidates: int, prefix_len: int, naive_batch: int, compile_: bool, dry_run: bool = False
+) -> float:
+    """8B Llama-shaped RM, random weights, bf16, on one CUDA device (``dry_run``: a tiny one on the CPU)."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from rmvalues.scoring_engine import RewardScorer, TemplateSplit
 
-    assert torch.cuda.is_available(), "--gpu needs a CUDA device"
-    dev = torch.device("cuda")
+    shape = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32)
+    if dry_run:  # check the code path without a GPU
+        shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=8)
+    else:
+        assert torch.cuda.is_available(), "--gpu needs a CUDA device"
+    dev = torch.device("cpu" if dry_run else "cuda")
     cfg = LlamaConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
-        pad_token_id=128004, num_labels=1, attn_implementation="sdpa",
+        vocab_size=128256, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
+        pad_token_id=128004, num_labels=1, attn_implementation="sdpa", **shape,
     )  # fmt: skip
     t = time.perf_counter()
     torch.manual_seed(0)
     with torch.device(dev):
-        model = LlamaForSequenceClassification(cfg).to(torch.bfloat16).eval()
+        model = LlamaForSequenceClassification(cfg).to(torch.float32 if dry_run else torch.bfloat16).eval()
     print(
         f"built random 8B Llama-shaped RM in {time.perf_counter() - t:.0f} s "
         f"({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters)"
@@ -151,12 +156,16 @@ def gpu_benchmark(n_candidates: int, prefix_len: int, naive_batch: int, compile_
     cands = [(int(i),) for i in rng.permutation(np.arange(1000, 1000 + n_candidates))]
     rows = []
 
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     def run(label: str, fn, n: int) -> np.ndarray:
         fn(cands[: min(n, 256)])  # warm-up / compile
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         out = fn(cands[:n])
-        torch.cuda.synchronize()
+        sync()
         dt = time.perf_counter() - t0
         rows.append((label, n, dt, n / dt))
         return out
@@ -181,9 +190,8 @@ def gpu_benchmark(n_candidates: int, prefix_len: int, naive_batch: int, compile_
     from rmvalues.scoring_engine import rank_correlation
 
     rho = rank_correlation(ref, fast[:n_naive])
-    print(
-        f"device: {torch.cuda.get_device_name(0)}; prefix {prefix_len} tokens, 1-token candidates, suffix 1 token"
-    )
+    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu (dry run, tiny model)"
+    print(f"device: {name}; prefix {prefix_len} tokens, 1-token candidates, suffix 1 token")
     print(f"{'method':<32}{'candidates':>12}{'seconds':>10}{'candidates/s':>15}")
     for label, n, dt, rate in rows:
         print(f"{label:<32}{n:>12}{dt:>10.2f}{rate:>15.0f}")
@@ -202,9 +210,10 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=65536, help="--gpu: number of single-token candidates")
     ap.add_argument("--prefix", type=int, default=40, help="--gpu: prefix length")
     ap.add_argument("--no-compile", action="store_true", help="--gpu: skip the compiled variant")
+    ap.add_argument("--dry-run", action="store_true", help="--gpu: a tiny model on the CPU (checks the code)")
     args = ap.parse_args()
     if args.gpu:
-        speedup = gpu_benchmark(args.candidates, args.prefix, 256, not args.no_compile)
+        speedup = gpu_benchmark(args.candidates, args.prefix, 256, not args.no_compile, args.dry_run)
     else:
         speedup = cpu_benchmark(args.words, args.batch_size, args.repeats, args.threads)
     print(f"speedup_vs_naive: {speedup:.1f}")

@@ -436,3 +436,16 @@ def test_two_process_sharding_with_accelerate(tiny_registry, shared_mirror, tmp_
     pd.testing.assert_frame_equal(
         pd.read_parquet(sharded / "scores.parquet"), pd.read_parquet(single / "scores.parquet")
     )
+
+
+def test_features_are_what_the_head_reads():
+    model, tok = T.tiny_reward_model("gemma")
+    split = split_template(tok, PROMPT)
+    cands = [c.ids for c in word_candidates(tok, split, WORDS)]
+    scorer = RewardScorer(model, tok, method="shared-prefix", batch_size=4)
+    feats = scorer.features(split, cands)
+    whole = scorer.last_hidden([split.input_ids(c) for c in cands])
+    assert feats.shape == (len(cands), model.config.hidden_size)
+    assert np.max(np.abs(feats - whole)) <= 1e-4
+    head = model.score.weight.detach().double().numpy().reshape(-1)
+    assert np.allclose(feats.astype(np.float64) @ head, scorer.score(split, cands), atol=1e-5)

@@ -182,7 +182,7 @@ class ScoringParams:
     device_map: str | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
     system_prompt: str | None = None
-    registries: list[str] = field(default_factory=list)  # extra registry files (e.g. the training stage's)
+    extra_registry: list[str] = field(default_factory=list)  # extra registry files (e.g. a training run's)
 
     def selected_prompts(self) -> list[str]:
         return scores_mod._check_prompts(self.prompts)
@@ -193,14 +193,14 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     from . import corpora as corpora_mod
 
     problems: list[str] = []
-    extra = params.get("registries") or []
+    extra = params.get("extra_registry") or []
     if not isinstance(extra, list | tuple) or not all(isinstance(f, str) for f in extra):
-        raise ValueError("scoring parameters: registries must be a list of registry YAML files")
+        raise ValueError("scoring parameters: extra_registry must be a list of registry YAML files")
     missing = [f for f in extra if not paths.resolve(f).is_file()]
     if missing:
         raise ValueError(
             f"scoring parameters: registry file(s) {missing} do not exist (a training run's registry.yaml is "
-            "written by the training stage: run it first, or drop the file from registries)"
+            "written by the training stage: run it first, or drop the file from extra_registry)"
         )
     names = params.get("models")
     if not isinstance(names, list | tuple) or not names or not all(isinstance(n, str) for n in names):
@@ -456,7 +456,7 @@ def run_scoring(
 
     p = params if isinstance(params, ScoringParams) else params_from(params)
     check_parameters({**asdict(p)})
-    use_registries(p.registries)
+    use_registries(p.extra_registry)
     out = Path(output_dir)
     parts_dir = out / PARTS
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -775,7 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device_map=args.device_map,
         chunk_size=args.chunk_size,
         system_prompt=args.system_prompt,
-        registries=list(args.registry),
+        extra_registry=list(args.registry),
     )
     try:
         check_parameters(asdict(params))

@@ -240,14 +240,17 @@ def shared_prefix_attention(
     rmv_prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     rmv_suffix_mask: torch.Tensor | None = None,
     rmv_positions: torch.Tensor | None = None,
+    rmv_allowed: dict[str, torch.Tensor] | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """Attention of a batch of suffixes to one shared prefix (keys/values of batch 1) and to themselves.
 
     ``query``: (B, Hq, S, D), ``key``/``value``: (B, Hkv, S, D) of the suffix tokens; ``rmv_prefix[layer]``:
     the prefix keys/values (1, Hkv, P, D) at positions 0..P-1; ``rmv_suffix_mask``: (B, S), 1 for real tokens;
-    ``rmv_positions``: (B, S) absolute positions of the suffix tokens (for sliding windows). Scores over prefix
-    and suffix are soft-maxed jointly in float32 (exact, like eager attention). Returns (B, S, Hq, D).
+    ``rmv_positions``: (B, S) absolute positions of the suffix tokens (for sliding windows); ``rmv_allowed``:
+    the boolean masks of :func:`shared_prefix_masks`, computed once per forward (else here, per layer). Scores
+    over prefix and suffix are soft-maxed jointly in float32 (exact, like eager attention). Returns
+    (B, S, Hq, D).
     """
     import torch
 
@@ -268,32 +271,47 @@ def shared_prefix_attention(
     scores = torch.cat([s_pre, s_suf], dim=-1).float() * scaling
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    device = query.device
-    idx = torch.arange(s_len, device=device)
-    allowed_suf = (idx.view(1, s_len, 1) >= idx.view(1, 1, s_len)).expand(bsz, s_len, s_len)
-    if rmv_suffix_mask is not None:
-        real = rmv_suffix_mask.bool()
-        allowed_suf = allowed_suf & real.view(bsz, 1, s_len)
-        allowed_suf = allowed_suf | torch.eye(s_len, dtype=torch.bool, device=device).view(1, s_len, s_len)
-    allowed_pre = None
-    if sliding_window is not None and rmv_positions is not None:
-        pos = rmv_positions
-        allowed_suf = allowed_suf & ((pos.view(bsz, s_len, 1) - pos.view(bsz, 1, s_len)) < sliding_window)
-        allowed_suf = allowed_suf | torch.eye(s_len, dtype=torch.bool, device=device).view(1, s_len, s_len)
-        p_idx = torch.arange(p_len, device=device)
-        allowed_pre = (pos.view(bsz, s_len, 1) - p_idx.view(1, 1, p_len)) < sliding_window
-    neg = torch.finfo(scores.dtype).min
-    mask = allowed_suf.view(bsz, 1, 1, s_len, s_len)
-    if allowed_pre is None:
-        allowed_pre = torch.ones(bsz, s_len, p_len, dtype=torch.bool, device=device)
-    full_allowed = torch.cat([allowed_pre.view(bsz, 1, 1, s_len, p_len), mask], dim=-1)
-    scores = scores.masked_fill(~full_allowed, neg)
+    if rmv_allowed is None:
+        rmv_allowed = shared_prefix_masks(
+            p_len, rmv_suffix_mask, rmv_positions, sliding_window, bsz, s_len, query.device
+        )
+    allowed = rmv_allowed["sliding" if sliding_window is not None and "sliding" in rmv_allowed else "full"]
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1).to(value.dtype)
     p_pre, p_suf = probs[..., :p_len], probs[..., p_len:]
     p_flat = p_pre.permute(1, 0, 2, 3, 4).reshape(n_kv, bsz * groups * s_len, p_len)
     out = torch.bmm(p_flat, pv[0]).reshape(n_kv, bsz, groups, s_len, dim).permute(1, 0, 2, 3, 4)
     out = out + torch.matmul(p_suf, value.unsqueeze(2))
     return out.reshape(bsz, n_q, s_len, dim).transpose(1, 2).contiguous(), None
+
+
+def shared_prefix_masks(
+    p_len: int,
+    suffix_mask: torch.Tensor | None,
+    positions: torch.Tensor | None,
+    window: int | None,
+    bsz: int,
+    s_len: int,
+    device: Any,
+) -> dict[str, torch.Tensor]:
+    """Boolean (B, 1, 1, S, P + S) masks of what each suffix query may attend to: every prefix token (within
+    ``window`` in sliding layers), earlier real suffix tokens, and itself (padded rows stay finite)."""
+    import torch
+
+    idx = torch.arange(s_len, device=device)
+    eye = torch.eye(s_len, dtype=torch.bool, device=device).view(1, s_len, s_len)
+    suf = (idx.view(1, s_len, 1) >= idx.view(1, 1, s_len)).expand(bsz, s_len, s_len)
+    if suffix_mask is not None:
+        suf = suf & suffix_mask.bool().view(bsz, 1, s_len)
+    pre = torch.ones(bsz, s_len, p_len, dtype=torch.bool, device=device)
+    out = {"full": torch.cat([pre, suf | eye], dim=-1).view(bsz, 1, 1, s_len, p_len + s_len)}
+    if window is not None and positions is not None:
+        near = (positions.view(bsz, s_len, 1) - positions.view(bsz, 1, s_len)) < window
+        p_idx = torch.arange(p_len, device=device)
+        pre_w = (positions.view(bsz, s_len, 1) - p_idx.view(1, 1, p_len)) < window
+        sliding = torch.cat([pre_w, (suf & near) | eye], dim=-1)
+        out["sliding"] = sliding.view(bsz, 1, 1, s_len, p_len + s_len)
+    return out
 
 
 _REGISTERED = False
@@ -572,17 +590,24 @@ class RewardScorer:
                 rmv_prefix=prefix,
                 rmv_suffix_mask=mask,
                 rmv_positions=positions,
+                rmv_allowed=shared_prefix_masks(
+                    p_len, mask, positions, self.window, mask.shape[0], mask.shape[1], mask.device
+                ),
             )
         finally:
             config._attn_implementation = self._attn
         return out.last_hidden_state
 
-    def _score_batch(self, split: TemplateSplit, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    def _score_batch(
+        self, split: TemplateSplit, rows: Sequence[Sequence[int]], hidden_only: bool = False
+    ) -> torch.Tensor:
         import torch
 
         if self.method == "full":
             ids, mask = self._pad([split.input_ids(r) for r in rows])
             if self.readout == "custom_score" or self.head is None:
+                if hidden_only:
+                    raise ScoringError("hidden states need a stock sequence-classification model")
                 out = self.model(input_ids=ids, attention_mask=mask)
                 if self.readout == "custom_score":
                     if not hasattr(out, "score"):
@@ -604,6 +629,8 @@ class RewardScorer:
             hidden = self._suffix_hidden(ids, mask, prefix)
         last = self._last_real(mask)
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        if hidden_only:
+            return picked.float()
         return self._readout(picked).float()
 
     def score(
@@ -613,14 +640,33 @@ class RewardScorer:
         progress: Callable[[int], Any] | None = None,
     ) -> np.ndarray:
         """Rewards of ``candidates`` (token-id sequences) answering ``split``'s prompt, in input order."""
+        return self._run(split, candidates, progress, hidden_only=False)
+
+    def features(
+        self,
+        split: TemplateSplit,
+        candidates: Sequence[Sequence[int]],
+        progress: Callable[[int], Any] | None = None,
+    ) -> np.ndarray:
+        """The hidden states the head reads (last real token of each input), ``(n, hidden)`` float32, in input
+        order: the same batches and the same arithmetic as :meth:`score`, without the head."""
+        return self._run(split, candidates, progress, hidden_only=True)
+
+    def _run(
+        self,
+        split: TemplateSplit,
+        candidates: Sequence[Sequence[int]],
+        progress: Callable[[int], Any] | None,
+        hidden_only: bool,
+    ) -> np.ndarray:
         import torch
 
         n = len(candidates)
-        out = np.empty(n, dtype=np.float64)
+        out: np.ndarray | None = None if hidden_only else np.empty(n, dtype=np.float64)
         stats = ScoreStats(candidates=n, method=self.method)
         if n == 0:
             self.last_stats = stats
-            return out
+            return out if out is not None else np.empty((0, 0), dtype=np.float32)
         order = sorted(range(n), key=lambda i: (len(candidates[i]), i))
         start = time.perf_counter()
         i = 0
@@ -632,7 +678,7 @@ class RewardScorer:
                 idx = order[i : i + self.batch_size]
                 rows = [candidates[j] for j in idx]
                 try:
-                    values = self._score_batch(split, rows).cpu().numpy()
+                    values = self._score_batch(split, rows, hidden_only).cpu().numpy()
                 except torch.OutOfMemoryError:
                     if self.batch_size == 1:
                         raise
@@ -641,16 +687,14 @@ class RewardScorer:
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
+                if out is None:
+                    out = np.empty((n, values.shape[1]), dtype=np.float32)
                 out[idx] = values
-                width = max(len(r) for r in rows) + (
-                    len(split.suffix_ids)
-                    if self.method != "full"
-                    else len(split.prefix_ids) + len(split.suffix_ids)
-                )
+                extra = len(split.suffix_ids) + (len(split.prefix_ids) if self.method == "full" else 0)
                 stats.batches += 1
                 stats.batch_sizes.append(len(rows))
                 stats.tokens += sum(len(r) for r in rows)
-                stats.padded_tokens += width * len(rows)
+                stats.padded_tokens += (max(len(r) for r in rows) + extra) * len(rows)
                 i += len(idx)
                 if progress is not None:
                     progress(len(idx))

@@ -11,7 +11,8 @@ Bradley-Terry objective on preference pairs of Anthropic's HH-RLHF (harmless-bas
    token-exact rendering the scoring engine uses) and keep the first ``n_pairs`` whose chosen and rejected
    sequences have at most ``max_tokens`` tokens (short pairs keep the CPU run to a few minutes).
 3. Features: the base model's final (normed) hidden state at the last token of the chosen and the rejected
-   sequence (the position a sequence-classification head reads).
+   sequence (the position a sequence-classification head reads), computed by the scoring engine with the
+   conversation before the answers encoded once per pair.
 4. Fit ``w`` by L2-regularized logistic regression on the standardized feature differences
    (``P(chosen > rejected) = sigmoid(w . (h_c - h_r) / sd)``, scipy L-BFGS), the penalty chosen by 5-fold
    cross-validation on the training pairs; a ``heldout_fraction`` of the pairs is kept out for the reported
@@ -57,12 +58,11 @@ class HeadRecipe:
 
     base: str
     dataset: str = "hh-rlhf/harmless-base-test"
-    n_pairs: int = 128
+    n_pairs: int = 96
     max_tokens: int = 64
     max_chars_per_token: int = 6  # pre-filter: a pair with more characters cannot fit in max_tokens
     heldout_fraction: float = 0.25
     penalties: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
-    batch_size: int = 16
     seed: int = 0
 
 
@@ -210,7 +210,7 @@ def _train_head_rm(name: str, recipe: HeadRecipe, folder: Path) -> Path:
     # 1-2: pairs, rendered token-exactly, short enough, seeded sample
     pairs = load_pairs(recipe.dataset)
     rng = np.random.default_rng(recipe.seed)
-    sequences: list[tuple[list[int], list[int]]] = []
+    pairs_used: list[tuple[Any, tuple[int, ...], tuple[int, ...]]] = []
     for i in rng.permutation(len(pairs)):
         context, chosen, rejected = pairs[int(i)]
         n_chars = sum(len(m["content"]) for m in context) + max(len(chosen), len(rejected))
@@ -221,26 +221,24 @@ def _train_head_rm(name: str, recipe: HeadRecipe, folder: Path) -> Path:
         except Exception:
             continue
         cands = word_candidates(tok, split, [chosen, rejected])
-        seqs = [split.input_ids(c.ids) for c in cands]
-        if max(len(s) for s in seqs) <= recipe.max_tokens:
-            sequences.append((seqs[0], seqs[1]))
-        if len(sequences) == recipe.n_pairs:
+        if max(len(split.input_ids(c.ids)) for c in cands) <= recipe.max_tokens:
+            pairs_used.append((split, cands[0].ids, cands[1].ids))
+        if len(pairs_used) == recipe.n_pairs:
             break
-    if len(sequences) < 20:
+    if len(pairs_used) < 20:
         raise ScoringError(
-            f"only {len(sequences)} HH pairs fit in {recipe.max_tokens} tokens for {recipe.base}"
+            f"only {len(pairs_used)} HH pairs fit in {recipe.max_tokens} tokens for {recipe.base}"
         )
     t_data = time.perf_counter() - t0
 
-    # 3: features
-    scorer = RewardScorer(model, tok, method="full", batch_size=recipe.batch_size)
-    flat = [s for pair in sequences for s in pair]
-    hidden = scorer.last_hidden(flat).astype(np.float64)
+    # 3: features: the conversation before the answers is encoded once per pair (the engine's shared prefix)
+    scorer = RewardScorer(model, tok, method="shared-prefix", batch_size=2)
+    hidden = np.concatenate([scorer.features(split, [c, r]) for split, c, r in pairs_used]).astype(np.float64)
     h_c, h_r = hidden[0::2], hidden[1::2]
     t_feat = time.perf_counter() - t0 - t_data
 
     # 4: fit on standardized differences, penalty by CV, held-out accuracy
-    n = len(sequences)
+    n = len(pairs_used)
     n_held = max(1, int(round(recipe.heldout_fraction * n)))
     perm = np.random.default_rng(recipe.seed + 1).permutation(n)
     held, train = perm[:n_held], perm[n_held:]
@@ -254,7 +252,8 @@ def _train_head_rm(name: str, recipe: HeadRecipe, folder: Path) -> Path:
     # 5: save
     with torch.no_grad():
         model.score.weight.copy_(torch.tensor(w / sd, dtype=torch.float32).view(1, -1))
-    check = scorer.last_hidden(flat[:2]).astype(np.float64) @ (w / sd)
+    split, c, r = pairs_used[0]
+    check = RewardScorer(model, tok, method="full").score(split, [c, r])  # the saved head, whole sequences
     info = {
         "name": name,
         "recipe": _recipe_dict(recipe),
