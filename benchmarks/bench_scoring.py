@@ -206,7 +206,12 @@ def main() -> None:
     ap.add_argument("--words", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for both sides (1: robust on a shared machine; 0: torch default)",
+    )
     ap.add_argument("--candidates", type=int, default=65536, help="--gpu: number of single-token candidates")
     ap.add_argument("--prefix", type=int, default=40, help="--gpu: prefix length")
     ap.add_argument("--no-compile", action="store_true", help="--gpu: skip the compiled variant")

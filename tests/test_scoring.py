@@ -297,7 +297,7 @@ def test_check_parameters_messages(tiny_registry, shared_mirror):
         "dtype": ("int8", "valid: auto, float32"),
         "device": ("tpu", "valid: auto, cpu, cuda"),
         "method": ("magic", "valid: auto, full"),
-        "batch_size": (0, "positive integer or 'auto'"),
+        "batch_size": (-1, "positive integer, or 'auto'"),
     }
     for key, (value, pattern) in cases.items():
         with pytest.raises(ValueError, match=pattern):

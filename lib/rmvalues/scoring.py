@@ -149,7 +149,9 @@ def load_reward_model(
         **kwargs,
     )
     got = type(model).__name__
-    if got != spec.architecture:
+    if got != spec.architecture and spec.trust_remote_code:
+        log.warning("model %s: registry says %s, remote code loads %s", spec.name, spec.architecture, got)
+    elif got != spec.architecture:
         raise models_mod.RegistryError(
             f"model {spec.name!r}: registry says architecture {spec.architecture!r} but the checkpoint loads as "
             f"{got!r}; fix the registry entry"
@@ -252,8 +254,8 @@ def check_parameters(params: Mapping[str, Any]) -> None:
         if not torch.cuda.is_available():
             problems.append("device='cuda' but no CUDA device is available here; use 'cpu' or 'auto'")
     bs = params.get("batch_size", "auto")
-    if not (bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
-        problems.append(f"batch_size={bs!r}; a positive integer or 'auto'")
+    if not (bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 0)):
+        problems.append(f"batch_size={bs!r}; a positive integer, or 'auto' (or 0) for automatic")
     mw = params.get("max_words")
     if mw is not None and not (isinstance(mw, int) and not isinstance(mw, bool) and mw >= 1):
         problems.append(f"max_words={mw!r}; a positive integer or None (every word)")
@@ -280,6 +282,8 @@ def params_from(params: Mapping[str, Any]) -> ScoringParams:
     """:class:`ScoringParams` from a parameter mapping (extra keys such as ``output_dir`` are ignored)."""
     keys = {f for f in ScoringParams.__dataclass_fields__}
     values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k in keys}
+    if values.get("batch_size") == 0:
+        values["batch_size"] = "auto"
     return ScoringParams(**values)
 
 
@@ -432,7 +436,7 @@ def _failure(model: str, step: str, exc: BaseException, prompt_id: str | None, r
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="cand", disable=not enabled, leave=True, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="cand", disable=not enabled, leave=True, mininterval=10.0)
 
 
 def run_scoring(
@@ -455,6 +459,8 @@ def run_scoring(
     import torch
 
     p = params if isinstance(params, ScoringParams) else params_from(params)
+    if p.batch_size == 0:
+        p.batch_size = "auto"
     check_parameters({**asdict(p)})
     use_registries(p.extra_registry)
     out = Path(output_dir)
@@ -820,7 +826,9 @@ def category_medians(scores: pd.DataFrame) -> pd.DataFrame:
     return statistics.median_ranks(statistics.rank_scores(scores))
 
 
-def plot_category_medians(medians: pd.DataFrame, corpus: str | None = None) -> Figure:
+def plot_category_medians(
+    medians: pd.DataFrame, corpus: str | None = None, title: str | None = None
+) -> Figure:
     """Median rank of each category, by model (colour = family) and framing (one panel per framing)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -850,6 +858,8 @@ def plot_category_medians(medians: pd.DataFrame, corpus: str | None = None) -> F
         ax.set_ylabel("median rank (1 = highest reward)")
     if axes[0][-1].get_legend() is not None:
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.0, 1.0), title="RM (colour = family)")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
