@@ -449,3 +449,27 @@ def test_features_are_what_the_head_reads():
     assert np.max(np.abs(feats - whole)) <= 1e-4
     head = model.score.weight.detach().double().numpy().reshape(-1)
     assert np.allclose(feats.astype(np.float64) @ head, scorer.score(split, cands), atol=1e-5)
+
+
+def test_custom_score_readout_runs_the_whole_model():
+    """A remote-code RM returning ``.score`` (ArmoRM, QRM) is scored whole, its own readout kept."""
+    from types import SimpleNamespace
+
+    inner, tok = T.tiny_reward_model("llama")
+
+    class CustomRM(torch.nn.Module):  # stands in for trust_remote_code classes (no linear `score` head)
+        def __init__(self):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, input_ids, attention_mask=None):
+            return SimpleNamespace(
+                score=self.inner(input_ids=input_ids, attention_mask=attention_mask).logits * 2
+            )
+
+    split = split_template(tok, PROMPT)
+    cands = word_candidates(tok, split, WORDS)
+    scorer = RewardScorer(CustomRM(), tok, readout="custom_score", batch_size=4)
+    assert scorer.method == "full"
+    ref = 2 * _hf_reference(inner, split, cands)
+    assert np.max(np.abs(scorer.score(split, [c.ids for c in cands]) - ref)) <= 1e-4
