@@ -287,7 +287,7 @@ def test_same_seed_gives_identical_rewards_and_other_seeds_differ(tmp_path):
     runs = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         model = _fresh_model(tok)
-        out = tr.train_reward_model(model, tok, data, _settings(), seed, tmp_path / name)
+        out = tr.train_reward_model(model, tok, data, _settings(epochs=1), seed, tmp_path / name)
         runs[name] = _rewards(out.model, probe, tok.pad_token_id)
         assert out.n_train_used == len(data.train) and out.n_eval_used == len(data.eval)
     np.testing.assert_array_equal(runs["a"], runs["b"])
@@ -319,6 +319,7 @@ def test_head_on_cached_features_equals_head_on_the_full_model(tmp_path):
     assert a.loc[a["split"] == "eval", "step"].tolist() == [0, 2, 4]
 
 
+@pytest.mark.slow
 def test_lora_trains_adapter_and_head_and_saves_a_loadable_merged_rm(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
@@ -431,9 +432,35 @@ def test_grid_trains_registers_and_resumes_only_unfinished_cells(tiny_grid):
         ),
     )
     # a changed setting retrains
-    spec2 = tr.grid_spec("g", {"settings": {"learning_rate": 2e-2}}, config=cfg)
+    spec2 = tr.grid_spec("g", {"seeds": [0], "settings": {"learning_rate": 2e-2}}, config=cfg)
     third = tr.run_grid(spec2, out, **kw)
-    assert third.cells["status"].tolist() == ["trained now", "trained now"]
+    assert third.cells["status"].tolist() == ["trained now"]
+
+
+@pytest.mark.slow
+def test_lora_grid_scores_every_saved_checkpoint(tiny_grid):
+    from rmvalues import models, scores
+
+    cfg, tmp = tiny_grid
+    settings = {"method": "lora", "lora_r": 4, "lora_alpha": 8, "learning_rate": 5e-3}
+    spec = tr.grid_spec("g", {"seeds": [0], "settings": settings}, config=cfg)
+    out = tr.run_grid(
+        spec, tmp / "lora", prompts=["greatest_ever_one"], results_root=tmp / "r", config=cfg, progress=False
+    )
+    traj = out.trajectories
+    assert sorted(traj["step"].unique()) == [0, 1, 2]
+    # the registered (merged) RM scores exactly like the last checkpoint
+    spec0 = models.get_spec(out.cells["cell"].iloc[0], extra=[out.registry])
+    from rmvalues.scoring import load_reward_model
+
+    model, tok, _ = load_reward_model(spec0)
+    prompt = scores.load_prompts().set_index("prompt_id").loc[["greatest_ever_one"]].reset_index()
+    words = sorted(traj["word"].unique())
+    live = tr.score_model_words(model, tok, prompt, words)["greatest_ever_one"]
+    last = traj[traj["step"] == 2].drop_duplicates("word").set_index("word").loc[words, "score"].to_numpy()
+    np.testing.assert_allclose(live, last, atol=1e-4)
+    first = traj[traj["step"] == 0].drop_duplicates("word").set_index("word").loc[words, "score"].to_numpy()
+    assert not np.allclose(first, last)
 
 
 def test_grid_refuses_bad_data_before_training(tiny_grid):
@@ -528,3 +555,20 @@ def test_paper_training_results(shared_mirror):
     gaps = tr.paper_gaps(results)
     sky = gaps[(gaps["dataset"] == "sky_80k") & (gaps["base_model"] == "Gemma")].sort_values("checkpoint")
     assert sky["gap"].iloc[0] == 789.5 - 644.0 and sky["is_first"].iloc[0] and sky["is_last"].iloc[-1]
+
+
+def test_timing_summary_groups_by_work_and_model():
+    t = {
+        "data": 2.0,
+        "load m-a": 1.0,
+        "pair features m-a": 3.0,
+        "train m-a-x-head-n8-s0": 1.5,
+        "train m-a-x-head-n8-s1": 2.5,
+        "train m-x-head-n8-s0": 4.0,
+    }
+    got = tr.timing_summary(t, ["m", "m-a"]).set_index(["work", "model"])
+    assert got.loc[("train", "m-a"), "seconds"] == 4.0 and got.loc[("train", "m-a"), "n"] == 2
+    assert got.loc[("train", "m"), "seconds"] == 4.0
+    assert (
+        got.loc[("pair features", "m-a"), "seconds"] == 3.0 and got.loc[("data", "(all)"), "seconds"] == 2.0
+    )

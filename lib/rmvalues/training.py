@@ -437,12 +437,16 @@ def _quiet_transformers() -> Iterator[None]:
 
     level = hf_logging.get_verbosity()
     bars = datasets.is_progress_bar_enabled()
+    hf_bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if hf_bars:
+            hf_logging.enable_progress_bar()
         if bars:
             datasets.enable_progress_bars()
 
@@ -1303,6 +1307,7 @@ def _pair_features(
     ids: Sequence[int],
     root: Path,
     batch_size: int,
+    progress: bool = True,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Features of the chosen and rejected sequences of pairs ``ids`` (cached on disk per model)."""
     tokens = selection.tokens[name]
@@ -1314,7 +1319,9 @@ def _pair_features(
                 return {int(i): (npz["chosen"][k], npz["rejected"][k]) for k, i in enumerate(ids)}
     from tqdm.auto import tqdm
 
-    with tqdm(total=2 * len(ids), desc=f"features {name}", unit="seq", leave=False) as bar:
+    with tqdm(
+        total=2 * len(ids), desc=f"features {name}", unit="seq", leave=False, disable=not progress
+    ) as bar:
         seqs = [tokens[i][0] for i in ids] + [tokens[i][1] for i in ids]
         feats = sequence_features(model_obj, seqs, batch_size, tok.pad_token_id, bar.update).numpy()
     n = len(ids)
@@ -1465,7 +1472,7 @@ def run_grid(
                 ids = list(sel.eval_ids) + list(sel.subset(max(spec.quantities)))
                 with _timer(timings, f"pair features {model_name}"):
                     pair_feats[source] = _pair_features(
-                        base_model, tok, model_name, sel, ids, root, settings.feature_batch_size
+                        base_model, tok, model_name, sel, ids, root, settings.feature_batch_size, progress
                     )
         for cell in mcells:
             cp = CellPaths(root, cell)
@@ -2118,8 +2125,8 @@ def plot_word_movers(movers: pd.DataFrame, data: str | None = None, quantity: in
         ax.set_title(base, fontsize=9)
         ax.set_xlabel("rank change, last - first checkpoint\n(negative: rose)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in cat_colors.values()]
-    fig.legend(handles, list(cat_colors), loc="upper right", fontsize=8, frameon=False)
-    fig.tight_layout()
+    fig.legend(handles, list(cat_colors), loc="lower center", ncol=len(cat_colors), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
@@ -2128,7 +2135,7 @@ def plot_paper_trajectories(gaps: pd.DataFrame) -> Figure:
     import matplotlib.pyplot as plt
 
     g = gaps[gaps["dataset"] != "grm_80k"]
-    datasets = list(dict.fromkeys(g["dataset"]))
+    datasets = [d for d in PAPER_TRAINING_FILES if d in set(g["dataset"])]
     colors = {"Gemma": "#DB4437", "Llama": "#0064E0", "Qwen": "#7B1FA2"}
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.0 * len(datasets), 3.0), squeeze=False, sharey=True)
     for ax, ds in zip(axes[0], datasets, strict=True):
@@ -2142,8 +2149,8 @@ def plot_paper_trajectories(gaps: pd.DataFrame) -> Figure:
     axes[0][0].set_ylabel("Agency - Communion\n(median rank; > 0: Communion favoured)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=False))
-    fig.legend(uniq.values(), uniq.keys(), loc="upper right", fontsize=8, frameon=False)
-    fig.tight_layout()
+    fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=len(uniq), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -2331,3 +2338,23 @@ def describe_paper(pvo: pd.DataFrame | None) -> str:
         fav = g["favoured_at_end"].value_counts()
         parts.append(f"{base}: {', '.join(f'{k} in {v} of {len(g)}' for k, v in fav.items())} training sets")
     return "The paper's released runs, last checkpoint, positive prompt: " + "; ".join(parts) + "."
+
+
+def timing_summary(timings: Mapping[str, float], models: Sequence[str]) -> pd.DataFrame:
+    """Seconds per kind of work (data, loading, features, training, trajectories) and base model, with the
+    number of timed items (cells for training and trajectories)."""
+    labels = {"load": "load base model", "word": "word features", "pair": "pair features"}
+    rows = []
+    for key, sec in timings.items():
+        kind, _, rest = key.partition(" ")
+        rest = rest.removeprefix("features ")
+        model = next(
+            (m for m in sorted(models, key=len, reverse=True) if rest == m or rest.startswith(m + "-")), ""
+        )
+        rows.append({"work": labels.get(kind, kind), "model": model or "(all)", "seconds": sec, "n": 1})
+    df = (
+        pd.DataFrame(rows)
+        .groupby(["work", "model"], sort=False)
+        .agg(seconds=("seconds", "sum"), n=("n", "sum"))
+    )
+    return df.reset_index()
