@@ -406,8 +406,13 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log=print)
     os.close(fd)
     log(f"[run ] {spec.label}: {_relative(spec.notebook)} -> {_relative(page)}")
     t0 = time.perf_counter()
-    env_before = os.environ.get(paths.ENV_ROOT)
-    os.environ[paths.ENV_ROOT] = str(root)  # kernels inherit it: the library resolves paths from here
+    kernel_env = {
+        paths.ENV_ROOT: str(root),  # kernels inherit it: the library resolves paths from here
+        # figures inline in the executed notebook, whatever MPLBACKEND the caller has (Agg would hide them)
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    }
+    env_before = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
     try:
         papermill.execute_notebook(
             str(spec.notebook),
@@ -426,10 +431,11 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log=print)
         log(f"[FAIL] {spec.label}: executed notebook kept at {_relative(failed)}")
         raise
     finally:
-        if env_before is None:
-            os.environ.pop(paths.ENV_ROOT, None)
-        else:
-            os.environ[paths.ENV_ROOT] = env_before
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     if not spec.is_only_run:  # forks of one chapter: distinct page titles
         run_title = config.stages[spec.stage].runs[spec.run].get("title") or spec.run
         _retitle(Path(tmp), run_title)
