@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from rmvalues import corpora as C
 from rmvalues.corpora import CorpusError, CorpusSpec
 

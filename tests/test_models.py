@@ -12,6 +12,7 @@ import pytest
 import tinymodels as tm
 import torch
 import yaml
+
 from rmvalues import models
 from rmvalues.models import ModelUnavailableError, RegistryError
 

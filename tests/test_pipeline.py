@@ -48,7 +48,12 @@ def built(tmp_path_factory):
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     book = subprocess.run(
-        [sys.executable, "-m", "rmvalues", "book"], cwd=proj, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "rmvalues", "book"],
+        cwd=proj,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert book.returncode == 0, book.stdout[-5000:] + book.stderr[-5000:]
     return proj, env, run.stdout

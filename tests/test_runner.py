@@ -10,6 +10,7 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
+
 from rmvalues import cli, runner
 
 

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pingouin as pg
 import pytest
+from scipy import stats
+from statsmodels.stats.multitest import fdrcorrection
+
 from rmvalues import scores
 from rmvalues import statistics as st
 from rmvalues.manifest import RunRecord
-from scipy import stats
-from statsmodels.stats.multitest import fdrcorrection
 
 # ---------------------------------------------------------------------------------------------------------
 # Builders of small synthetic tables

@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 import yaml
-from rmvalues.models import CHATML_CHAT_TEMPLATE, GEMMA_CHAT_TEMPLATE
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     Gemma3ForCausalLM,
@@ -40,6 +39,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
+
+from rmvalues.models import CHATML_CHAT_TEMPLATE, GEMMA_CHAT_TEMPLATE
 
 FAMILIES = ("llama", "gemma")
 KINDS = ("causal-lm", "reward-model")

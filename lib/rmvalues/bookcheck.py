@@ -59,7 +59,8 @@ class _Parser(HTMLParser):
         elif tag == "table":
             self.info.tables += 1
         elif tag == "script" and (
-            a.get("src", "").startswith(("http://", "https://", "//")) or "mathjax" in a.get("src", "").lower()
+            a.get("src", "").startswith(("http://", "https://", "//"))
+            or "mathjax" in a.get("src", "").lower()
         ):  # MathJax is not shipped (see _config.yml): a page that loads it would render math as raw TeX
             self.info.external_assets.append(a["src"])
         elif (
@@ -122,7 +123,9 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(page: Path, out_png: Path, *, width: int = 1280, height: int = 1600, timeout: float = 120) -> None:
+def screenshot(
+    page: Path, out_png: Path, *, width: int = 1280, height: int = 1600, timeout: float = 120
+) -> None:
     """Render a local page in headless Chromium (fresh profile, no network services) and save a PNG."""
     chromium = find_chromium()
     if chromium is None:
@@ -136,7 +139,9 @@ def screenshot(page: Path, out_png: Path, *, width: int = 1280, height: int = 16
             f"--screenshot={out_png}",
             page.resolve().as_uri(),
         ]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, env={**os.environ, "HOME": profile})
+        subprocess.run(
+            cmd, check=True, capture_output=True, timeout=timeout, env={**os.environ, "HOME": profile}
+        )
     if not out_png.is_file() or out_png.stat().st_size == 0:
         raise RuntimeError(f"Chromium wrote no screenshot for {page}")
 
@@ -149,7 +154,12 @@ def dump_dom(page: Path, *, timeout: float = 120) -> str:
     with tempfile.TemporaryDirectory(prefix="rmvalues-chromium-") as profile:
         cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.resolve().as_uri()]
         done = subprocess.run(
-            cmd, check=True, capture_output=True, text=True, timeout=timeout, env={**os.environ, "HOME": profile}
+            cmd,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "HOME": profile},
         )
     return done.stdout
 
@@ -186,7 +196,9 @@ def check_book(
             continue
         info = parse_page(page)
         if info.external_assets:
-            problems.append(f"{page.relative_to(html_dir)} loads from the network: {info.external_assets[:3]}")
+            problems.append(
+                f"{page.relative_to(html_dir)} loads from the network: {info.external_assets[:3]}"
+            )
     browser = find_chromium()
     if browser is None and require_browser:
         problems.append("headless Chromium not found: install Debian's `chromium` (make browser)")
@@ -198,7 +210,9 @@ def check_book(
         info = parse_page(page)
         if len(info.h1) != 1:
             problems.append(f"{entry}: expected one H1, found {len(info.h1)}: {info.h1}")
-        if not any(src.endswith((".png", ".svg", ".jpg")) or src.startswith("data:image") for src in info.images):
+        if not any(
+            src.endswith((".png", ".svg", ".jpg")) or src.startswith("data:image") for src in info.images
+        ):
             problems.append(f"{entry}: no figure rendered")
         if info.tables == 0:
             problems.append(f"{entry}: no table rendered")
