@@ -233,8 +233,15 @@ def test_check_parameters_rejects_bad_input(params, message):
         tr.check_parameters(params)
 
 
-def test_check_parameters_accepts_the_defaults():
+def test_check_parameters_accepts_the_defaults_and_the_full_grid_with_the_paper_models():
     tr.check_parameters(dict(tr.DEFAULT_PARAMETERS))
+    with pytest.raises(
+        ValueError, match=r"unknown base model\(s\) \['gemma-2-2b-it', 'llama-3.2-3b-instruct'\]"
+    ):
+        tr.check_parameters({"grid": "full"})
+    tr.check_parameters({"grid": "full", "extra_registry": ["config/paper_models.yaml"]})
+    with pytest.raises(ValueError, match=r"extra_registry: registry file\(s\) \['nope.yaml'\] do not exist"):
+        tr.check_parameters({"extra_registry": ["nope.yaml"]})
 
 
 # -- pad handling -------------------------------------------------------------------------------------------
@@ -319,7 +326,6 @@ def test_head_on_cached_features_equals_head_on_the_full_model(tmp_path):
     assert a.loc[a["split"] == "eval", "step"].tolist() == [0, 2, 4]
 
 
-@pytest.mark.slow
 def test_lora_trains_adapter_and_head_and_saves_a_loadable_merged_rm(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
@@ -437,7 +443,6 @@ def test_grid_trains_registers_and_resumes_only_unfinished_cells(tiny_grid):
     assert third.cells["status"].tolist() == ["trained now"]
 
 
-@pytest.mark.slow
 def test_lora_grid_scores_every_saved_checkpoint(tiny_grid):
     from rmvalues import models, scores
 
@@ -572,3 +577,24 @@ def test_timing_summary_groups_by_work_and_model():
     assert (
         got.loc[("pair features", "m-a"), "seconds"] == 3.0 and got.loc[("data", "(all)"), "seconds"] == 2.0
     )
+
+
+def test_hub_source_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    source = prefs.parse_source(
+        "sky",
+        {"hub_id": "Skywork/Skywork-Reward-Preference-80K-v0.2", "split": "train", "format": "messages"},
+    )
+    with pytest.raises(
+        prefs.PreferenceDataError, match=r"cannot load hub data set .*offline.*register it as a `path` source"
+    ):
+        prefs.load_pairs(source)
+
+
+def test_source_needs_exactly_one_origin_and_a_known_format():
+    with pytest.raises(prefs.PreferenceDataError, match=r"needs exactly one of dataset"):
+        prefs.parse_source("x", {"format": "messages"})
+    with pytest.raises(
+        prefs.PreferenceDataError, match=r"format 'csv'; valid formats: hh-rlhf, messages, rated-pair"
+    ):
+        prefs.parse_source("x", {"path": "a.jsonl", "format": "csv"})

@@ -93,6 +93,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "corpus": "big2_nouns",
     "prompts": ["greatest_ever_one", "best_world_single", "worst_ever_one", "terrible_world_single"],
     "corpora_run": "default",
+    "extra_registry": [],
     "output_dir": "results/training/default",
     "results_root": "results",
     "run_name": "default",
@@ -360,10 +361,13 @@ def _check_grid(spec: GridSpec, cfg: TrainingConfig, where: str) -> None:
         raise TrainingConfigError(f"{where}: " + "; ".join(problems))
 
 
-def check_models(names: Sequence[str]) -> None:
-    """Every name is a registered causal LM (a base model to train from); :class:`TrainingConfigError` if not."""
+def check_models(names: Sequence[str], extra_registry: Sequence[str] = ()) -> None:
+    """Every name is a registered causal LM (a base model to train from); :class:`TrainingConfigError` if not.
+
+    ``extra_registry``: registry files read besides ``config/models.yaml`` (and ``$RMVALUES_MODEL_REGISTRY``).
+    """
     try:
-        reg = models_mod.registry()
+        reg = models_mod.registry(extra=[str(paths.resolve(f)) for f in extra_registry])
     except models_mod.RegistryError as exc:
         raise TrainingConfigError(f"the model registry is invalid: {exc}") from None
     bases = sorted(n for n, s in reg.items() if s.kind == "causal-lm")
@@ -388,15 +392,20 @@ def check_parameters(params: Mapping[str, Any]) -> None:
             f"unknown parameter(s) {unknown}; valid parameters: {', '.join(DEFAULT_PARAMETERS)}"
         )
     p = {**DEFAULT_PARAMETERS, **params}
-    for key in ("models", "sources", "quantities", "seeds", "prompts"):
+    for key in ("models", "sources", "quantities", "seeds", "prompts", "extra_registry"):
         if not isinstance(p[key], list | tuple):
             raise TrainingConfigError(f"{key} must be a list (empty: the grid's own), got {p[key]!r}")
+    missing = [f for f in p["extra_registry"] if not paths.resolve(f).is_file()]
+    if missing:
+        raise TrainingConfigError(
+            f"extra_registry: registry file(s) {missing} do not exist (e.g. config/paper_models.yaml)"
+        )
     if not isinstance(p["settings"], Mapping):
         raise TrainingConfigError(f"settings must be a mapping of setting overrides, got {p['settings']!r}")
     if not isinstance(p["grid"], str) or not p["grid"]:
         raise TrainingConfigError(f"grid must be a grid name of config/training.yaml, got {p['grid']!r}")
     spec = grid_spec(p["grid"], _overrides(p))
-    check_models(spec.models)
+    check_models(spec.models, p["extra_registry"])
     from . import corpora
 
     known = corpora.list_corpora()
@@ -449,6 +458,15 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
         if bars:
             datasets.enable_progress_bars()
+
+
+def use_registries(files: Sequence[str]) -> None:
+    """Make extra registry files visible to every registry lookup of this process (``$RMVALUES_MODEL_REGISTRY``),
+    e.g. ``config/paper_models.yaml`` for the paper's base models."""
+    current = [f for f in os.environ.get(models_mod.ENV_EXTRA_REGISTRY, "").split(os.pathsep) if f]
+    new = [str(paths.resolve(f)) for f in files]
+    if new:
+        os.environ[models_mod.ENV_EXTRA_REGISTRY] = os.pathsep.join(dict.fromkeys([*new, *current]))
 
 
 def training_tokenizer(name: str) -> PreTrainedTokenizerBase:
@@ -1317,7 +1335,7 @@ def _pair_features(
         with np.load(file) as npz:
             if list(npz["ids"]) == list(ids):
                 return {int(i): (npz["chosen"][k], npz["rejected"][k]) for k, i in enumerate(ids)}
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     with tqdm(
         total=2 * len(ids), desc=f"features {name}", unit="seq", leave=False, disable=not progress
@@ -1429,7 +1447,7 @@ def run_grid(
     or empty pairs, quantities larger than the eligible data. Finished cells (marker matches) are skipped;
     their stored history and trajectories are reused.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     cfg = config or load_config()
     root = Path(output_dir)
@@ -1459,8 +1477,12 @@ def run_grid(
             continue
         tok = tokenizers[model_name]
         family = models_mod.get_spec(model_name).family
-        with _timer(timings, f"load {model_name}"):
-            base_model = load_classifier(model_name, tok)
+        base_model = None
+        if settings.method == "head":  # one frozen base serves every cell (and the word features)
+            with _timer(timings, f"load {model_name}"):
+                base_model = load_classifier(model_name, tok)
+                if _cuda():
+                    base_model.to("cuda")
         wf: WordFeatures | None = None
         if settings.method == "head":
             with _timer(timings, f"word features {model_name}"):
@@ -1575,7 +1597,7 @@ def _train_cell(
     key: Mapping[str, Any],
     settings: TrainSettings,
     selection: PairSelection,
-    base_model: PreTrainedModel,
+    base_model: PreTrainedModel | None,
     tok: PreTrainedTokenizerBase,
     feats: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> None:
@@ -1605,7 +1627,7 @@ def _train_cell(
 
         features = {"train": stack(data.train_ids), "eval": stack(data.eval_ids)}
     elif settings.method in ("lora", "full"):
-        model = copy.deepcopy(base_model)
+        model = load_classifier(cell.model, tok)  # a fresh copy of the base for every cell
         if _cuda():
             model.to("cuda")
     outcome = train_reward_model(model, tok, data, settings, cell.seed, cp.dir, features)
@@ -2202,6 +2224,7 @@ def run_training(
     start = time.perf_counter()
     p = {**DEFAULT_PARAMETERS, **params}
     check_parameters(p)
+    use_registries(p["extra_registry"])
     spec = grid_spec(p["grid"], _overrides(p))
     result = run_grid(
         spec,
@@ -2226,7 +2249,8 @@ def run_training(
     pvo = paper_vs_ours(pgaps, gaps) if gaps is not None else None
     prompts = scores_mod.load_prompts().set_index("prompt_id").loc[list(p["prompts"])].reset_index()
     words = sorted(result.trajectories["word"].unique())
-    consistency = consistency_check(result, prompts, words)
+    with _quiet_transformers():
+        consistency = consistency_check(result, prompts, words)
     if record is not None:
         for name in PAPER_TRAINING_FILES.values():
             from . import data
@@ -2302,9 +2326,9 @@ def describe_gaps(gaps: pd.DataFrame, framing: str = "positive") -> str:
         last = h[h["step"] == h.groupby("cell")["step"].transform("max")]["gap"]
         m, _, lo, hi, n = mean_ci(last)
         lean = "Communion" if m > 0 else "Agency"
+        spread = f"95 % CI over {n} seeds {_f(lo)} to {_f(hi)}" if n > 1 else "one seed: no interval"
         parts.append(
-            f"{base}, {q} pairs: {_f(first.mean())} at step 0 -> {_f(m)} after training "
-            f"(95 % CI over {n} seeds {_f(lo)} to {_f(hi)}; leaning {lean})"
+            f"{base}, {q} pairs: {_f(first.mean())} at step 0 -> {_f(m)} after training ({spread}; leaning {lean})"
         )
     return (
         f"Agency minus Communion median rank under {framing} prompts (positive: Communion words get more "
