@@ -10,12 +10,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= default
 
-# Offline by default: no model hub, ever; external data sets from the mirror beside the checkout when present.
+# Offline by default: no model hub unless asked (`make chapter ... HF_HUB_OFFLINE=0` on a machine with hub
+# access, e.g. for the `full` profile); external data sets from the mirror beside the checkout when present.
 SHARED_DATA := $(abspath ../shared/data)
 export RMVALUES_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
+HF_HUB_OFFLINE ?= 1
+export HF_HUB_OFFLINE
+export TRANSFORMERS_OFFLINE := $(HF_HUB_OFFLINE)
+export HF_DATASETS_OFFLINE := $(HF_HUB_OFFLINE)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
