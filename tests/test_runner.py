@@ -212,11 +212,12 @@ def test_several_runs_become_several_pages_with_distinct_titles(project):
     config = runner.load_config()
     toc = runner.toc(config)
     chapters = toc["parts"][1]["chapters"]
-    assert chapters[0] == {
+    # reading order follows the config file (consumer is listed first), execution order the dependencies
+    assert chapters[0] == {"file": "book/generated/consumer"}
+    assert chapters[1] == {
         "file": "book/generated/producer--default",
         "sections": [{"file": "book/generated/producer--other"}],
     }
-    assert chapters[1] == {"file": "book/generated/consumer"}
     runner.run(["producer"], runs=["other"], log=lambda *_: None)
     nb = nbformat.read(project / "book" / "generated" / "producer--other.ipynb", as_version=4)
     assert nb.cells[0].source.startswith("# Producer — Other model")
@@ -247,3 +248,32 @@ def test_cli_exit_code_and_message_for_bad_input(project, capsys):
     assert cli.main(["run", "producer", "-p", "n=oops"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "declares n = 3 (int)" in err
+
+
+CONSUMER_VALIDATOR = """
+from pathlib import Path
+from rmvalues import paths
+
+
+def check(params):
+    table = paths.resolve(params["results_root"]) / "producer" / "default" / "table.parquet"
+    if not table.is_file():
+        raise ValueError(f"{table} does not exist: run the producer stage first")
+    if params["scale"] < 0:
+        raise ValueError("scale must be >= 0")
+"""
+
+
+def test_validator_needing_a_dependency_output_is_checked_after_the_dependency(project, tmp_path):
+    (tmp_path / "consumer_validators.py").write_text(CONSUMER_VALIDATOR)
+    sys.modules.pop("consumer_validators", None)
+    _write_config(
+        project, lambda cfg: cfg["stages"]["consumer"].update(validator="consumer_validators:check")
+    )
+    logs: list[str] = []
+    status = runner.run(log=logs.append)
+    assert status == {"producer/default": "done", "consumer/default": "done"}
+    assert any(line.startswith("[wait] consumer/default") for line in logs)
+    # with the dependency's outputs in place, a bad parameter fails before any work, as usual
+    with pytest.raises(runner.ConfigError, match="scale must be >= 0"):
+        runner.run(["consumer"], overrides={"scale": -1.0}, force=True, log=logs.append)

@@ -271,6 +271,12 @@ def notebook_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
 
 def validate(spec: RunSpec) -> None:
     """Check names and types against the notebook, then the stage's own validator. Raises ConfigError."""
+    check_declared(spec)
+    check_stage(spec)
+
+
+def check_declared(spec: RunSpec) -> None:
+    """Parameter names and types against the notebook's ``parameters`` cell. Raises ConfigError."""
     declared = notebook_parameters(spec.notebook)
     unknown = [k for k in spec.parameters if k not in declared]
     if unknown:
@@ -289,6 +295,11 @@ def validate(spec: RunSpec) -> None:
                 f"run {spec.label}: parameter {key}={value!r} has type {type(value).__name__}, but the notebook "
                 f"declares {key} = {declared[key].get('default')} ({tname})"
             )
+
+
+def check_stage(spec: RunSpec) -> None:
+    """The stage's own validator (known models, corpora, prompts, ...). Raises ConfigError."""
+    declared = notebook_parameters(spec.notebook)
     if spec.validator:
         module, _, func = spec.validator.partition(":")
         try:
@@ -477,8 +488,29 @@ def run(
         overrides=overrides,
         with_dependencies=with_dependencies,
     )
-    for spec in specs:  # all validation before any work
-        validate(spec)
+    # All validation before any work. A stage validator that fails while a stage this run depends on has not
+    # produced its outputs yet (e.g. scoring the RMs that the training stage will register) is checked again
+    # right before the run, once those outputs exist; every other failure stops everything here.
+    for spec in specs:
+        check_declared(spec)
+    planned = {s.stage for s in specs}
+    deferred: dict[str, ConfigError] = {}
+    for spec in specs:
+        try:
+            check_stage(spec)
+        except ConfigError as exc:
+            pending = [
+                d
+                for d in spec.depends_on
+                if d in planned
+                and any(
+                    not (paths.results_root() / d / r / MANIFEST).is_file() for r in config.stages[d].runs
+                )
+            ]
+            if not pending:
+                raise
+            deferred[spec.label] = exc
+            log(f"[wait] {spec.label}: parameters checked again after {', '.join(pending)} ({exc})")
     status: dict[str, str] = {}
     for spec in specs:
         blocked = [
@@ -491,6 +523,8 @@ def run(
             log(f"[skip] {spec.label}: blocked by failed dependency {', '.join(blocked)}")
             continue
         try:
+            if spec.label in deferred:
+                check_stage(spec)
             status[spec.label] = execute(spec, config, force=force, log=log)
         except Exception as exc:  # report, go on with independent runs, fail at the end
             status[spec.label] = "failed"
@@ -506,7 +540,7 @@ def toc(config: RunConfig | None = None) -> dict[str, Any]:
     """The book's table of contents: prose pages around one chapter per stage (one page per run)."""
     config = config or load_config()
     chapters = []
-    for sname in stage_order(config):
+    for sname in config.stages:  # reading order = the order of config/run.yaml (runs follow dependencies)
         st = config.stages[sname]
         names = list(st.runs)
         pages = [str(GENERATED / page_name(sname, r, len(names) == 1)) for r in names]
