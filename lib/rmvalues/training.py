@@ -52,6 +52,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,7 +452,10 @@ def _quiet_transformers() -> Iterator[None]:
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     try:
-        yield
+        with warnings.catch_warnings():
+            # transformers 5 renamed gradient -> activation checkpointing; TRL/PEFT still call the old names
+            warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*", category=FutureWarning)
+            yield
     finally:
         hf_logging.set_verbosity(level)
         if hf_bars:
@@ -984,10 +988,11 @@ def save_full_rm(model: Any, tokenizer: PreTrainedTokenizerBase, folder: str | o
     folder = Path(folder)
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
+    with _quiet_transformers():
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return folder
@@ -1399,7 +1404,8 @@ def _checkpoint_rewards(
             from peft import PeftModel
 
             base = load_classifier(cell.model, tok)
-            model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+            with _quiet_transformers():
+                model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
         else:
             import torch
             from transformers import AutoModelForSequenceClassification
