@@ -412,8 +412,6 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     known = corpora.list_corpora()
     if p["corpus"] not in known:
         raise TrainingConfigError(f"unknown corpus {p['corpus']!r}; valid corpora: {', '.join(known)}")
-    if not p["prompts"]:
-        raise TrainingConfigError("prompts must name at least one prompt id (e.g. 'greatest_ever_one')")
     try:
         scores_mod._check_prompts(list(p["prompts"]))
     except ValueError as exc:
@@ -1447,7 +1445,8 @@ def run_grid(
     record: RunRecord | None = None,
     progress: bool = True,
 ) -> GridResult:
-    """Train every unfinished cell of ``spec``, register the RMs and score all checkpoints on the words.
+    """Train every unfinished cell of ``spec``, register the RMs and score all checkpoints on the words of
+    ``corpus`` under ``prompts`` (prompt ids; empty: all 54).
 
     Bad input is refused before any training: unknown base models, pad = eos, data files with missing columns
     or empty pairs, quantities larger than the eligible data. Finished cells (marker matches) are skipped;
@@ -1463,7 +1462,8 @@ def run_grid(
     with _timer(timings, "data"):
         tokenizers = {m: training_tokenizer(m) for m in spec.models}
         selections = prepare_data(spec, tokenizers, cfg)
-    prompt_table = scores_mod.load_prompts().set_index("prompt_id").loc[list(prompts)].reset_index()
+    prompt_ids = scores_mod._check_prompts(list(prompts))  # empty: all 54
+    prompt_table = scores_mod.load_prompts().set_index("prompt_id").loc[prompt_ids].reset_index()
     labels, words_origin = corpus_words(corpus, corpora_run, results_root)
     words = sorted(labels["word"].unique())
     cells = spec.cells()
@@ -2253,7 +2253,8 @@ def run_training(
     paper, paper_files = load_paper_training_results()
     pgaps = paper_gaps(paper)
     pvo = paper_vs_ours(pgaps, gaps) if gaps is not None else None
-    prompts = scores_mod.load_prompts().set_index("prompt_id").loc[list(p["prompts"])].reset_index()
+    prompt_ids = scores_mod._check_prompts(list(p["prompts"]))  # empty: all 54
+    prompts = scores_mod.load_prompts().set_index("prompt_id").loc[prompt_ids].reset_index()
     words = sorted(result.trajectories["word"].unique())
     with _quiet_transformers():
         consistency = consistency_check(result, prompts, words)
