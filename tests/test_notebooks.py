@@ -58,5 +58,4 @@ def test_toc_is_in_sync_with_run_config():
 def test_profiles_validate_for_every_run():
     """Every profile's parameters pass the notebooks' and the stages' own checks (no work is done)."""
     for profile in CONFIG.profiles:
-        for spec in runner.plan(CONFIG, profile=profile):
-            runner.validate(spec)
+        runner.validate_plan(runner.plan(CONFIG, profile=profile), CONFIG, log=lambda *_: None)

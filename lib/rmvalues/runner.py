@@ -468,29 +468,13 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log=print)
     return "done"
 
 
-def run(
-    stages: list[str] | None = None,
-    *,
-    profile: str = "default",
-    runs: list[str] | None = None,
-    overrides: dict[str, Any] | None = None,
-    force: bool = False,
-    with_dependencies: bool = True,
-    log=print,
-) -> dict[str, str]:
-    """Validate every selected run, then execute them in order. Returns {label: status}; raises if any failed."""
-    config = load_config()
-    specs = plan(
-        config,
-        profile=profile,
-        stages=stages,
-        runs=runs,
-        overrides=overrides,
-        with_dependencies=with_dependencies,
-    )
-    # All validation before any work. A stage validator that fails while a stage this run depends on has not
-    # produced its outputs yet (e.g. scoring the RMs that the training stage will register) is checked again
-    # right before the run, once those outputs exist; every other failure stops everything here.
+def validate_plan(specs: list[RunSpec], config: RunConfig, *, log=print) -> dict[str, ConfigError]:
+    """Validate every run before any work; return the runs whose check must wait for a dependency.
+
+    A stage validator that fails while a stage this run depends on (and that is part of the plan) has not yet
+    produced its outputs, e.g. scoring the RMs that the training stage will register, is deferred: it is checked
+    again right before the run. Every other failure raises here, before anything runs.
+    """
     for spec in specs:
         check_declared(spec)
     planned = {s.stage for s in specs}
@@ -511,6 +495,30 @@ def run(
                 raise
             deferred[spec.label] = exc
             log(f"[wait] {spec.label}: parameters checked again after {', '.join(pending)} ({exc})")
+    return deferred
+
+
+def run(
+    stages: list[str] | None = None,
+    *,
+    profile: str = "default",
+    runs: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+    with_dependencies: bool = True,
+    log=print,
+) -> dict[str, str]:
+    """Validate every selected run, then execute them in order. Returns {label: status}; raises if any failed."""
+    config = load_config()
+    specs = plan(
+        config,
+        profile=profile,
+        stages=stages,
+        runs=runs,
+        overrides=overrides,
+        with_dependencies=with_dependencies,
+    )
+    deferred = validate_plan(specs, config, log=log)
     status: dict[str, str] = {}
     for spec in specs:
         blocked = [
