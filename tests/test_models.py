@@ -485,3 +485,14 @@ def test_embedded_smollm_folder_equals_gguf(embedded_folders):
     enc = tok(["The honest nurse", "warm"], padding=True, return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(model(**enc).logits, direct.eval()(**enc).logits, rtol=0, atol=0)
+
+
+def test_a_registry_file_named_twice_is_read_once(tmp_path, monkeypatch):
+    extra = tmp_path / "extra.yaml"
+    base = models.registry()
+    name = next(iter(base))
+    entry = yaml.safe_load((models.paths.config_dir() / "models.yaml").read_text())["models"][name]
+    extra.write_text(yaml.safe_dump({"models": {"copy-of-first": entry}}))
+    monkeypatch.setenv(models.ENV_EXTRA_REGISTRY, str(extra))
+    merged = models.registry(extra=[extra, str(extra)])
+    assert "copy-of-first" in merged and len(merged) == len(base) + 1

@@ -278,7 +278,12 @@ def registry_files(
     files += [paths.resolve(p) for p in extra]
     env = os.environ.get(ENV_EXTRA_REGISTRY, "")
     files += [paths.resolve(p) for p in env.split(os.pathsep) if p.strip()]
-    return files
+    # the same file named twice (e.g. as `extra` and through the environment) is read once
+    unique: list[Path] = []
+    for f in files:
+        if f.resolve() not in {u.resolve() for u in unique}:
+            unique.append(f)
+    return unique
 
 
 def registry(
