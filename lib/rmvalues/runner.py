@@ -413,7 +413,10 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log=print)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     for stale in (RUN_RECORD, MANIFEST):
         (spec.output_dir / stale).unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=page.parent, prefix=f".{page.stem}.", suffix=".ipynb")
+    # executed outside book/: a run killed mid-way must leave nothing the book build would pick up
+    running = root / "_build" / "running"
+    running.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=running, prefix=f"{page.stem}.", suffix=".ipynb")
     os.close(fd)
     log(f"[run ] {spec.label}: {_relative(spec.notebook)} -> {_relative(page)}")
     t0 = time.perf_counter()
