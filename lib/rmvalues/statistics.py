@@ -1148,25 +1148,7 @@ def _run_statistics(p: dict[str, Any], record: RunRecord | None) -> StatisticsRe
                 )
     per_rm = per_rm_summary(medians)
 
-    if record is not None:
-        _record(
-            record,
-            p,
-            sc,
-            medians,
-            mixed,
-            panels,
-            split,
-            null_summary,
-            null_draws,
-            loo,
-            per_rm,
-            anova,
-            posthocs,
-            covariates,
-            note,
-        )
-    return StatisticsResults(
+    result = StatisticsResults(
         dict(p),
         sc,
         medians,
@@ -1183,6 +1165,9 @@ def _run_statistics(p: dict[str, Any], record: RunRecord | None) -> StatisticsRe
         note,
         timings,
     )
+    if record is not None:
+        _record(record, result)
+    return result
 
 
 class _Timer:
@@ -1199,23 +1184,16 @@ class _Timer:
             self.record.timings[self.name] = round(self.record.timings.get(self.name, 0.0) + dt, 3)
 
 
-def _record(
-    record: RunRecord,
-    p,
-    sc,
-    medians,
-    mixed,
-    panels,
-    split,
-    null_summary,
-    null_draws,
-    loo,
-    per_rm,
-    anova,
-    posthocs,
-    covariates,
-    note,
-) -> None:
+def _record(record: RunRecord, res: StatisticsResults) -> None:
+    p, sc, medians, mixed, panels = res.parameters, res.scores, res.medians, res.mixed, res.panels
+    split, null_summary, null_draws, loo = res.split, res.null_summary, res.null_draws, res.loo
+    per_rm, anova, posthocs, covariates, note = (
+        res.per_rm,
+        res.anova,
+        res.posthocs,
+        res.covariates,
+        res.covariate_note,
+    )
     from . import corpora as corpora_mod
     from .data import sha256_file
 
