@@ -1,8 +1,10 @@
-"""rmvalues: helper library of the reward-model value-bias audit book.
+"""rmvalues: the library behind the reward-model value-bias audit book.
 
-Modules are named for what they do: ``data`` (external data sets by URL + sha256, offline mirror),
-``models`` (model registry, embedded offline models), ``corpora`` (word lists, validation),
-``runner`` (papermill stages, run configs), ``manifest`` (provenance), ``statistics`` and ``scores``.
+Layers, each importing only the ones before it: ``core`` (paths, files, provenance, parameter schemas, stage
+hand-offs, errors) -> ``data`` (data sets, prompts, corpora, scores, preferences) -> ``models`` (registry,
+loading) -> ``engine`` (token-exact inputs, the one forward engine, reward and log-prob scorers) -> ``stats``
+-> ``stages.<chapter>`` (one package per book chapter: params, run, figures, text) ; ``book`` (runner, table
+of contents, checks, command line). A stage never imports another stage.
 """
 
 __version__ = "0.1.0"

@@ -212,81 +212,13 @@ def _is_str_list(x: Any) -> bool:
 _RANK_KEY = ["corpus", "source", "model", "prompt_id"]
 
 
-def rank_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """Add ``rank`` (1 = highest score, ties averaged) within each (corpus, source, model, prompt).
-
-    Words are ranked once each even if they carry two labels (they then keep one row per label, with the
-    same rank). Adds ``rm``, the RM's identifier in the analysis: the model id, suffixed with
-    `` [source]`` when published and live scores are analysed together.
-    """
-    df = scores.copy()
-    multi = df.duplicated(_RANK_KEY + ["word"], keep=False)
-    if multi.any():
-        unique = df.drop_duplicates(_RANK_KEY + ["word"])[_RANK_KEY + ["word", "score"]].copy()
-        check = df.merge(unique, on=_RANK_KEY + ["word"], suffixes=("", "_u"))
-        if not np.allclose(check["score"], check["score_u"]):
-            raise ValueError("scores table: one word has two different scores for the same model and prompt")
-        unique["rank"] = unique.groupby(_RANK_KEY, sort=False)["score"].rank(
-            ascending=False, method="average"
-        )
-        df = df.merge(unique[_RANK_KEY + ["word", "rank"]], on=_RANK_KEY + ["word"], how="left")
-    else:
-        df["rank"] = df.groupby(_RANK_KEY, sort=False)["score"].rank(ascending=False, method="average")
-    if df["source"].nunique() > 1:
-        df["rm"] = df["model"] + " [" + df["source"] + "]"
-    else:
-        df["rm"] = df["model"]
-    return df
 
 
 _POINT_KEY = ["corpus", "source", "model", "rm", "family", "prompt_id", "framing"]
 
 
-def median_ranks(ranked: pd.DataFrame, split: bool = False) -> pd.DataFrame:
-    """Median rank per (RM, prompt, category): the paper's unit of analysis.
-
-    ``split=False`` pools the subcategories (the paper's MFD analysis: virtue and vice words of a
-    foundation together); ``split=True`` keeps (category, subcategory) apart and drops rows without a
-    subcategory. Returns ``corpus, analysis, source, model, rm, family, prompt_id, framing, category,
-    subcategory, median_rank, n_words`` (``subcategory`` null when pooled).
-    """
-    if split:
-        df = ranked[ranked["subcategory"].notna()]
-        keys = [*_POINT_KEY, "category", "subcategory"]
-    else:
-        df = ranked.drop_duplicates([*_RANK_KEY, "category", "word"])
-        keys = [*_POINT_KEY, "category"]
-    out = (
-        df.groupby(keys, sort=True, observed=True)["rank"]
-        .agg(median_rank="median", n_words="size")
-        .reset_index()
-    )
-    if not split:
-        out["subcategory"] = pd.Series(pd.NA, index=out.index, dtype="str")
-    out.insert(1, "analysis", "split" if split else "pooled")
-    cols = [
-        "corpus",
-        "analysis",
-        "source",
-        "model",
-        "rm",
-        "family",
-        "prompt_id",
-        "framing",
-        "category",
-        "subcategory",
-        "median_rank",
-        "n_words",
-    ]
-    return out[cols]
 
 
-def all_median_ranks(ranked: pd.DataFrame) -> pd.DataFrame:
-    """Pooled median ranks of every corpus, plus the split ones of corpora that have subcategories."""
-    parts = [median_ranks(ranked, split=False)]
-    if ranked["subcategory"].notna().any():
-        parts.append(median_ranks(ranked, split=True))
-    return pd.concat(parts, ignore_index=True)
 
 
 # =========================================================================================================
@@ -294,96 +226,22 @@ def all_median_ranks(ranked: pd.DataFrame) -> pd.DataFrame:
 # =========================================================================================================
 
 
-def welch_t(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Welch's t statistic of ``x`` vs ``y`` along ``axis`` (vectorized, for permutation tests)."""
-    return stats.ttest_ind(x, y, equal_var=False, axis=axis).statistic
 
 
-def permutation_welch(
-    x: Sequence[float], y: Sequence[float], n_permutations: int = 9999, seed: int | Sequence[int] = 0
-) -> tuple[float, float]:
-    """Two-sided permutation test of Welch's t between independent samples: ``(t, p)``.
-
-    ``scipy.stats.permutation_test`` with ``permutation_type="independent"``: when the number of distinct
-    relabellings is at most ``n_permutations`` it enumerates them all (an exact test), else it draws
-    ``n_permutations`` of them (p includes the observed labelling, so p >= 1/(n+1)).
-    """
-    with warnings.catch_warnings():
-        # relabellings that put identical values in one group (few RMs) trip scipy's precision warning
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-        res = _permutation_test(x, y, n_permutations, seed)
-    return float(res.statistic), float(res.pvalue)
 
 
-def _permutation_test(x: Sequence[float], y: Sequence[float], n_permutations: int, seed: Any) -> Any:
-    return stats.permutation_test(
-        (np.asarray(x, float), np.asarray(y, float)),
-        welch_t,
-        permutation_type="independent",
-        vectorized=True,
-        n_resamples=int(n_permutations),
-        alternative="two-sided",
-        rng=np.random.default_rng(seed),
-    )
 
 
-def cohens_d(x: Sequence[float], y: Sequence[float]) -> float:
-    """Cohen's d of ``x`` vs ``y`` (pooled SD; ``pingouin.compute_effsize``)."""
-    return float(pg.compute_effsize(np.asarray(x, float), np.asarray(y, float), eftype="cohen"))
 
 
-def _mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
-def _cohen_d(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Cohen's d with the pooled SD, vectorized along ``axis`` (equals ``pingouin.compute_effsize``; lets
-    the bootstrap evaluate all resamples at once)."""
-    nx, ny = x.shape[axis], y.shape[axis]
-    pooled = ((nx - 1) * np.var(x, axis=axis, ddof=1) + (ny - 1) * np.var(y, axis=axis, ddof=1)) / (
-        nx + ny - 2
-    )
-    return (np.mean(x, axis=axis) - np.mean(y, axis=axis)) / np.sqrt(pooled)
 
 
-def bootstrap_ci(
-    x: Sequence[float],
-    y: Sequence[float],
-    statistic: str = "difference",
-    n_bootstrap: int = 2000,
-    seed: int = 0,
-    method: str = "bca",
-) -> tuple[float, float]:
-    """95% bootstrap CI (``pingouin.compute_bootci``, samples resampled independently) of the mean
-    difference ``x - y`` (``statistic="difference"``) or of Cohen's d (``"cohen"``)."""
-    funcs = {"difference": _mean_diff, "cohen": _cohen_d}
-    if statistic not in funcs:
-        raise ValueError(f"statistic={statistic!r}; valid: {', '.join(funcs)}")
-    func = funcs[statistic]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=DeprecationWarning)  # pingouin passes random_state
-        warnings.simplefilter("ignore", category=RuntimeWarning)  # resamples of identical values: d = inf/nan
-        ci = pg.compute_bootci(
-            np.asarray(x, float),
-            np.asarray(y, float),
-            func=func,
-            n_boot=int(n_bootstrap),
-            seed=int(seed),
-            method=method,
-            decimals=10,
-        )
-    return float(ci[0]), float(ci[1])
 
 
-def correct_pvalues(pvals: Sequence[float], method: str = "bonf") -> np.ndarray:
-    """Multiple-comparison correction (``pingouin.multicomp``: ``bonf``, ``holm``, ``fdr_bh``, ...)."""
-    _, corrected = pg.multicomp(np.asarray(pvals, float), method=method)
-    return np.asarray(corrected, float)
 
 
-def _panel_seed(seed: int, *key: Any) -> list[int]:
-    """Stable per-panel seed: the stage seed and a CRC of the panel's key (adding panels changes nothing)."""
-    return [int(seed), zlib.crc32("|".join(str(k) for k in key).encode())]
 
 
 # =========================================================================================================
@@ -528,108 +386,16 @@ def split_vs_pooled(panels: pd.DataFrame) -> pd.DataFrame:
 # =========================================================================================================
 
 
-@dataclass
-class MixedFit:
-    """A fitted mixed model: the statsmodels result, its fixed-effect table and the data it was fit on."""
-
-    result: MixedLMResults
-    table: pd.DataFrame
-    formula: str
-    n_obs: int
-    n_groups: int
-    converged: bool
-    optimizer: str = "bfgs,lbfgs,cg"
 
 
-def _design(df: pd.DataFrame, families: Sequence[str]) -> pd.DataFrame:
-    out = df[df["family"].isin(list(families))].copy()
-    out["family"] = pd.Categorical(out["family"].astype(object), categories=list(families))
-    fr = [f for f in scores_mod.FRAMINGS if f in set(out["framing"].unique())]
-    out["framing"] = pd.Categorical(out["framing"].astype(object), categories=fr)
-    out["category"] = pd.Categorical(
-        out["category"].astype(object), categories=sorted(out["category"].unique())
-    )
-    out["rm"] = out["rm"].astype(object)
-    return out
 
 
-def default_formula(df: pd.DataFrame, response: str = "median_rank") -> str:
-    """``<response> ~ family * category * framing``, leaving out factors with a single level."""
-    factors = [f for f in ("family", "category", "framing") if df[f].nunique() > 1]
-    return f"{response} ~ " + (" * ".join(factors) if factors else "1")
 
 
-def fit_mixed_model(
-    medians: pd.DataFrame,
-    families: Sequence[str] = ("gemma", "llama"),
-    formula: str | None = None,
-    reml: bool = True,
-    optimizers: Sequence[str] = OPTIMIZERS,
-) -> MixedFit:
-    """Linear mixed model with a random intercept per RM (statsmodels ``MixedLM``, REML by default).
-
-    Default formula :func:`default_formula` (the paper's ``median_rank ~ family * category * framing``).
-    The table has one row per fixed-effect term: ``term, coef, se, z, p, ci_low, ci_high`` (Wald, 95%).
-    """
-    import statsmodels.formula.api as smf
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
-
-    _check_families(medians, families)
-    df = _design(medians, families)
-    formula = formula or default_formula(df)
-    model = smf.mixedlm(formula, df, groups=df["rm"])
-    result, caught, optimizer = _fit_with_fallback(model, reml, optimizers)
-    converged = bool(getattr(result, "converged", True)) and not any(
-        issubclass(w.category, ConvergenceWarning) for w in caught
-    )
-    names = list(result.fe_params.index)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a degenerate fit gives NaN SEs: kept as NaN
-        ci = result.conf_int().loc[names]
-        table = pd.DataFrame(
-            {
-                "term": names,
-                "coef": result.fe_params.to_numpy(),
-                "se": result.bse_fe.loc[names].to_numpy(),
-                "z": result.tvalues.loc[names].to_numpy(),
-                "p": result.pvalues.loc[names].to_numpy(),
-                "ci_low": ci.iloc[:, 0].to_numpy(),
-                "ci_high": ci.iloc[:, 1].to_numpy(),
-            }
-        )
-    converged = converged and bool(table["se"].notna().all())
-    return MixedFit(result, table, formula, int(result.nobs), int(df["rm"].nunique()), converged, optimizer)
 
 
-def _fit_with_fallback(
-    model: Any, reml: bool, optimizers: Sequence[str] = OPTIMIZERS
-) -> tuple[Any, list[warnings.WarningMessage], str]:
-    """Fit ``model`` with the first of ``optimizers`` that works: ``(result, warnings, optimizer)``.
-
-    statsmodels' gradient optimizers fail with a singular matrix when the RM variance sits on the boundary
-    (0), as with very few prompts; derivative-free optimizers then still find the REML estimate.
-    """
-    from threadpoolctl import threadpool_limits
-
-    for optimizer in optimizers:
-        with warnings.catch_warnings(record=True) as caught, threadpool_limits(BLAS_THREADS, user_api="blas"):
-            warnings.simplefilter("always")
-            try:
-                result = model.fit(reml=reml, method=optimizer.split(","))
-            except np.linalg.LinAlgError:
-                continue
-        return result, list(caught), optimizer
-    raise RuntimeError(f"mixed model {model.formula!r} could not be fitted with any of {list(optimizers)}")
 
 
-def top_family_terms(table: pd.DataFrame) -> pd.DataFrame:
-    """The highest-order fixed-effect terms that involve ``family`` (the family x category x framing terms
-    of the default formula)."""
-    fam = table[table["term"].str.contains("family")]
-    if fam.empty:
-        return fam
-    order = fam["term"].str.count(":")
-    return fam[order == order.max()]
 
 
 def mixed_models(
@@ -705,159 +471,12 @@ def leave_one_rm_out(medians: pd.DataFrame, families: Sequence[str] = ("gemma", 
 # =========================================================================================================
 
 
-def _family_gaps(
-    R: np.ndarray, word_idx: np.ndarray, codes: np.ndarray, n_cat: int, masks: np.ndarray
-) -> np.ndarray:
-    """Delta[k, f] = mean median rank of category k under framing f, family b minus family a.
-
-    ``R``: ranks (RM x prompt rows, words); ``masks``: (2 families, n framings, rows) booleans.
-    """
-    med = np.empty((n_cat, R.shape[0]))
-    for k in range(n_cat):
-        block = R[:, word_idx[codes == k]]
-        n = block.shape[1]
-        part = np.partition(block, n // 2, axis=1)  # the median, without np.median's overhead
-        med[k] = part[:, n // 2] if n % 2 else (part[:, n // 2] + part[:, : n // 2].max(axis=1)) / 2
-    # mean over rows of each (family, framing): (n_cat, 2, n_fr)
-    sums = np.einsum("kr,gfr->kgf", med, masks)
-    means = sums / masks.sum(axis=2)[None]
-    return means[:, 1, :] - means[:, 0, :]
 
 
-def null_baseline(
-    ranked: pd.DataFrame,
-    families: Sequence[str] = ("gemma", "llama"),
-    n_null: int = 1000,
-    seed: int = 0,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """How large is the family x category gap against chance?
-
-    For each corpus (categories pooled over subcategories), with Delta(k, f) the family difference
-    (b - a) of the mean median rank of category k under framing f (the panel ``difference``):
-
-    * ``gap`` (per category and framing): Delta(k, f) minus its mean over categories: how much more family
-      b disfavours category k than it disfavours the corpus' categories on average. For two categories
-      the gap of the second is half the difference-in-differences Delta(2, f) - Delta(1, f).
-    * ``range`` (per framing): max_k Delta(k, f) - min_k Delta(k, f) (two categories: |DiD|).
-    * ``framing_contrast`` (per category): gap(k, positive) - gap(k, negative), the analogue of the
-      family x category x framing interaction.
-
-    The null distribution comes from ``n_null`` random permutations of the category labels among the
-    corpus' (word, label) entries, ranks unchanged (category sizes kept; a word with two labels can end
-    up with any two). ``null = "all words"`` permutes among all entries; for corpora with subcategories
-    (MFD 2.0: virtue/vice) ``null = "within subcategory"`` also permutes only among entries of the same
-    subcategory, so every random category keeps the real one's virtue/vice mix (the pooled gap of a
-    foundation with many vice words partly reflects how the families treat vice words in general).
-
-    Returns ``(summary, draws)``: per null and statistic the observed value, the null mean, SD and
-    2.5/97.5% quantiles, ``z`` and a permutation p (two-sided for gap and framing_contrast, one-sided
-    upper for range; (1 + #as extreme) / (n_null + 1)); and the null draws (long).
-    """
-    fam_a, fam_b = _check_families(ranked, families)
-    df = ranked[ranked["family"].isin([fam_a, fam_b])]
-    rng = np.random.default_rng(seed)
-    summaries, nulls = [], []
-    for corpus, grp in df.groupby("corpus", sort=True):
-        wide = grp.drop_duplicates([*_RANK_KEY, "word"]).pivot(
-            index=["rm", "prompt_id"], columns="word", values="rank"
-        )
-        if wide.isna().any().any():
-            raise ValueError(
-                f"{corpus}: not every RM scored every word under every prompt; cannot permute labels"
-            )
-        R = wide.to_numpy(float)
-        rows = wide.index.to_frame(index=False).merge(
-            grp.drop_duplicates(["rm", "prompt_id"])[["rm", "prompt_id", "family", "framing"]],
-            on=["rm", "prompt_id"],
-            how="left",
-        )
-        framings = [f for f in scores_mod.FRAMINGS if f in set(rows["framing"])]
-        masks = np.stack(
-            [
-                np.stack([((rows["family"] == fam) & (rows["framing"] == fr)).to_numpy() for fr in framings])
-                for fam in (fam_a, fam_b)
-            ]
-        ).astype(float)
-        categories = sorted(grp["category"].unique())
-        cat_code = {c: i for i, c in enumerate(categories)}
-        word_pos = {w: i for i, w in enumerate(wide.columns)}
-        n_cat = len(categories)
-        labels = grp.drop_duplicates(["word", "category"])
-        observed = _family_gaps(
-            R,
-            labels["word"].map(word_pos).to_numpy(int),
-            labels["category"].map(cat_code).to_numpy(int),
-            n_cat,
-            masks,
-        )
-        stats_obs = _gap_statistics(observed, categories, framings)
-        variants = [("all words", labels, None)]
-        if grp["subcategory"].notna().any():
-            strat = grp.drop_duplicates(["word", "category", "subcategory"])
-            variants.append(("within subcategory", strat, strat["subcategory"].fillna("").to_numpy()))
-        for null_name, lab, strata in variants:
-            word_idx = lab["word"].map(word_pos).to_numpy(int)
-            codes = lab["category"].map(cat_code).to_numpy(int)
-            groups = [np.flatnonzero(strata == v) for v in np.unique(strata)] if strata is not None else None
-            stats_null = []
-            for _ in range(n_null):
-                perm = _permute(codes, groups, rng)
-                stats_null.append(
-                    _gap_statistics(_family_gaps(R, word_idx, perm, n_cat, masks), categories, framings)
-                )
-            for name, obs in stats_obs.items():
-                null = np.array([s_[name] for s_ in stats_null])
-                statistic, framing, category = name
-                if statistic == "range":
-                    extreme = np.sum(null >= obs)
-                else:
-                    extreme = np.sum(np.abs(null - null.mean()) >= abs(obs - null.mean()))
-                sd = null.std(ddof=1)
-                key = {
-                    "corpus": corpus,
-                    "null": null_name,
-                    "statistic": statistic,
-                    "framing": framing,
-                    "category": category,
-                }
-                summaries.append(
-                    {
-                        **key,
-                        "observed": obs,
-                        "null_mean": null.mean(),
-                        "null_sd": sd,
-                        "null_q025": np.quantile(null, 0.025),
-                        "null_q975": np.quantile(null, 0.975),
-                        "z": (obs - null.mean()) / sd if sd > 0 else np.nan,
-                        "p_perm": (1 + extreme) / (n_null + 1),
-                        "n_null": n_null,
-                    }
-                )
-                nulls.append(pd.DataFrame({**key, "draw": np.arange(n_null), "value": null}))
-    return pd.DataFrame(summaries), pd.concat(nulls, ignore_index=True)
 
 
-def _permute(codes: np.ndarray, groups: list[np.ndarray] | None, rng: np.random.Generator) -> np.ndarray:
-    """A random permutation of ``codes``, within each index group when ``groups`` is given."""
-    if groups is None:
-        return rng.permutation(codes)
-    out = codes.copy()
-    for g in groups:
-        out[g] = rng.permutation(codes[g])
-    return out
 
 
-def _gap_statistics(delta: np.ndarray, categories: list[str], framings: list[str]) -> dict[tuple, float]:
-    out: dict[tuple, float] = {}
-    gap = delta - delta.mean(axis=0, keepdims=True)
-    for j, fr in enumerate(framings):
-        for k, cat in enumerate(categories):
-            out[("gap", fr, cat)] = float(gap[k, j])
-        out[("range", fr, "(all)")] = float(delta[:, j].max() - delta[:, j].min())
-    if framings == ["positive", "negative"]:
-        for k, cat in enumerate(categories):
-            out[("framing_contrast", "positive-negative", cat)] = float(gap[k, 0] - gap[k, 1])
-    return out
 
 
 # =========================================================================================================
@@ -950,59 +569,8 @@ def covariate_model(
 # =========================================================================================================
 
 
-def anova_3way(
-    df: pd.DataFrame,
-    dv: str = "median_rank",
-    factors: Sequence[str] = ("category", "framing", "model"),
-    typ: int = 2,
-) -> pd.DataFrame:
-    """Type II ANOVA of ``dv ~ C(f1) * C(f2) * C(f3)`` (statsmodels ``ols`` + ``anova_lm``), as the paper's
-    language-model figures: ``term, sum_sq, df, F, p``."""
-    import statsmodels.api as sm
-    from statsmodels.formula.api import ols
-
-    formula = f"{dv} ~ " + " * ".join(f"C({f})" for f in factors)
-    data = df[[dv, *factors]].copy()
-    for f in factors:
-        data[f] = data[f].astype(object)
-    table = sm.stats.anova_lm(ols(formula, data=data).fit(), typ=typ)
-    table = table.reset_index().rename(columns={"index": "term", "PR(>F)": "p"})
-    return table[["term", "sum_sq", "df", "F", "p"]]
 
 
-def welch_posthocs(
-    df: pd.DataFrame,
-    dv: str = "median_rank",
-    group: str = "model",
-    levels: Sequence[str] | None = None,
-    cells: Sequence[str] = ("category", "framing"),
-    correction: str = "fdr_bh",
-) -> pd.DataFrame:
-    """Welch t-test of ``levels[1]`` vs ``levels[0]`` of ``group`` within each cell (``pingouin.ttest``,
-    ``correction=True``), p-values corrected over cells (``pingouin.multicomp``, FDR by default)."""
-    levels = list(levels) if levels is not None else sorted(df[group].unique())[:2]
-    rows = []
-    for key, cell in df.groupby(list(cells), sort=True, observed=True):
-        x = cell.loc[cell[group] == levels[1], dv].to_numpy(float)
-        y = cell.loc[cell[group] == levels[0], dv].to_numpy(float)
-        res = pg.ttest(x, y, correction=True)
-        rows.append(
-            {
-                **dict(zip(cells, key if isinstance(key, tuple) else (key,), strict=True)),
-                "level_a": levels[0],
-                "level_b": levels[1],
-                "mean_a": y.mean(),
-                "mean_b": x.mean(),
-                "difference": x.mean() - y.mean(),
-                "t": float(res["T"].iloc[0]),
-                "dof": float(res["dof"].iloc[0]),
-                "p": float(res["p_val"].iloc[0] if "p_val" in res else res["p-val"].iloc[0]),
-                "d": cohens_d(x, y),
-            }
-        )
-    out = pd.DataFrame(rows)
-    out["p_corrected"] = correct_pvalues(out["p"], correction)
-    return out
 
 
 # =========================================================================================================

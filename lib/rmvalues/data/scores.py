@@ -19,18 +19,18 @@ score        the reward
 ===========  ==========================================================================================
 
 A word that carries two labels in its corpus appears once per label (one row per category); ranking code
-must rank each (model, prompt, corpus) on unique words (see :func:`rmvalues.statistics.rank_scores`).
+must rank each (model, prompt, corpus) on unique words (see :func:`rmvalues.stats.rank_scores`).
 
-The published scores are loaded through the data layer (:func:`rmvalues.data.fetch`), so the analysis runs
+The published scores are loaded through the data layer (:func:`rmvalues.data.datasets.fetch`), so the analysis runs
 on any laptop. The mapping of published files to the ten RMs and their families is data:
 ``config/published_rms.yaml``.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,7 +38,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import data, paths
+from ..core import paths
+from . import datasets
+from .prompts import FRAMINGS, PROMPTS_DATASET, framing_of, select_prompts
 
 #: Columns of the long scores table, in order.
 SCORE_COLUMNS: tuple[str, ...] = (
@@ -58,66 +60,6 @@ SCORE_COLUMNS: tuple[str, ...] = (
 
 #: Valid values of ``source``.
 SOURCES: tuple[str, ...] = ("published", "live")
-
-#: The paper's prompt design: adjective (its framing) x frame x concision style = 54 prompts.
-POSITIVE_ADJECTIVES: tuple[str, ...] = ("best", "greatest", "good")
-NEGATIVE_ADJECTIVES: tuple[str, ...] = ("worst", "bad", "terrible")
-FRAMES: tuple[str, ...] = ("ever", "world", "time")
-STYLES: tuple[str, ...] = ("one", "single", "please")
-FRAMINGS: tuple[str, ...] = ("positive", "negative")
-
-#: Name of the data set holding the 54 prompts (YAML: key -> prompt text).
-PROMPTS_DATASET = "paper/config/prompts"
-
-
-def prompt_ids() -> list[str]:
-    """The 54 prompt keys of the paper's design, in its order (no I/O)."""
-    return [
-        f"{adj}_{frame}_{style}"
-        for adj, frame, style in itertools.product(POSITIVE_ADJECTIVES + NEGATIVE_ADJECTIVES, FRAMES, STYLES)
-    ]
-
-
-def framing_of(prompt_id: str) -> str:
-    """``positive`` or ``negative``, from the prompt key's adjective (its first ``_`` part)."""
-    adjective = str(prompt_id).split("_", 1)[0]
-    if adjective in POSITIVE_ADJECTIVES:
-        return "positive"
-    if adjective in NEGATIVE_ADJECTIVES:
-        return "negative"
-    raise ValueError(
-        f"prompt {prompt_id!r}: unknown adjective {adjective!r}; prompt keys start with one of "
-        f"{', '.join(POSITIVE_ADJECTIVES)} (positive) or {', '.join(NEGATIVE_ADJECTIVES)} (negative)"
-    )
-
-
-def load_prompts() -> pd.DataFrame:
-    """The paper's prompts: ``prompt_id, text, adjective, frame, style, framing`` (54 rows).
-
-    Raises :class:`ValueError` when the released file does not match the 6 x 3 x 3 design.
-    """
-    raw = yaml.safe_load(data.fetch(PROMPTS_DATASET).read_text(encoding="utf-8")) or {}
-    expected = prompt_ids()
-    if sorted(raw) != sorted(expected):
-        missing = sorted(set(expected) - set(raw))
-        extra = sorted(set(raw) - set(expected))
-        raise ValueError(
-            f"{PROMPTS_DATASET}: does not match the 54-prompt design (missing {missing}, extra {extra})"
-        )
-    rows = []
-    for key in expected:
-        adjective, frame, style = key.split("_")
-        rows.append(
-            {
-                "prompt_id": key,
-                "text": str(raw[key]),
-                "adjective": adjective,
-                "frame": frame,
-                "style": style,
-                "framing": framing_of(key),
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 # -- the ten published RMs --------------------------------------------------------------------------------
@@ -177,7 +119,7 @@ def published_score_files(corpus: str) -> dict[str, str]:
     prefix = f"paper/scores/{folders[corpus]}/"
     by_file = {rm.file: rm.model for rm in published_rms()}
     out: dict[str, str] = {}
-    for name in sorted(data.catalogue()):
+    for name in sorted(datasets.catalogue()):
         if not name.startswith(prefix):
             continue
         key = _FILE_PREFIX.sub("", name[len(prefix) :])
@@ -199,27 +141,36 @@ def published_inputs(corpora: list[str] | tuple[str, ...]) -> dict[str, str]:
     names = [PROMPTS_DATASET]
     for corpus in corpora:
         names += list(published_score_files(corpus).values())
-    return data.checksums(names)
+    return datasets.checksums(names)
 
 
 # -- corpus labels ----------------------------------------------------------------------------------------
 
+LABEL_COLUMNS = ["corpus", "word", "category", "subcategory"]
 
-def corpus_labels(corpus: str) -> pd.DataFrame:
-    """``corpus, word, category, subcategory`` of every labelled word of ``corpus`` (one row per label).
 
-    The scorable rows (``status == "ok"``) of :func:`rmvalues.corpora.load_corpus`.
-    """
-    from . import corpora
-
-    df = corpora.scorable(corpora.load_corpus(corpus))
-    return df[["corpus", "word", "category", "subcategory"]].drop_duplicates().reset_index(drop=True)
+def labels_of(corpora_table: pd.DataFrame, corpora: Sequence[str] | None = None) -> pd.DataFrame:
+    """``corpus, word, category, subcategory`` (one row per label) of the scored rows of a corpora table
+    (the corpora stage's ``corpora.parquet``, or :func:`rmvalues.data.corpora.scorable` rows), optionally
+    restricted to ``corpora``; a requested corpus the table lacks is a ``ValueError``."""
+    df = corpora_table
+    if "status" in df.columns:
+        df = df[df["status"] == "ok"]
+    if corpora is not None:
+        missing = [c for c in corpora if c not in set(df["corpus"])]
+        if missing:
+            raise ValueError(
+                f"the corpora table holds no {missing} (it holds {sorted(set(df['corpus']))}); run the corpora "
+                "stage with these corpora"
+            )
+        df = df[df["corpus"].isin(list(corpora))]
+    return df[LABEL_COLUMNS].drop_duplicates().reset_index(drop=True)
 
 
 # -- loaders ----------------------------------------------------------------------------------------------
 
 
-def _empty_scores() -> pd.DataFrame:
+def empty_scores() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in SCORE_COLUMNS})
 
 
@@ -262,26 +213,28 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_published_scores(
-    corpora: list[str] | tuple[str, ...] = ("big2_nouns", "mfd2"),
-    prompts: list[str] | tuple[str, ...] | None = None,
+    labels: pd.DataFrame,
+    corpora: Sequence[str] = ("big2_nouns", "mfd2"),
+    prompts: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The paper's released scores of the ten RMs in the long format (:data:`SCORE_COLUMNS`).
 
     Words of a score file that are not in the corpus (two such words in the Big Two nouns files:
     ``discussion`` and ``eagerness``) are dropped, as the paper's inner join drops them; they are listed in
-    ``df.attrs["unlabelled_words"]`` (``{corpus: [words]}``). ``prompts`` selects prompt keys (``None`` or
-    empty: all 54).
+    ``df.attrs["unlabelled_words"]`` (``{corpus: [words]}``). ``labels``: ``corpus, word, category,
+    subcategory`` of the corpora (:func:`labels_of` of the corpora stage's output). ``prompts`` selects
+    prompt keys (``None`` or empty: all 54).
     """
-    selected = _check_prompts(prompts)
+    selected = select_prompts(prompts)
     rms = {rm.model: rm for rm in published_rms()}
     frames: list[pd.DataFrame] = []
     unlabelled: dict[str, list[str]] = {}
     for corpus in corpora:
-        labels = corpus_labels(corpus)
+        corpus_labels = labels_of(labels, [corpus])
         files = published_score_files(corpus)
         dropped: set[str] = set()
         for model, name in files.items():
-            wide = pd.read_parquet(data.fetch(name))
+            wide = pd.read_parquet(datasets.fetch(name))
             absent = sorted(set(selected) - set(wide.columns))
             if absent:
                 raise ValueError(f"{name}: prompt column(s) {absent} missing")
@@ -293,8 +246,8 @@ def load_published_scores(
                 id_vars="response", value_vars=selected, var_name="prompt_id", value_name="score"
             )
             long = long.rename(columns={"response": "word"})
-            dropped |= set(wide["response"]) - set(labels["word"])
-            long = long.merge(labels[["word", "category", "subcategory"]], on="word", how="inner")
+            dropped |= set(wide["response"]) - set(corpus_labels["word"])
+            long = long.merge(corpus_labels[["word", "category", "subcategory"]], on="word", how="inner")
             rm = rms[model]
             long["model"] = model
             long["revision"] = rm.revision
@@ -305,87 +258,27 @@ def load_published_scores(
             long["n_tokens"] = pd.NA
             frames.append(long)
         unlabelled[corpus] = sorted(dropped)
-    out = conform(pd.concat(frames, ignore_index=True)) if frames else _empty_scores()
+    out = conform(pd.concat(frames, ignore_index=True)) if frames else empty_scores()
     out.attrs["unlabelled_words"] = unlabelled
     return out
 
 
-def live_scores_path(
-    scoring_run: str = "default", results_root: str | os.PathLike[str] | None = None
-) -> Path:
-    root = paths.resolve(results_root) if results_root is not None else paths.results_root()
-    return root / "scoring" / scoring_run / "scores.parquet"
-
-
-def load_live_scores(
-    scoring_run: str = "default",
-    results_root: str | os.PathLike[str] | None = None,
-    corpora: list[str] | tuple[str, ...] | None = None,
-    prompts: list[str] | tuple[str, ...] | None = None,
+def read_live_scores(
+    path: str | os.PathLike[str],
+    corpora: Sequence[str] | None = None,
+    prompts: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Scores computed by the scoring stage (``<results_root>/scoring/<scoring_run>/scores.parquet``).
-
-    Raises ``FileNotFoundError`` saying to run the scoring stage first when the file is absent, and
-    ``ValueError`` when nothing is left after selecting ``corpora`` and ``prompts``.
-    """
-    path = live_scores_path(scoring_run, results_root)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no live scores at {path}: run the scoring stage first (scoring run {scoring_run!r}), "
-            f"or set scores='published' to analyse the paper's released scores"
-        )
+    """Scores computed by the scoring stage (its ``scores.parquet``), optionally restricted to ``corpora``
+    and ``prompts``; ``ValueError`` when nothing is left."""
+    path = Path(path)
     df = conform(pd.read_parquet(path))
     if corpora:
         df = df[df["corpus"].isin(list(corpora))]
-    selected = _check_prompts(prompts) if prompts else None
-    if selected is not None:
-        df = df[df["prompt_id"].isin(selected)]
+    if prompts:
+        df = df[df["prompt_id"].isin(select_prompts(prompts))]
     if df.empty:
         raise ValueError(
             f"live scores at {path} hold nothing for corpora {list(corpora or [])} and the selected prompts; "
             f"they hold corpora {sorted(set(pd.read_parquet(path, columns=['corpus'])['corpus']))}"
         )
     return df.reset_index(drop=True)
-
-
-def load_scores(
-    scores: str = "published",
-    corpora: list[str] | tuple[str, ...] = ("big2_nouns", "mfd2"),
-    prompts: list[str] | tuple[str, ...] | None = None,
-    scoring_run: str = "default",
-    results_root: str | os.PathLike[str] | None = None,
-) -> pd.DataFrame:
-    """Scores of ``scores`` = ``published``, ``live`` or ``both`` (concatenated) in the long format."""
-    if scores not in ("published", "live", "both"):
-        raise ValueError(f"scores={scores!r}; valid: 'published', 'live', 'both'")
-    parts: list[pd.DataFrame] = []
-    attrs: dict = {}
-    if scores in ("published", "both"):
-        pub = load_published_scores(corpora, prompts)
-        attrs = dict(pub.attrs)
-        parts.append(pub)
-    if scores in ("live", "both"):
-        parts.append(load_live_scores(scoring_run, results_root, corpora, prompts))
-    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    out.attrs = attrs
-    return out
-
-
-def _check_prompts(prompts: list[str] | tuple[str, ...] | None) -> list[str]:
-    valid = prompt_ids()
-    if not prompts:
-        return valid
-    unknown = [p for p in prompts if p not in valid]
-    if unknown:
-        raise ValueError(
-            f"unknown prompt id(s) {unknown}; valid ids are adjective_frame_style with adjective in "
-            f"{POSITIVE_ADJECTIVES + NEGATIVE_ADJECTIVES}, frame in {FRAMES}, style in {STYLES} "
-            f"(e.g. 'greatest_ever_one'); an empty list selects all 54"
-        )
-    return [p for p in valid if p in set(prompts)]
-
-
-#: Public names of the helpers other stages use (the scoring stage validates prompts and builds empty
-#: tables with them).
-select_prompts = _check_prompts
-empty_scores = _empty_scores

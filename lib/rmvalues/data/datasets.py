@@ -14,11 +14,9 @@ and the fix. Nothing is ever written half-way: downloads and copies go to a temp
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,11 +24,14 @@ from pathlib import Path
 
 import yaml
 
-from . import paths
-from .manifest import publish
+from ..core import paths
+from ..core.errors import RmvaluesError
+from ..core.files import atomic_copy, publish, sha256_file, temporary_path
+
+__all__ = ["DataError", "Dataset", "catalogue", "checksums", "fetch", "get", "mirror_dir", "sha256_file"]
 
 
-class DataError(RuntimeError):
+class DataError(RmvaluesError, RuntimeError):
     """A data set could not be obtained or failed its checksum."""
 
 
@@ -86,28 +87,8 @@ def get(name: str) -> Dataset:
     return cat[name]
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _cache_path(ds: Dataset) -> Path:
     return paths.cache_dir() / "data" / ds.sha256[:16] / ds.filename
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        publish(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _check(ds: Dataset, path: Path, where: str) -> None:
@@ -166,7 +147,7 @@ def fetch(name: str) -> Path:
         candidate = mirror / ds.mirror
         if candidate.is_file():
             _check(ds, candidate, "offline mirror")
-            _atomic_copy(candidate, cached)
+            atomic_copy(candidate, cached)
             return cached
         tried.append(f"mirror: {candidate} (absent)")
     else:
@@ -196,10 +177,9 @@ def fetch(name: str) -> Path:
 
 
 def _download(url: str, dst: Path, timeout: float = 60.0) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    tmp = temporary_path(dst)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out)
         publish(tmp, dst)
     finally:

@@ -4,7 +4,7 @@ A *source* (``config/training.yaml``, key ``sources``) names where preference pa
 format. Three origins:
 
 * ``dataset``: a file of the data layer (``config/datasets.yaml``; fetched and sha256-checked by
-  :func:`rmvalues.data.fetch`), e.g. Anthropic's HH-RLHF harmless-base test split, offline;
+  :func:`rmvalues.data.datasets.fetch`), e.g. Anthropic's HH-RLHF harmless-base test split, offline;
 * ``path``: a local ``.jsonl``, ``.jsonl.gz`` or ``.parquet`` file (relative paths from the project root);
 * ``hub_id``: a Hugging Face hub dataset (``hub_config``, ``split``, ``revision``), loaded with
   :func:`datasets.load_dataset` where the machine has access (offline it raises a clear error).
@@ -52,7 +52,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import paths
+from ..core import paths
+from ..core.errors import RmvaluesError
+from ..core.files import sha256_file
+from . import datasets
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -80,7 +83,7 @@ ROLES = ("system", "user", "assistant")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 
-class PreferenceDataError(ValueError):
+class PreferenceDataError(RmvaluesError, ValueError):
     """Preference data cannot be used as given (the message names the file, the problem and the fix)."""
 
 
@@ -305,16 +308,14 @@ def _load_hub(source: PreferenceSource) -> pd.DataFrame:
 
 def read_source(source: PreferenceSource) -> tuple[pd.DataFrame, str | None]:
     """The raw records of ``source`` and the sha256 of its file (``None`` for hub data)."""
-    from . import data
-
     if source.dataset:
-        file = data.fetch(source.dataset)
-        return _read_file(file), data.get(source.dataset).sha256
+        file = datasets.fetch(source.dataset)
+        return _read_file(file), datasets.get(source.dataset).sha256
     if source.path:
         file = paths.resolve(os.path.expandvars(source.path))
         if not file.is_file():
             raise PreferenceDataError(f"source {source.name!r}: file {file} does not exist")
-        return _read_file(file), data.sha256_file(file)
+        return _read_file(file), sha256_file(file)
     return _load_hub(source), None
 
 

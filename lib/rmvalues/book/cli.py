@@ -20,7 +20,11 @@ from typing import Any
 
 import yaml
 
-from . import paths, runner
+from ..core import paths
+from ..core.errors import ConfigError, RmvaluesError
+from . import runner
+from .config import load_config, relative
+from .toc import chapter_pages, toc_text, write_toc
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -29,18 +33,18 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise runner.ConfigError(f"parameter {item!r} is not of the form key=value (e.g. -p seed=1)")
+            raise ConfigError(f"parameter {item!r} is not of the form key=value (e.g. -p seed=1)")
         try:
             out[key.strip()] = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError as exc:
-            raise runner.ConfigError(f"parameter {item!r}: cannot parse value ({exc})") from exc
+            raise ConfigError(f"parameter {item!r}: cannot parse value ({exc})") from exc
     return out
 
 
 def build_book(root: str | None = None, builder: str = "html") -> int:
     """Build the book with warnings as errors, nitpicky, offline; returns the exit code."""
     root = root or str(paths.project_root())
-    runner.write_toc()
+    write_toc()
     # jupyter-book 1.x has no `python -m jupyter_book`; use the console script next to this interpreter
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jupyter_book), "build", root, "--builder", builder, "-W", "-n", "--keep-going"]
@@ -48,21 +52,8 @@ def build_book(root: str | None = None, builder: str = "html") -> int:
     return subprocess.call(cmd, cwd=root)
 
 
-def chapter_pages() -> list[str]:
-    """TOC entries of the chapter pages (every run of every stage)."""
-    toc = runner.toc()
-    pages: list[str] = []
-    for part in toc["parts"]:
-        if part.get("caption") != "Chapters":
-            continue
-        for chapter in part["chapters"]:
-            pages.append(chapter["file"])
-            pages.extend(s["file"] for s in chapter.get("sections", []))
-    return pages
-
-
 def check_built_book(browser: bool = True) -> int:
-    from . import bookcheck
+    from . import check as bookcheck
 
     root = paths.project_root()
     html = root / "_build" / "html"
@@ -77,6 +68,23 @@ def check_built_book(browser: bool = True) -> int:
     if not problems:
         print(f"book check: OK ({html / 'index.html'}; screenshots in _build/screenshots)")
     return 1 if problems else 0
+
+
+def list_stages(profile: str = "default") -> int:
+    """Print every stage's parameters (name, type, default, help; from its schema), then the planned runs
+    with their merged parameters."""
+    config = load_config()
+    for sname, st in config.stages.items():
+        schema = st.schema()
+        print(f"stage {sname}  ({relative(st.notebook)}; {st.package})")
+        for row in schema.describe():
+            print(f"    {row['name']}: {row['type']} = {row['default']!r}\n        {row['help']}")
+    print()
+    for spec in runner.plan(config, profile=profile):
+        print(f"run {spec.label}  -> {spec.page}")
+        for k, v in spec.parameters.items():
+            print(f"    {k} = {v!r}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,33 +118,28 @@ def main(argv: list[str] | None = None) -> int:
                 force=args.force,
                 with_dependencies=not args.no_deps,
             )
-            runner.write_toc()
+            write_toc()
             print(json.dumps(status, indent=2))
             return 0
         if args.command == "list":
-            config = runner.load_config()
-            for spec in runner.plan(config, profile=args.profile):
-                print(f"{spec.label}  ({runner._relative(spec.notebook)} -> {spec.page})")
-                for k, v in spec.parameters.items():
-                    print(f"    {k} = {v!r}")
-            return 0
+            return list_stages(args.profile)
         if args.command == "toc":
             if args.check:
                 current = (paths.project_root() / "_toc.yml").read_text(encoding="utf-8")
-                if current != runner.toc_text():
+                if current != toc_text():
                     print("_toc.yml is out of date: run `python -m rmvalues toc`", file=sys.stderr)
                     return 1
                 return 0
-            print(runner.write_toc())
+            print(write_toc())
             return 0
         if args.command == "book":
             return build_book()
         if args.command == "check-book":
             return check_built_book(browser=not args.no_browser)
-    except runner.ConfigError as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except (RuntimeError, RmvaluesError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

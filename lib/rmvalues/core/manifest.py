@@ -2,14 +2,14 @@
 
 A manifest holds: stage and run names, parameters, git SHA (and whether the tree was dirty), Python and
 package versions, models with revisions, dtype and device, seeds, input checksums, output checksums, and
-timings. Usage inside a stage notebook::
+timings. Usage inside a stage's ``run``::
 
-    run = RunRecord(output_dir, stage="corpora", run="default", parameters=params)
-    with run.timed("load"):
+    record = RunRecord.for_params(params)
+    with record.timed("load"):
         ...
-    run.add_input("paper/corpora/dict_big2_nouns", sha256)
-    run.write_parquet(df, "corpora.parquet")
-    run.finish()
+    record.add_input("paper/corpora/dict_big2_nouns", sha256)
+    record.write_parquet(df, "corpora.parquet")
+    record.finish()
 """
 
 from __future__ import annotations
@@ -21,16 +21,17 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import paths
+from .files import atomic_write_bytes, atomic_write_csv, atomic_write_parquet, sha256_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 MANIFEST = "manifest.json"
 
@@ -89,55 +90,11 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return out
 
 
-def _umask_mode() -> int:
-    """Permissions a plainly created file would get (mkstemp's temporary files are 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def publish(tmp: str | os.PathLike[str], path: Path) -> None:
-    """Give a finished temporary file normal permissions and move it into place atomically."""
-    os.chmod(tmp, _umask_mode())
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
-    atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))
-
-
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
@@ -150,8 +107,38 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+class Timer:
+    """Seconds per named step, accumulated (the one timer of the project: stages, runner, manifests).
+
+    ``with timer.step("load"):`` adds the block's wall-clock time to ``timer.seconds["load"]``; a name used
+    again accumulates. A timer can forward every step to a parent (``Timer(parent=record.timer)``).
+    """
+
+    def __init__(self, parent: Timer | None = None, prefix: str = "") -> None:
+        self.seconds: dict[str, float] = {}
+        self.parent = parent
+        self.prefix = prefix
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 3)
+        if self.parent is not None:
+            self.parent.add(self.prefix + name, seconds)
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t)
+
+
 class RunRecord:
-    """Collects provenance while a stage runs and writes ``manifest.json`` when it finishes."""
+    """Collects provenance while a stage runs and writes ``manifest.json`` when it finishes.
+
+    Build it from a stage's validated parameters with :meth:`for_params`; the stage writes its tables
+    through :meth:`write_parquet` / :meth:`write_csv` (atomic, checksummed in the manifest).
+    """
 
     def __init__(
         self,
@@ -170,27 +157,40 @@ class RunRecord:
         self.seeds = dict(seeds or {})
         self.inputs: dict[str, str] = {}
         self.models: list[dict[str, Any]] = []
-        self.timings: dict[str, float] = {}
+        self.timer = Timer()
         self.extra: dict[str, Any] = {}
         self.outputs: list[str] = []
         self._t0 = time.perf_counter()
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
 
+    @classmethod
+    def for_params(cls, params: Any, seeds: dict[str, int] | None = None) -> RunRecord:
+        """The record of one run of a stage, from its validated parameters (a :class:`StageParams`)."""
+        return cls(
+            paths.resolve(params.output_path()),
+            stage=params.stage_name(),
+            run=params.run_name,
+            parameters=params.as_dict(),
+            seeds=seeds,
+        )
+
     # -- collecting ---------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def timed(self, name: str) -> Iterator[None]:
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 3)
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.timer.seconds
+
+    def timed(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.timer.step(name)
 
     def add_input(self, name: str, sha256: str) -> None:
         self.inputs[name] = sha256
 
+    def add_inputs(self, checksums: dict[str, str]) -> None:
+        self.inputs.update(checksums)
+
     def add_model(self, **info: Any) -> None:
         """Record a model: name, hub id or path, revision, dtype, device, ... (whatever identifies it)."""
-        self.models.append(_jsonable(info))
+        self.models.append(jsonable(info))
 
     # -- writing ------------------------------------------------------------------------------------------
     def path(self, filename: str) -> Path:
@@ -208,15 +208,23 @@ class RunRecord:
         self.outputs.append(filename)
         return path
 
-    def manifest(self) -> dict[str, Any]:
-        from .data import sha256_file
+    def write_bytes(self, data: bytes, filename: str) -> Path:
+        path = self.path(filename)
+        atomic_write_bytes(path, data)
+        self.outputs.append(filename)
+        return path
 
+    def register_output(self, filename: str) -> None:
+        """Record a file the stage wrote itself (atomically) into the output folder."""
+        self.outputs.append(filename)
+
+    def manifest(self) -> dict[str, Any]:
         outputs = {
             name: sha256_file(self.path(name))
             for name in sorted(set(self.outputs))
             if self.path(name).exists()
         }
-        return _jsonable(
+        return jsonable(
             {
                 "stage": self.stage,
                 "run": self.run,

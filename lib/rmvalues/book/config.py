@@ -1,0 +1,164 @@
+"""The run configuration (``config/run.yaml``): stages, their runs and profiles.
+
+Each stage names its notebook and the stage package (``rmvalues.stages.<x>``) that holds its parameter schema
+(``Params``, a :class:`~rmvalues.core.params.StageParams`) and its ``run``. Each run of a stage is one book
+page with its own parameters; profiles override parameters per stage and run (``"*"`` = every run).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core import paths
+from ..core.errors import ConfigError
+from ..core.handoff import StageInput
+from ..core.params import StageParams
+
+GENERATED = Path("book") / "generated"
+STAGE_KEYS = {"notebook", "package", "title", "runs"}
+RUN_KEYS = {"title", "parameters"}
+
+
+@dataclass
+class StageSpec:
+    name: str
+    notebook: Path
+    package: str
+    title: str
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> {"title", "parameters"}
+
+    def module(self) -> Any:
+        try:
+            return importlib.import_module(self.package)
+        except ImportError as exc:
+            raise ConfigError(f"stage {self.name}: package {self.package} cannot be imported: {exc}") from exc
+
+    def schema(self) -> type[StageParams]:
+        """The stage's parameter schema (``Params`` of its package)."""
+        schema = getattr(self.module(), "Params", None)
+        if not (isinstance(schema, type) and issubclass(schema, StageParams)):
+            raise ConfigError(f"stage {self.name}: {self.package} defines no Params (a StageParams subclass)")
+        if self.name != schema.STAGE:
+            raise ConfigError(
+                f"stage {self.name}: {self.package}.Params belongs to stage {schema.STAGE!r}; a stage's name in "
+                "config/run.yaml must be its schema's STAGE (it names the results folder)"
+            )
+        return schema
+
+
+@dataclass
+class RunSpec:
+    """One planned run: its merged parameters, parsed by the stage's schema."""
+
+    stage: str
+    run: str
+    notebook: Path
+    title: str
+    parameters: dict[str, Any]
+    params: StageParams
+    is_only_run: bool = True
+
+    @property
+    def reads(self) -> list[StageInput]:
+        return self.params.reads()
+
+    @property
+    def page(self) -> str:
+        """Book page (without suffix), relative to the project root."""
+        return str(GENERATED / page_name(self.stage, self.run, self.is_only_run))
+
+    @property
+    def output_dir(self) -> Path:
+        return paths.resolve(self.parameters["output_dir"])
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage}/{self.run}"
+
+
+def page_name(stage: str, run: str, only_run: bool) -> str:
+    return stage if only_run and run == "default" else f"{stage}--{run}"
+
+
+@dataclass
+class RunConfig:
+    stages: dict[str, StageSpec]
+    profiles: dict[str, dict[str, Any]]
+    path: Path
+
+    def profile(self, name: str) -> dict[str, Any]:
+        if name not in self.profiles:
+            raise ConfigError(
+                f"unknown profile {name!r}; valid profiles: {', '.join(sorted(self.profiles))} (see {self.path})"
+            )
+        return self.profiles[name] or {}
+
+    def has_run(self, stage: str, run: str) -> bool:
+        return stage in self.stages and run in self.stages[stage].runs
+
+
+def config_path() -> Path:
+    return paths.config_dir() / "run.yaml"
+
+
+def relative(path: Path) -> str:
+    """``path`` relative to the project root when it lies inside it, else absolute."""
+    try:
+        return str(Path(path).relative_to(paths.project_root()))
+    except ValueError:
+        return str(path)
+
+
+def _stage(name: str, entry: Any, path: Path) -> StageSpec:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: stage {name!r} must be a mapping ({', '.join(sorted(STAGE_KEYS))})")
+    unknown = set(entry) - STAGE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{path}: stage {name!r} has unknown keys {sorted(unknown)}; valid: {', '.join(sorted(STAGE_KEYS))}"
+        )
+    if not entry.get("notebook") or not entry.get("package"):
+        raise ConfigError(f"{path}: stage {name!r} needs a notebook and a package (rmvalues.stages.<x>)")
+    notebook = paths.resolve(entry["notebook"])
+    if not notebook.is_file():
+        raise ConfigError(f"{path}: stage {name!r} names notebook {entry['notebook']}, which does not exist")
+    runs = entry.get("runs") or {"default": {}}
+    runs = {str(r): (v or {}) for r, v in runs.items()}
+    for r, v in runs.items():
+        bad = set(v) - RUN_KEYS
+        if bad:
+            raise ConfigError(f"{path}: run {name}/{r} has unknown keys {sorted(bad)}; use title, parameters")
+    return StageSpec(
+        name=name, notebook=notebook, package=str(entry["package"]), title=entry.get("title", name), runs=runs
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> RunConfig:
+    """Read and check ``config/run.yaml``: notebooks and packages exist, profiles name known stages and runs."""
+    path = Path(path) if path else config_path()
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    stages = {str(n): _stage(str(n), e, path) for n, e in (raw.get("stages") or {}).items()}
+    profiles = raw.get("profiles") or {}
+    profiles.setdefault("default", {})
+    for pname, prof in profiles.items():
+        for sname, runs in (prof or {}).items():
+            if sname not in stages:
+                raise ConfigError(f"{path}: profile {pname!r} overrides unknown stage {sname!r}")
+            for rname in runs or {}:
+                if rname != "*" and rname not in stages[sname].runs:
+                    raise ConfigError(
+                        f"{path}: profile {pname!r} overrides unknown run {sname}/{rname}; "
+                        f"runs: {', '.join(stages[sname].runs)} (or '*' for all)"
+                    )
+    return RunConfig(stages=stages, profiles=profiles, path=path)
+
+
+def stage_order(config: RunConfig) -> list[str]:
+    """Stages in the order of the configuration file (the book's reading order)."""
+    return list(config.stages)

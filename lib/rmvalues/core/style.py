@@ -1,0 +1,28 @@
+"""One look across the book: the colour of each base-model family (every chapter's figures use it)."""
+
+from __future__ import annotations
+
+#: Colours of the base families (the paper's Gemma red and Llama blue; others get fixed distinct colours).
+FAMILY_COLORS: dict[str, str] = {
+    "gemma": "#DB4437",
+    "llama": "#0064E0",
+    "smollm": "#0F9D58",
+    "qwen": "#7B1FA2",
+}
+#: Colours given, in order, to labels that are not a known family (models, categories, data sets).
+PALETTE: tuple[str, ...] = ("#DB4437", "#0064E0", "#0F9D58", "#F4B400", "#7B1FA2", "#00838F")
+FALLBACK = "#555555"
+
+
+def family_color(family: str) -> str:
+    """The colour of a base family (case-insensitive; unknown families are grey)."""
+    return FAMILY_COLORS.get(str(family).lower(), FALLBACK)
+
+
+def label_colors(labels: list[str] | tuple[str, ...] | set[str]) -> dict[str, str]:
+    """Fixed colours for arbitrary labels: known families keep theirs, the rest take the palette in order."""
+    out: dict[str, str] = {}
+    rest = iter(PALETTE * 4)
+    for label in sorted(labels):
+        out[label] = FAMILY_COLORS.get(str(label).lower()) or next(rest)
+    return out
