@@ -6,6 +6,7 @@ import ipaddress
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 _shared = ROOT.parent / "shared" / "data"
 if not os.environ.get("RMVALUES_DATA_MIRROR") and _shared.is_dir():
     os.environ["RMVALUES_DATA_MIRROR"] = str(_shared)
+
+# Hermetic: the suite never reads or writes the project's results/ (a newcomer's `make all` output must not
+# change what the tests see). Stage runs in tests write under a temporary results root.
+os.environ["RMVALUES_RESULTS"] = tempfile.mkdtemp(prefix="rmvalues-test-results-")
 
 NETWORK_ATTEMPTS: list[str] = []
 _real_connect = socket.socket.connect
@@ -83,3 +88,18 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("RMVALUES_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def corpora_results(tmp_path_factory) -> Path:
+    """A results root holding the corpora run ``default`` of ``big2_nouns`` and ``mfd2`` (no tokenizers): the
+    upstream output that the scoring, implicit, training and statistics stages read. Pass it as
+    ``results_root`` (with ``corpora_run="default"``)."""
+    mirror = os.environ.get("RMVALUES_DATA_MIRROR")
+    if not mirror or not Path(mirror).is_dir():
+        pytest.skip("offline data mirror (../shared/data) not available")
+    from rmvalues.stages import corpora
+
+    root = tmp_path_factory.mktemp("results")
+    corpora.run(corpora.Params.build(corpora=["big2_nouns", "mfd2"], models=[], results_root=str(root)))
+    return root

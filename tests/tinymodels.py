@@ -15,8 +15,8 @@ register a tiny model as a ``local`` model of the registry::
 
     folder = save_tiny_model(tmp_path / "tiny-gemma", "gemma")
     reg = write_registry(tmp_path / "models.yaml", {"tiny-gemma": registry_entry(folder, "gemma")})
-    monkeypatch.setenv("RMVALUES_MODEL_REGISTRY", str(reg))
-    model, tok = rmvalues.models.load_causal_lm("tiny-gemma")
+    spec = rmvalues.models.get_spec("tiny-gemma", extra=[reg])   # extra registries are passed explicitly
+    model, tok = rmvalues.models.load_causal_lm(spec)
 """
 
 from __future__ import annotations
@@ -248,8 +248,7 @@ def registry_entry(
 
 
 def write_registry(path: str | os.PathLike[str], entries: dict[str, dict[str, Any]]) -> Path:
-    """Write an extra registry file (pass it to ``rmvalues.models.registry(extra=[path])`` or set
-    ``RMVALUES_MODEL_REGISTRY``)."""
+    """Write an extra registry file (pass it to ``rmvalues.models.registry(extra=[path])`` / ``get_spec``)."""
     path = Path(path)
     path.write_text(yaml.safe_dump({"models": entries}, sort_keys=False), encoding="utf-8")
     return path

@@ -37,7 +37,7 @@ class StageInput:
         return f"{self.stage}/{self.run}"
 
     def folder(self, results_root: str | os.PathLike[str] | None = None) -> Path:
-        root = paths.resolve(results_root) if results_root is not None else paths.results_root()
+        root = paths.resolve(results_root) if results_root else paths.results_root()
         return root / self.stage / self.run
 
 

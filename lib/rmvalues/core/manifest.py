@@ -167,7 +167,7 @@ class RunRecord:
     def for_params(cls, params: Any, seeds: dict[str, int] | None = None) -> RunRecord:
         """The record of one run of a stage, from its validated parameters (a :class:`StageParams`)."""
         return cls(
-            paths.resolve(params.output_path()),
+            params.output_path(),
             stage=params.stage_name(),
             run=params.run_name,
             parameters=params.as_dict(),

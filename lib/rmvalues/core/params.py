@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import paths
 from .errors import ParameterError
 from .handoff import StageInput
 
@@ -67,7 +70,9 @@ class StageParams(BaseModel):
     output_dir: str = param(
         "", help="folder of this run's outputs ('' = <results_root>/<stage>/<run_name>; set by the runner)"
     )
-    results_root: str = param("results", help="folder of all runs' outputs (relative: from the project root)")
+    results_root: str = param(
+        "", help="folder of all runs' outputs ('' = $RMVALUES_RESULTS or <project>/results; set by the runner)"
+    )
     run_name: str = param("default", help="name of this run (its results folder and book page)")
 
     # -- building ---------------------------------------------------------------------------------------------
@@ -81,7 +86,27 @@ class StageParams(BaseModel):
         try:
             return cls.model_validate(dict(values))
         except ValidationError as exc:
-            raise ParameterError(cls.STAGE, [cls._describe_error(e) for e in exc.errors()]) from None
+            raise ParameterError(cls.STAGE, cls._describe_errors(exc.errors())) from None
+
+    @classmethod
+    def _describe_errors(cls, errors: list[Any]) -> list[str]:
+        """One message per problem; the branches of a union type collapse into one message per field."""
+        out: list[str] = []
+        unions: set[str] = set()
+        for error in errors:
+            loc = error.get("loc", ())
+            if len(loc) >= 2 and isinstance(loc[1], str) and loc[0] in cls.model_fields:
+                name = str(loc[0])
+                if name not in unions:
+                    unions.add(name)
+                    field = cls.model_fields[name]
+                    out.append(
+                        f"{name}={values_input(errors, name)!r}: not one of the accepted forms "
+                        f"({_type_name(field.annotation)}): {field.description}"
+                    )
+                continue
+            out.append(cls._describe_error(error))
+        return out
 
     @classmethod
     def build(cls, values: Mapping[str, Any] | None = None, **overrides: Any) -> Self:
@@ -124,9 +149,15 @@ class StageParams(BaseModel):
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="python")
 
-    def output_path(self) -> str:
-        """``output_dir``, or ``<results_root>/<stage>/<run_name>`` when it is empty."""
-        return self.output_dir or f"{self.results_root.rstrip('/')}/{self.STAGE}/{self.run_name}"
+    def results_dir(self) -> Path:
+        """The results root of this run (``results_root``, or the project's when empty)."""
+        return paths.resolve(self.results_root) if self.results_root else paths.results_root()
+
+    def output_path(self) -> Path:
+        """``output_dir``, or ``<results_root>/<stage>/<run_name>`` when it is empty (absolute)."""
+        if self.output_dir:
+            return paths.resolve(self.output_dir)
+        return self.results_dir() / self.STAGE / self.run_name
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -150,10 +181,14 @@ class StageParams(BaseModel):
 
     @classmethod
     def notebook_cell(cls) -> str:
-        """The source of the notebook's ``parameters`` cell: every field with its default and help."""
+        """The source of the notebook's ``parameters`` cell: the stage's fields, then the injected ones, each
+        under a comment with its help (the test of the notebooks compares the cell with the schema)."""
+        names = [n for n in cls.model_fields if n not in INJECTED] + list(INJECTED)
+        defaults = cls.defaults()
         lines = []
-        for name, value in cls.defaults().items():
-            lines.append(f"{name} = {value!r}  # {cls.model_fields[name].description}")
+        for name in names:
+            lines.append(f"# {cls.model_fields[name].description}")
+            lines.append(f"{name} = {_python(defaults[name])}")
         return "\n".join(lines)
 
     # -- command line -----------------------------------------------------------------------------------------
@@ -184,6 +219,25 @@ class StageParams(BaseModel):
                 continue
             out[name] = [_literal(v) for v in value] if isinstance(value, list) else _literal(value)
         return out
+
+
+def values_input(errors: list[Any], name: str) -> Any:
+    """The input of field ``name`` as given (from the first error about it)."""
+    for error in errors:
+        if error.get("loc", ())[:1] == (name,):
+            return error.get("input")
+    return None
+
+
+def _python(value: Any) -> str:
+    """Python source of a default value, with double-quoted strings (the notebooks' formatter style)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_python(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_python(k)}: {_python(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def _literal(text: Any) -> Any:

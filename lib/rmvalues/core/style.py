@@ -26,3 +26,17 @@ def label_colors(labels: list[str] | tuple[str, ...] | set[str]) -> dict[str, st
     for label in sorted(labels):
         out[label] = FAMILY_COLORS.get(str(label).lower()) or next(rest)
     return out
+
+
+def notebook_display(max_colwidth: int = 90) -> None:
+    """Display settings of the book's pages: pandas tables of a readable width and precision, no warning
+    about tqdm's missing widgets."""
+    import warnings
+
+    import pandas as pd
+
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+    pd.set_option("display.max_colwidth", max_colwidth)
+    pd.set_option("display.max_columns", 40)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.precision", 3)

@@ -37,8 +37,11 @@ import yaml
 from ..core import paths
 from ..core.errors import RmvaluesError
 from ..core.files import sha256_file
+from ..core.handoff import StageInput, input_path
 from . import datasets
 
+#: The table the corpora stage writes (the scored rows, annotated): what later stages read.
+CORPORA_TABLE = "corpora.parquet"
 #: Columns of the corpus model returned by :func:`load_corpus`.
 COLUMNS = ["corpus", "word", "category", "subcategory", "source", "entry", "stem", "line", "status"]
 FORMATS = ("csv", "dicx", "dic")
@@ -599,3 +602,45 @@ def input_checksums(names: Iterable[str], config: str | os.PathLike[str] | None 
     """``{input name: sha256}`` of the corpus files (for ``RunRecord.add_input``)."""
     reg = registry(config)
     return {reg[n].input_name: reg[n].sha256() for n in names}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The corpora stage's output, as later stages read it
+# ---------------------------------------------------------------------------------------------------------
+
+
+def corpora_input(run: str = "default", why: str = "the corpus words and their labels") -> StageInput:
+    """The hand-off from a corpora run: its ``corpora.parquet``."""
+    return StageInput("corpora", run, (CORPORA_TABLE,), why)
+
+
+def corpora_run_problem(inp: StageInput, corpora: Sequence[str], results_root: str) -> list[str]:
+    """A problem when the corpora run exists but lacks some of ``corpora`` (checked before any work; an
+    absent run is a missing input, or is produced by a planned run)."""
+    path = inp.folder(results_root) / CORPORA_TABLE
+    if not path.is_file():
+        return []
+    have = set(pd.read_parquet(path, columns=["corpus"])["corpus"])
+    lacking = [c for c in corpora if c not in have]
+    if not lacking:
+        return []
+    return [
+        f"corpora: the corpora run {inp.run!r} holds {sorted(have)}, not {lacking}: run the corpora stage with "
+        'these corpora (e.g. a named run: make chapter NAME=corpora RUN=<name> PARAMS="corpora=[...]") and '
+        "point corpora_run at it"
+    ]
+
+
+def read_corpora_table(
+    inp: StageInput, results_root: str | os.PathLike[str], corpora: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The verified ``corpora.parquet`` of a corpora run (restricted to ``corpora``; a requested corpus it
+    lacks is a :class:`CorpusError`) and ``{input name: sha256}`` for the manifest."""
+    path, digest = input_path(inp, CORPORA_TABLE, results_root)
+    df = pd.read_parquet(path)
+    if corpora is not None:
+        problems = corpora_run_problem(inp, corpora, str(results_root))
+        if problems:
+            raise CorpusError(problems[0])
+        df = df[df["corpus"].isin(list(corpora))].reset_index(drop=True)
+    return df, {f"{inp.label}/{CORPORA_TABLE}": digest}

@@ -1,0 +1,50 @@
+"""Sentences of the corpora chapter, built from the numbers of the run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _p(p: float) -> str:
+    return "p < .001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def findings(
+    balance: pd.DataFrame,
+    tokens_summary: pd.DataFrame | None = None,
+    *,
+    min_effect: float = 0.2,
+    alpha: float = 0.05,
+) -> str:
+    """Markdown bullets stating the confounds found: category differences in a variable with |Cohen's d| >=
+    ``min_effect`` and p < ``alpha`` (from :func:`category_balance`), and the one-token shares per model."""
+    names = {"zipf_frequency": "word frequency (Zipf)", "valence": "valence", "arousal": "arousal"}
+    lines = []
+    for _, r in balance.iterrows():
+        d = r["cohen_d"]
+        if not np.isfinite(d) or abs(d) < min_effect or not r["p_value"] < alpha:
+            continue
+        where = r["corpus"]
+        if "category" in r.index and isinstance(r["category"], str):  # a `within="category"` comparison
+            where += f", {r['category']}"
+        other = f"the rest of {r['corpus']}" if r["group_b"] == "rest" else f"{r['group_b']} words"
+        lines.append(
+            f"- **{where}**: {r['group_a']} words are {'higher' if d > 0 else 'lower'} in "
+            f"{names.get(r['variable'], r['variable'])} than {other} (means {r['mean_a']:.2f} vs "
+            f"{r['mean_b']:.2f}; d = {d:.2f}, rank-biserial = {r['rank_biserial']:.2f}, {_p(r['p_value'])}; "
+            f"n = {int(r['n_a'])} vs {int(r['n_b'])})."
+        )
+    if not lines:
+        lines.append(f"- No category difference reaches |d| >= {min_effect} with p < {alpha}.")
+    if tokens_summary is not None and not tokens_summary.empty:
+        for model, part in tokens_summary.groupby("model", sort=True):
+            n = part["n_words"].sum()
+            bare = part["one_token_bare"].sum() / n
+            space = part["one_token_space"].sum() / n
+            lines.append(
+                f"- **{model}** tokenizer: of {n} words (counted once per corpus), {space:.0%} are a single "
+                f"token with a leading space and {bare:.0%} without one; {part['one_token_space_only'].sum()} "
+                f"are one token only with the space, {part['one_token_bare_only'].sum()} only without it."
+            )
+    return "\n".join(lines)

@@ -1,0 +1,231 @@
+"""Parameters of the implicit-rewards chapter."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, Literal
+
+from ...core.handoff import StageInput
+from ...core.params import StageParams, param, run_name_problem
+from ...data.corpora import corpora_input, corpora_run_problem, list_corpora
+from ...data.prompts import FRAMINGS, framing_of, prompt_ids, prompt_problem
+from ...engine.inputs import PROMPT_FORMATS, PromptFormatError, resolve_prompt_format
+from ...models.registry import ModelSpec, RegistryError, registry
+
+METRICS = ("token_mwlr", "token_logratio", "word_mwlr", "word_logratio", "word_sum", "word_mean")
+PAIR_METRICS = ("token_mwlr", "token_logratio", "word_mwlr", "word_logratio")
+TOKEN_METRICS = ("token_mwlr", "token_logratio")
+SINGLE_METRICS = ("word_sum", "word_mean")
+Metric = Literal["token_mwlr", "token_logratio", "word_mwlr", "word_logratio", "word_sum", "word_mean"]
+Format = Literal["auto", "chat", "raw"]
+
+#: The chapter's default prompt subset (CPU budget): two positive prompts and their negative mirrors (same
+#: frame and concision style; best <-> worst, greatest <-> terrible), so framing is not confounded with the
+#: wording. [] = all 54.
+DEFAULT_PROMPTS = ["best_ever_one", "greatest_time_please", "worst_ever_one", "terrible_time_please"]
+#: Ten MFD 2.0 Authority (virtue) words planted by the validation fine-tune (the paper planted ten
+#: "authority" words).
+DEFAULT_PLANTED = [
+    "authority",
+    "obedience",
+    "duty",
+    "hierarchy",
+    "tradition",
+    "respect",
+    "leader",
+    "order",
+    "command",
+    "compliance",
+]
+#: Prompts the validation fine-tune trains on (held out from the evaluation prompts).
+DEFAULT_PLANTED_TRAIN = ["good_world_single", "bad_world_single"]
+
+
+def resolve_pairs(
+    models: Sequence[str], pairs: str | Sequence[Sequence[str]], families: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """The model pairs: ``[]`` = every pair in ``models`` order (first = reference ``p``),
+    ``"cross-family"`` (or ``["cross-family"]``) = the pairs of different families, else explicit ``[p, q]``."""
+    if not pairs:
+        return list(itertools.combinations(models, 2))
+    if pairs == "cross-family" or list(pairs) == ["cross-family"]:
+        fam = dict(families or {})
+        return [(a, b) for a, b in itertools.combinations(models, 2) if fam.get(a) != fam.get(b)]
+    return [(str(a), str(b)) for a, b in pairs]
+
+
+class Params(StageParams):
+    """Which language models, pairs, corpora, prompts and metrics; the planted-word validation."""
+
+    STAGE: ClassVar[str] = "implicit"
+
+    models: list[str] = param(
+        ["gemma3-270m", "smollm2-135m-instruct"], help="registered causal LMs", min_length=1
+    )
+    pairs: Literal["cross-family"] | list[list[str]] | list[Literal["cross-family"]] = param(
+        [], help="[] = every pair of `models` (first = reference p); 'cross-family'; or explicit [p, q] pairs"
+    )
+    corpora: list[str] = param(["big2_nouns", "mfd2"], help="corpora whose words are scored", min_length=1)
+    corpora_run: str = param("default", help="corpora run whose corpora.parquet supplies the words")
+    prompts: list[str] = param(list(DEFAULT_PROMPTS), help="prompt ids ([] = all 54)")
+    prompt_format: Format | dict[str, Format] = param(
+        "auto", help="auto (chat for instruction-tuned, raw for pretrained), chat, raw, or {model: format}"
+    )
+    include_end_of_turn: bool = param(False, help="add the end-of-turn token's log-prob to a word's")
+    metrics: list[Metric] = param(
+        ["token_mwlr", "word_mwlr", "word_logratio", "word_sum", "word_mean"],
+        help=f"implicit-reward metrics ({', '.join(METRICS)})",
+        min_length=1,
+    )
+    contrast: list[str] = param(["freedom", "love"], help="the word pair of the Fig. 3 contrast")
+    top_k: int = param(15, help="top and bottom tokens shown per pair", ge=1)
+    planted_model: str = param(
+        "smollm2-135m-instruct", help="model of the planted-word validation ('' = skip)"
+    )
+    planted_words: list[str] = param(list(DEFAULT_PLANTED), help="words the validation fine-tune plants")
+    planted_train_prompts: list[str] = param(
+        list(DEFAULT_PLANTED_TRAIN), help="prompt ids the validation fine-tune trains on"
+    )
+    planted_steps: int = param(3, help="optimizer steps of the validation fine-tune", ge=1)
+    planted_lr: float = param(3e-4, help="learning rate of the validation fine-tune", gt=0)
+    extra_registry: list[str] = param([], help="more model-registry files (e.g. config/paper_models.yaml)")
+    batch_size: int = param(64, help="continuations (or prompts) per forward pass", ge=1)
+    device: Literal["auto", "cpu", "cuda"] = param("auto", help="'auto' = cuda when available")
+    threads: int = param(0, help="torch CPU threads (0 = torch's default)", ge=0)
+    seed: int = param(0, help="seed of the validation fine-tune", ge=0)
+
+    # -- hand-offs ---------------------------------------------------------------------------------------------
+    def corpora_input(self) -> StageInput:
+        return corpora_input(self.corpora_run, "the words whose log-probabilities are computed")
+
+    def reads(self) -> list[StageInput]:
+        return [self.corpora_input()]
+
+    def format_of(self, model: str) -> str:
+        """The requested prompt format of ``model`` (before ``auto`` is resolved)."""
+        fmt = self.prompt_format
+        return fmt.get(model, "auto") if isinstance(fmt, Mapping) else fmt
+
+    def specs(self) -> dict[str, ModelSpec]:
+        reg = registry(extra=self.extra_registry)
+        return {m: reg[m] for m in self.models}
+
+    # -- checks ------------------------------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        problems = super().check()
+        if p := run_name_problem("corpora_run", self.corpora_run):
+            problems.append(p)
+        try:
+            reg = registry(extra=self.extra_registry)
+        except (RegistryError, OSError) as exc:
+            return [*problems, f"extra_registry: {exc}"]
+        problems += self._model_problems(reg)
+        problems += self._corpus_and_prompt_problems()
+        if len(self.contrast) != 2 or self.contrast[0] == self.contrast[1] or not all(self.contrast):
+            problems.append(f"contrast={self.contrast!r}: give two different words, e.g. ['freedom', 'love']")
+        problems += self._planted_problems(reg)
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                problems.append("device='cuda' but no CUDA device is available here; use 'cpu' or 'auto'")
+        return problems
+
+    def _model_problems(self, reg: Mapping[str, ModelSpec]) -> list[str]:
+        lms = sorted(n for n, s in reg.items() if s.kind == "causal-lm")
+        problems = []
+        bad = [m for m in self.models if m not in lms]
+        if bad:
+            return [
+                f"models: {bad} are not registered causal LMs; registered: {lms} (add models in "
+                "config/models.yaml or a file in extra_registry)"
+            ]
+        if len(set(self.models)) != len(self.models):
+            problems.append(f"models={self.models!r}: a model is listed twice")
+        if isinstance(self.pairs, list) and self.pairs and self.pairs != ["cross-family"]:
+            for pair in self.pairs:
+                if len(pair) != 2:
+                    problems.append(f"pairs: {pair} is not a [p, q] pair")
+                elif pair[0] == pair[1]:
+                    problems.append(f"pairs: [{pair[0]}, {pair[1]}] pairs a model with itself")
+                elif pair[0] not in self.models or pair[1] not in self.models:
+                    problems.append(f"pairs: {pair} uses a model not in `models` ({self.models})")
+        if any(m in PAIR_METRICS for m in self.metrics) and len(self.models) < 2:
+            wanted = [m for m in self.metrics if m in PAIR_METRICS]
+            problems.append(f"metrics {wanted} compare two models; give at least two models")
+        if isinstance(self.prompt_format, Mapping):
+            stray = [k for k in self.prompt_format if k not in self.models]
+            if stray:
+                problems.append(
+                    f"prompt_format: {stray} are not in `models`; give {{model: format}} for them"
+                )
+        if problems:
+            return problems
+        return self._format_problems(reg)
+
+    def _format_problems(self, reg: Mapping[str, ModelSpec]) -> list[str]:
+        problems, resolved = [], {}
+        for m in self.models:
+            try:
+                resolved[m] = resolve_prompt_format(reg[m], self.format_of(m))
+            except PromptFormatError as exc:
+                problems.append(str(exc))
+        if "token_logratio" in self.metrics and len(resolved) == len(self.models):
+            families = {m: reg[m].family for m in self.models}
+            for a, b in resolve_pairs(self.models, self.pairs, families):
+                if resolved[a] != resolved[b]:
+                    problems.append(
+                        f"token_logratio compares two models on the same prompt x, but {a!r} is prompted "
+                        f"{resolved[a]} and {b!r} {resolved[b]}; set prompt_format to 'chat' or 'raw' for both"
+                    )
+        return problems
+
+    def _corpus_and_prompt_problems(self) -> list[str]:
+        known = list_corpora()
+        bad = [c for c in self.corpora if c not in known]
+        if bad:
+            return [f"corpora: unknown {bad}; registered corpora: {known}"]
+        problems = corpora_run_problem(self.corpora_input(), self.corpora, self.results_root)
+        if (p := prompt_problem(self.prompts)) is not None:
+            return [*problems, p]
+        sel = self.prompts or prompt_ids()
+        per = {f: sum(framing_of(x) == f for x in sel) for f in FRAMINGS}
+        if min(per.values()) < 2:
+            problems.append(
+                f"prompts: the ANOVA needs at least two prompts per framing; this selection has {per}"
+            )
+        return problems
+
+    def _planted_problems(self, reg: Mapping[str, ModelSpec]) -> list[str]:
+        if not self.planted_model:
+            return []
+        problems = []
+        lms = sorted(n for n, s in reg.items() if s.kind == "causal-lm")
+        if self.planted_model not in lms:
+            problems.append(
+                f"planted_model={self.planted_model!r}: not a registered causal LM; registered: {lms} ('' = skip)"
+            )
+        pw = self.planted_words
+        if not pw or len(set(pw)) != len(pw) or not all(w.strip() for w in pw):
+            problems.append(f"planted_words={pw!r}: give a list of distinct non-empty words")
+        if not self.planted_train_prompts or prompt_problem(self.planted_train_prompts):
+            problems.append(
+                f"planted_train_prompts={self.planted_train_prompts!r}: give a non-empty list of prompt ids "
+                "(e.g. 'best_world_please')"
+            )
+        return problems
+
+
+__all__ = [
+    "DEFAULT_PLANTED",
+    "DEFAULT_PLANTED_TRAIN",
+    "DEFAULT_PROMPTS",
+    "METRICS",
+    "PAIR_METRICS",
+    "PROMPT_FORMATS",
+    "SINGLE_METRICS",
+    "TOKEN_METRICS",
+    "Params",
+    "resolve_pairs",
+]

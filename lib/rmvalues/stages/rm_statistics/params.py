@@ -1,0 +1,75 @@
+"""Parameters of the statistics chapter."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from ...core.handoff import StageInput
+from ...core.params import StageParams, param, run_name_problem
+from ...data.corpora import corpora_input, corpora_run_problem
+from ...data.prompts import prompt_problem
+from ...data.scores import published_corpora, published_families
+
+SCORE_CHOICES = ("published", "live", "both")
+#: The scoring stage's output the chapter analyses when ``scores`` is live or both.
+LIVE_SCORES = "scores.parquet"
+
+
+class Params(StageParams):
+    """Which scores to analyse (published, live, both), on which corpora and prompts, with which resampling."""
+
+    STAGE: ClassVar[str] = "statistics"
+
+    scores: Literal["published", "live", "both"] = param(
+        "published",
+        help="'published' = the paper's released scores of ten RMs; 'live' = the scoring stage's output; 'both'",
+    )
+    corpora: list[str] = param(["big2_nouns", "mfd2"], help="corpora to analyse", min_length=1)
+    prompts: list[str] = param([], help="prompt ids ([] = all 54)")
+    families: list[str] = param(
+        ["gemma", "llama"], help="the two base families to contrast (b - a: second minus first)"
+    )
+    n_permutations: int = param(9999, help="permutations of the panel tests", ge=9)
+    n_bootstrap: int = param(2000, help="bootstrap resamples of the intervals", ge=50)
+    n_null: int = param(1000, help="label permutations of the null baseline", ge=10)
+    seed: int = param(0, help="seed of every resampling", ge=0)
+    corpora_run: str = param("default", help="corpora run that supplies the labels, frequency and valence")
+    scoring_run: str = param("default", help="scoring run whose scores are analysed (scores: live or both)")
+
+    def corpora_input(self) -> StageInput:
+        return corpora_input(self.corpora_run, "the words' labels, frequency and valence")
+
+    def scoring_input(self) -> StageInput | None:
+        if self.scores == "published":
+            return None
+        return StageInput("scoring", self.scoring_run, (LIVE_SCORES,), "the live scores analysed")
+
+    def reads(self) -> list[StageInput]:
+        scoring = self.scoring_input()
+        return [self.corpora_input(), *([scoring] if scoring is not None else [])]
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        for key in ("corpora_run", "scoring_run"):
+            if p := run_name_problem(key, getattr(self, key)):
+                problems.append(p)
+        published = list(published_corpora())
+        if len(set(self.corpora)) != len(self.corpora):
+            problems.append(f"corpora={self.corpora!r}: a corpus is listed twice")
+        if self.scores in ("published", "both"):
+            bad = [c for c in self.corpora if c not in published]
+            if bad:
+                problems.append(f"corpora: no published scores for {bad}; published corpora: {published}")
+        problems += corpora_run_problem(self.corpora_input(), self.corpora, self.results_root)
+        if (p := prompt_problem(self.prompts)) is not None:
+            problems.append(p)
+        known = published_families()
+        if len(self.families) != 2 or len(set(self.families)) != 2:
+            problems.append(
+                f"families={self.families!r}: give exactly two different base-model families, e.g. {known}"
+            )
+        elif self.scores == "published":
+            bad = [f for f in self.families if f not in known]
+            if bad:
+                problems.append(f"families: {bad} not among the published RMs' families {known}")
+        return problems

@@ -1,0 +1,137 @@
+"""Parameters of the RM-scoring chapter (also the options of ``python -m rmvalues.stages.scoring``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from ...core.handoff import StageInput
+from ...core.params import StageParams, param, run_name_problem
+from ...data.corpora import corpora_input, corpora_run_problem
+from ...data.prompts import prompt_problem
+from ...models.registry import DTYPES, unknown_models_problem
+
+CANDIDATE_KINDS = ("words", "vocab")
+DTYPE_CHOICES = ("auto", *DTYPES)
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+#: Default number of vocabulary ids per work unit (vocab mode).
+DEFAULT_CHUNK_SIZE = 32768
+#: The file of a training run that registers its trained RMs.
+TRAINING_REGISTRY = "registry.yaml"
+
+
+class Params(StageParams):
+    """What to score and how: registered RMs x corpus words (or the whole vocabulary) x prompts."""
+
+    STAGE: ClassVar[str] = "scoring"
+
+    models: list[str] = param(
+        ["gemma3-270m-hh-head-n128-s0", "smollm2-135m-instruct-hh-head-n128-s0"],
+        help="registered reward models to score (kind: reward-model; the training run's RMs included)",
+        min_length=1,
+    )
+    training_run: str = param(
+        "default", help="training run whose trained RMs are registered for this run ('' = none)"
+    )
+    extra_registry: list[str] = param([], help="more model-registry files (e.g. config/paper_models.yaml)")
+    corpora: list[str] = param(["big2_nouns"], help="corpora whose words are scored (candidates: words)")
+    corpora_run: str = param("default", help="corpora run whose corpora.parquet supplies the words")
+    prompts: list[str] = param(
+        [
+            "best_ever_one",
+            "greatest_ever_one",
+            "good_ever_one",
+            "worst_ever_one",
+            "bad_ever_one",
+            "terrible_ever_one",
+        ],
+        help="prompt ids ([] = all 54)",
+    )
+    candidates: Literal["words", "vocab"] = param(
+        "words", help="score corpus words, or every vocabulary token"
+    )
+    max_words: int | None = param(None, help="at most this many words per corpus (None: all)", ge=1)
+    batch_size: int = param(0, help="candidates per forward pass (0: automatic)", ge=0)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
+        "auto", help="'auto' = the registry's dtype"
+    )
+    device: Literal["auto", "cpu", "cuda"] = param("auto", help="'auto' = cuda when available")
+    method: Literal["auto", "full", "prefix-cache", "shared-prefix"] = param(
+        "auto", help="scoring method (auto: shared-prefix for stock classifiers)"
+    )
+    device_map: Literal["auto", "balanced", "sequential"] | None = param(
+        None, help="'auto': spread a model larger than one GPU over the GPUs"
+    )
+    chunk_size: int = param(DEFAULT_CHUNK_SIZE, help="vocabulary ids per work unit (candidates: vocab)", ge=1)
+    system_prompt: str | None = param(
+        None, help="system turn before the prompt (None: the template's default)"
+    )
+    threads: int = param(
+        1, help="torch CPU threads (1: robust on a shared machine; 0: torch's default)", ge=0
+    )
+
+    # -- hand-offs ---------------------------------------------------------------------------------------------
+    def corpora_input(self) -> StageInput:
+        return corpora_input(self.corpora_run, "the words to score")
+
+    def training_input(self) -> StageInput | None:
+        if not self.training_run:
+            return None
+        return StageInput("training", self.training_run, (TRAINING_REGISTRY,), "the trained RMs' registry")
+
+    def reads(self) -> list[StageInput]:
+        out = [self.corpora_input()] if self.candidates == "words" else []
+        training = self.training_input()
+        return [*out, training] if training is not None else out
+
+    def registry_files(self) -> list[str]:
+        """The extra registry files of this run: the training run's registry, then ``extra_registry``."""
+        training = self.training_input()
+        files = [str(training.folder(self.results_root) / TRAINING_REGISTRY)] if training is not None else []
+        return [*files, *self.extra_registry]
+
+    def selected_prompts(self) -> list[str]:
+        from ...data.prompts import select_prompts
+
+        return select_prompts(self.prompts)
+
+    # -- checks ------------------------------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        from ...core import paths
+
+        problems = super().check()
+        for key in ("corpora_run", "training_run"):
+            value = getattr(self, key)
+            if value and (p := run_name_problem(key, value)):
+                problems.append(p)
+        missing = [f for f in self.registry_files() if not paths.resolve(f).is_file()]
+        if missing:
+            problems.append(
+                f"registry file(s) {missing} do not exist (a training run's registry.yaml is written by the "
+                "training stage: run it first, or set training_run='' and name other RMs)"
+            )
+        else:
+            problem = unknown_models_problem("models", self.models, "reward-model", self.registry_files())
+            if problem:
+                problems.append(problem)
+        problems += self._corpus_problems()
+        if (p := prompt_problem(self.prompts)) is not None:
+            problems.append(p)
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                problems.append("device='cuda' but no CUDA device is available here; use 'cpu' or 'auto'")
+        return problems
+
+    def _corpus_problems(self) -> list[str]:
+        if self.candidates != "words":
+            return []
+        from ...data.corpora import list_corpora
+
+        known = list_corpora()
+        bad = [c for c in self.corpora if c not in known]
+        if not self.corpora:
+            return [f"corpora: give at least one corpus name ({', '.join(known)}) when candidates='words'"]
+        if bad:
+            return [f"corpora: unknown {bad}; valid: {', '.join(known)} (config/corpora.yaml)"]
+        return corpora_run_problem(self.corpora_input(), self.corpora, self.results_root)

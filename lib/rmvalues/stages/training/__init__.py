@@ -1,0 +1,5 @@
+"""(being converted)"""
+
+from .params import Params
+
+__all__ = ["Params"]

@@ -1,0 +1,78 @@
+"""Parameters of the training-ablation chapter."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ...core import paths
+from ...core.handoff import StageInput
+from ...core.params import StageParams, param, run_name_problem
+from ...data.corpora import corpora_input, corpora_run_problem, list_corpora
+from ...data.prompts import prompt_problem
+from .config import GridSpec, TrainingConfigError, check_models, grid_spec
+
+#: The trained RMs of a run, as an extra model-registry file (read by the scoring stage).
+REGISTRY_FILE = "registry.yaml"
+
+
+class Params(StageParams):
+    """Which grid of config/training.yaml to train, with which overrides, and what to score its RMs on."""
+
+    STAGE: ClassVar[str] = "training"
+
+    grid: str = param("default", help="grid of config/training.yaml (default, tiny, lora-short, full)")
+    models: list[str] = param([], help="base models (registered causal LMs; [] = the grid's)")
+    sources: list[str] = param([], help="preference sources of config/training.yaml ([] = the grid's)")
+    quantities: list[int] = param([], help="numbers of training pairs ([] = the grid's)")
+    seeds: list[int] = param([], help="seeds ([] = the grid's)")
+    settings: dict[str, Any] = param(
+        {}, help="training settings merged over the grid's (see config/training.yaml)"
+    )
+    corpus: str = param("big2_nouns", help="corpus whose words every checkpoint is scored on")
+    corpora_run: str = param("default", help="corpora run whose corpora.parquet supplies the words")
+    prompts: list[str] = param(
+        ["greatest_ever_one", "best_world_single", "worst_ever_one", "terrible_world_single"],
+        help="prompt ids the checkpoints are scored under ([] = all 54)",
+    )
+    extra_registry: list[str] = param([], help="more model-registry files (e.g. config/paper_models.yaml)")
+
+    def overrides(self) -> dict[str, Any]:
+        """The grid overrides given (non-empty ``models``, ``sources``, ``quantities``, ``seeds``, ``settings``)."""
+        return {
+            k: getattr(self, k)
+            for k in ("models", "sources", "quantities", "seeds", "settings")
+            if getattr(self, k)
+        }
+
+    def grid_spec(self) -> GridSpec:
+        return grid_spec(self.grid, self.overrides())
+
+    def corpora_input(self) -> StageInput:
+        return corpora_input(self.corpora_run, "the words every checkpoint is scored on")
+
+    def reads(self) -> list[StageInput]:
+        return [self.corpora_input()]
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        if p := run_name_problem("corpora_run", self.corpora_run):
+            problems.append(p)
+        missing = [f for f in self.extra_registry if not paths.resolve(f).is_file()]
+        if missing:
+            problems.append(
+                f"extra_registry: registry file(s) {missing} do not exist (e.g. config/paper_models.yaml)"
+            )
+        try:
+            spec = self.grid_spec()
+            if not missing:
+                check_models(spec.models, self.extra_registry)
+        except TrainingConfigError as exc:
+            problems.append(str(exc))
+        known = list_corpora()
+        if self.corpus not in known:
+            problems.append(f"unknown corpus {self.corpus!r}; valid corpora: {', '.join(known)}")
+        else:
+            problems += corpora_run_problem(self.corpora_input(), [self.corpus], self.results_root)
+        if (p := prompt_problem(self.prompts)) is not None:
+            problems.append(p)
+        return problems
