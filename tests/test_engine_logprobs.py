@@ -7,7 +7,7 @@ import pytest
 import tinymodels as tm
 import torch
 
-from rmvalues import logprobs as L
+from rmvalues import engine as L
 from rmvalues import models
 
 PROMPT = "What is the best thing in the world? Answer with one word."
@@ -126,7 +126,7 @@ def test_next_token_logprobs_batched_equals_each_prefix(gemma):
     assert lp.shape == (3, model.config.vocab_size)
     assert torch.allclose(lp.exp().sum(-1), torch.ones(3), atol=1e-4)
     for row, (pid, text) in enumerate(prompts.items()):
-        _, first = eng._prefix(eng.split(text, pid).prefix_ids)
+        first = eng.prefix(eng.split(text, pid).prefix_ids).first_logprobs
         assert torch.allclose(lp[row], first, atol=1e-4), pid
 
 
@@ -163,7 +163,7 @@ def test_chat_format_without_a_template_is_a_clear_error(llama):
         L.resolve_prompt_format("smollm2-135m-instruct", "plain")
 
 
-def test_auto_format_follows_the_registry_type(tmp_path, monkeypatch):
+def test_auto_format_follows_the_registry_type(tmp_path):
     folder = tm.save_tiny_model(tmp_path / "tl", "llama")
     reg = tm.write_registry(
         tmp_path / "models.yaml",
@@ -175,17 +175,19 @@ def test_auto_format_follows_the_registry_type(tmp_path, monkeypatch):
             ),
         },
     )
-    monkeypatch.setenv(models.ENV_EXTRA_REGISTRY, str(reg))
-    assert L.resolve_prompt_format("tiny-it") == "chat"
-    assert L.resolve_prompt_format("tiny-base") == "raw"
-    assert L.resolve_prompt_format("tiny-it", "raw") == "raw"
+    spec = {name: models.get_spec(name, extra=[reg]) for name in ("tiny-it", "tiny-base", "tiny-it-none")}
+    assert L.resolve_prompt_format(spec["tiny-it"]) == "chat"
+    assert L.resolve_prompt_format(spec["tiny-base"]) == "raw"
+    assert L.resolve_prompt_format(spec["tiny-it"], "raw") == "raw"
     assert L.resolve_prompt_format("gemma3-270m") == "raw"
     assert L.resolve_prompt_format("smollm2-135m-instruct") == "chat"
     with pytest.raises(
         L.PromptFormatError, match="'tiny-it-none'.*without a chat template.*prompt_format='raw'"
     ):
-        L.resolve_prompt_format("tiny-it-none")
-    eng = L.LogProbEngine.from_registry("tiny-it")
+        L.resolve_prompt_format(spec["tiny-it-none"])
+    with pytest.raises(models.RegistryError, match="unknown model 'tiny-it'"):
+        models.get_spec("tiny-it")  # extra registries are passed explicitly, never through the environment
+    eng = L.LogProbEngine.from_registry(spec["tiny-it"])
     assert eng.prompt_format == "chat" and eng.describe()["end_of_turn_token"] == ["<|im_end|>"]
 
 
