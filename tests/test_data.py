@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from rmvalues import data
+from rmvalues.data import datasets as data
 
 
 def test_catalogue_names_are_unique_and_have_checksums():
@@ -110,7 +110,7 @@ def test_cached_and_written_files_have_normal_permissions(shared_mirror, isolate
 
     import pandas as pd
 
-    from rmvalues.manifest import atomic_write_parquet
+    from rmvalues.core.files import atomic_write_parquet
 
     mask = os.umask(0)
     os.umask(mask)

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from rmvalues import models
+from rmvalues.core import paths
 from rmvalues.models import ModelUnavailableError, RegistryError
 
 EMBEDDED = ["gemma3-270m", "smollm2-135m-instruct"]
@@ -117,14 +118,15 @@ def test_gguf_source_needs_module_or_path_and_a_sha256(tmp_path):
         models.registry(extra=[_write(tmp_path / "c.yaml", {"m": reward})])
 
 
-def test_extra_registry_from_environment(tmp_path, monkeypatch):
+def test_extra_registries_are_passed_explicitly_never_through_the_environment(tmp_path, monkeypatch):
     extra = _write(tmp_path / "extra.yaml", {"tiny": _tiny_entry()})
-    monkeypatch.setenv(models.ENV_EXTRA_REGISTRY, str(extra))
-    assert models.get_spec("tiny").source.path == "/nonexistent/tiny"
-    assert models.embedded_models() == EMBEDDED  # a local model is not embedded
-    monkeypatch.setenv(models.ENV_EXTRA_REGISTRY, str(tmp_path / "missing.yaml"))
+    assert models.get_spec("tiny", extra=[extra]).source.path == "/nonexistent/tiny"
+    assert models.embedded_models(extra=[extra]) == EMBEDDED  # a local model is not embedded
+    monkeypatch.setenv("RMVALUES_MODEL_REGISTRY", str(extra))  # the retired variable has no effect
+    with pytest.raises(RegistryError, match="unknown model 'tiny'.*extra registry"):
+        models.get_spec("tiny")
     with pytest.raises(RegistryError, match="missing.yaml does not exist"):
-        models.registry()
+        models.registry(extra=[tmp_path / "missing.yaml"])
 
 
 # -- chat templates and pad-token rules (tiny in-process tokenizers) -----------------------------------------
@@ -132,7 +134,7 @@ def test_extra_registry_from_environment(tmp_path, monkeypatch):
 
 def _spec(**overrides) -> models.ModelSpec:
     entry = _tiny_entry(**overrides)
-    return models._parse_entry("tiny", entry, "test")
+    return models.parse_entry("tiny", entry, "test")
 
 
 def test_builtin_gemma_template_matches_the_official_turn_format():
@@ -210,7 +212,7 @@ def test_pad_token_rules():
 
 
 @pytest.fixture
-def tiny_registry(tmp_path, monkeypatch) -> dict[str, Path]:
+def tiny_registry(tmp_path) -> dict[str, dict]:
     folders = {
         "tiny-llama": tm.save_tiny_model(tmp_path / "tiny-llama", "llama", seed=3),
         "tiny-gemma": tm.save_tiny_model(tmp_path / "tiny-gemma", "gemma", seed=3),
@@ -224,8 +226,8 @@ def tiny_registry(tmp_path, monkeypatch) -> dict[str, Path]:
             folders["tiny-llama"], "llama", architecture="MistralForCausalLM"
         ),
     }
-    monkeypatch.setenv(models.ENV_EXTRA_REGISTRY, str(tm.write_registry(tmp_path / "tiny.yaml", entries)))
-    return folders
+    reg = tm.write_registry(tmp_path / "tiny.yaml", entries)
+    return {"folders": folders, "specs": {name: models.get_spec(name, extra=[reg]) for name in entries}}
 
 
 def test_tiny_models_are_seeded():
@@ -241,7 +243,8 @@ def test_tiny_models_are_seeded():
 @pytest.mark.parametrize("family", ["llama", "gemma"])
 def test_load_tiny_local_model_through_registry(tiny_registry, family):
     name = f"tiny-{family}"
-    model, tok = models.load_causal_lm(name)
+    spec = tiny_registry["specs"][name]
+    model, tok = models.load_causal_lm(spec)
     assert type(model).__name__ == tm.architecture(family) and not model.training
     assert model.dtype == torch.float32 and model.config.pad_token_id == tok.pad_token_id != tok.eos_token_id
     assert model.config._attn_implementation == ("eager" if family == "gemma" else "sdpa")
@@ -254,25 +257,28 @@ def test_load_tiny_local_model_through_registry(tiny_registry, family):
     assert all(torch.equal(v, ref_state[k]) for k, v in model.state_dict().items())
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)  # eager vs sdpa attention: rounding only
     assert torch.isfinite(got).all()
-    half, _ = models.load_causal_lm(name, dtype="bfloat16")
+    half, _ = models.load_causal_lm(spec, dtype="bfloat16")
     assert half.dtype == torch.bfloat16
-    info = models.model_info(name)
-    assert info["source"] == "local" and info["local_folder"] == str(tiny_registry[name])
+    info = models.model_info(spec)
+    assert info["source"] == "local" and info["local_folder"] == str(tiny_registry["folders"][name])
     assert info["family"] == family and info["dtype"] == "float32" and "gguf_sha256" not in info
 
 
 def test_load_errors_for_wrong_kind_architecture_and_dtype(tiny_registry):
+    specs = tiny_registry["specs"]
     with pytest.raises(RegistryError, match="'tiny-gemma-rm' is a reward-model, not a causal-lm"):
-        models.load_causal_lm("tiny-gemma-rm")
+        models.load_causal_lm(specs["tiny-gemma-rm"])
     with pytest.raises(
         RegistryError,
         match="architecture 'MistralForCausalLM' but the checkpoint loads as 'LlamaForCausalLM'",
     ):
-        models.load_causal_lm("tiny-wrong-arch")
+        models.load_causal_lm(specs["tiny-wrong-arch"])
     with pytest.raises(RegistryError, match="dtype is 'int4'; valid values: float32"):
-        models.load_causal_lm("tiny-llama", dtype="int4")
+        models.load_causal_lm(specs["tiny-llama"], dtype="int4")
+    with pytest.raises(RegistryError, match="'tiny-llama' is a causal-lm, not a reward model"):
+        models.load_reward_model(specs["tiny-llama"])
     missing = dataclasses.replace(
-        models.get_spec("tiny-llama"), source=models.SourceSpec(type="local", path="/nonexistent")
+        specs["tiny-llama"], source=models.SourceSpec(type="local", path="/nonexistent")
     )
     with pytest.raises(ModelUnavailableError, match="/nonexistent is not a model folder"):
         models.ensure_local(missing)
@@ -331,7 +337,7 @@ def _fake_gguf_env(monkeypatch, tmp_path, fail_on_save: bool = False):
     )
     gguf = tmp_path / "fake.gguf"
     gguf.write_bytes(b"GGUF")
-    monkeypatch.setattr(models, "gguf_path", lambda name: gguf)
+    monkeypatch.setattr(models.loading, "gguf_path", lambda name: gguf)
     calls = []
     real_tok = transformers.AutoTokenizer.from_pretrained
 
@@ -399,7 +405,7 @@ def embedded_folders() -> dict[str, tuple[Path, float]]:
 def test_embedded_model_is_converted_once(embedded_folders, name):
     folder, _ = embedded_folders[name]
     spec = models.get_spec(name)
-    assert folder == models.paths.cache_dir() / "models" / spec.local_folder_name
+    assert folder == paths.cache_dir() / "models" / spec.local_folder_name
     marker = json.loads((folder / models.MARKER_FILE).read_text())
     assert marker["source_sha256"] == spec.source.sha256
     start = time.perf_counter()
@@ -487,12 +493,11 @@ def test_embedded_smollm_folder_equals_gguf(embedded_folders):
         torch.testing.assert_close(model(**enc).logits, direct.eval()(**enc).logits, rtol=0, atol=0)
 
 
-def test_a_registry_file_named_twice_is_read_once(tmp_path, monkeypatch):
+def test_a_registry_file_named_twice_is_read_once(tmp_path):
     extra = tmp_path / "extra.yaml"
     base = models.registry()
     name = next(iter(base))
-    entry = yaml.safe_load((models.paths.config_dir() / "models.yaml").read_text())["models"][name]
+    entry = yaml.safe_load((paths.config_dir() / "models.yaml").read_text())["models"][name]
     extra.write_text(yaml.safe_dump({"models": {"copy-of-first": entry}}))
-    monkeypatch.setenv(models.ENV_EXTRA_REGISTRY, str(extra))
     merged = models.registry(extra=[extra, str(extra)])
     assert "copy-of-first" in merged and len(merged) == len(base) + 1

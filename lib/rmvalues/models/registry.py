@@ -198,7 +198,7 @@ def _parse_source(where: str, raw: Any) -> SourceSpec:
     return src
 
 
-def _parse_entry(name: str, raw: Any, registry_file: str) -> ModelSpec:
+def parse_entry(name: str, raw: Any, registry_file: str) -> ModelSpec:
     where = f"{registry_file}: model {name!r}"
     if not isinstance(raw, Mapping):
         raise RegistryError(f"{where}: entry must be a mapping of fields")
@@ -266,7 +266,7 @@ def registry(path: str | os.PathLike[str] | None = None, extra: Extra = ()) -> d
         for name, entry in (raw.get("models") or {}).items():
             if name in out:
                 raise RegistryError(f"{file}: model {name!r} is already defined in {out[name].registry_file}")
-            out[str(name)] = _parse_entry(str(name), entry, str(file))
+            out[str(name)] = parse_entry(str(name), entry, str(file))
     return out
 
 
