@@ -1,8 +1,13 @@
-"""The stage runner on a miniature project: ordering, parameter checks, execution, skipping, failures, TOC."""
+"""The stage runner on a miniature project: hand-off order, schema checks, execution, skipping, failures, TOC.
+
+The miniature project has two stages defined in a package written into a temporary folder: a producer that
+writes a table, and a consumer that reads it through a declared hand-off (its ``producer_run`` parameter).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,48 +16,96 @@ import pandas as pd
 import pytest
 import yaml
 
-from rmvalues import cli, runner
+from rmvalues.book import cli, runner
+from rmvalues.book.config import load_config
+from rmvalues.book.toc import toc
+from rmvalues.core.errors import ConfigError, MissingInputError
+
+STAGES = """
+from typing import ClassVar
+
+import pandas as pd
+
+from rmvalues.core.handoff import StageInput, input_path
+from rmvalues.core.manifest import RunRecord
+from rmvalues.core.params import StageParams, param
 
 
-def _notebook(path: Path, params: str, body: str, title: str) -> None:
+class ProducerParams(StageParams):
+    STAGE: ClassVar[str] = "producer"
+    n: int = param(3, help="rows to write")
+    label: str = param("a", help="a label (a, b or c)")
+
+    def check(self):
+        problems = super().check()
+        if self.label not in ("a", "b", "c"):
+            problems.append(f"label {self.label!r} is not valid; valid labels: a, b, c")
+        return problems
+
+
+def run_producer(params):
+    record = RunRecord.for_params(params)
+    if params.n < 0:
+        raise ValueError("negative n")
+    record.write_parquet(pd.DataFrame({"i": range(params.n), "label": params.label}), "table.parquet")
+    record.finish()
+
+
+class ConsumerParams(StageParams):
+    STAGE: ClassVar[str] = "consumer"
+    scale: float = param(1.0, help="factor")
+    producer_run: str = param("default", help="the producer run whose table is read")
+
+    def reads(self):
+        return [StageInput("producer", self.producer_run, ("table.parquet",), "the table to sum")]
+
+    def check(self):
+        problems = super().check()
+        table = self.reads()[0].folder(self.results_root) / "table.parquet"
+        if not table.is_file():
+            problems.append(f"{table} does not exist: run the producer stage first")
+        if self.scale < 0:
+            problems.append("scale must be >= 0")
+        return problems
+
+
+def run_consumer(params):
+    record = RunRecord.for_params(params)
+    path, digest = input_path(params.reads()[0], "table.parquet", params.results_root)
+    record.add_input("producer table", digest)
+    df = pd.read_parquet(path)
+    record.write_parquet(pd.DataFrame({"total": [df["i"].sum() * params.scale]}), "total.parquet")
+    record.finish()
+"""
+
+
+def _package(root: Path) -> None:
+    pkg = root / "mini_stages"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(STAGES)
+    for name, cls, fn in (
+        ("producer", "ProducerParams", "run_producer"),
+        ("consumer", "ConsumerParams", "run_consumer"),
+    ):
+        (pkg / f"{name}.py").write_text(f"from . import {cls} as Params, {fn} as run\n")
+
+
+def _notebook(path: Path, stage: str, title: str) -> None:
+    from importlib import import_module
+
+    schema = import_module(f"mini_stages.{stage}").Params
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    p = nbformat.v4.new_code_cell(params)
+    p = nbformat.v4.new_code_cell(schema.notebook_cell())
     p.metadata["tags"] = ["parameters"]
+    body = (
+        f"from mini_stages import {stage} as stage\n\n"
+        "params = stage.Params.from_namespace(globals())\n"
+        "results = stage.run(params)"
+    )
     nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nOverview."), p, nbformat.v4.new_code_cell(body)]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
-
-
-INJECTED = 'output_dir = "results/x/default"\nresults_root = "results"\nrun_name = "default"\n'
-
-PRODUCER = """
-import pandas as pd
-from rmvalues.manifest import RunRecord
-from rmvalues.paths import resolve
-rec = RunRecord(resolve(output_dir), stage="producer", run=run_name, parameters={"n": n, "label": label})
-if n < 0:
-    raise ValueError("negative n")
-rec.write_parquet(pd.DataFrame({"i": range(n), "label": label}), "table.parquet")
-rec.finish()
-"""
-
-CONSUMER = """
-import pandas as pd
-from rmvalues.manifest import RunRecord
-from rmvalues.paths import resolve
-src = resolve(results_root) / "producer" / "default" / "table.parquet"
-rec = RunRecord(resolve(output_dir), stage="consumer", run=run_name, parameters={"scale": scale})
-df = pd.read_parquet(src)
-rec.write_parquet(pd.DataFrame({"total": [df["i"].sum() * scale]}), "total.parquet")
-rec.finish()
-"""
-
-VALIDATOR = """
-def check(params):
-    if params["label"] not in ("a", "b", "c"):
-        raise ValueError(f"label {params['label']!r} is not valid; valid labels: a, b, c")
-"""
 
 
 @pytest.fixture
@@ -60,22 +113,27 @@ def project(tmp_path, monkeypatch):
     root = tmp_path / "proj"
     (root / "config").mkdir(parents=True)
     (root / "_config.yml").write_text("title: t\n")
-    _notebook(root / "notebooks" / "producer.ipynb", f"n = 3\nlabel = 'a'\n{INJECTED}", PRODUCER, "Producer")
-    _notebook(root / "notebooks" / "consumer.ipynb", f"scale = 1.0\n{INJECTED}", CONSUMER, "Consumer")
-    (tmp_path / "mini_validators.py").write_text(VALIDATOR)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _package(tmp_path / "pkgs")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(tmp_path / "pkgs"), os.environ.get("PYTHONPATH", "")])
+    )
+    for mod in [m for m in sys.modules if m.startswith("mini_stages")]:
+        sys.modules.pop(mod)
+    _notebook(root / "notebooks" / "producer.ipynb", "producer", "Producer")
+    _notebook(root / "notebooks" / "consumer.ipynb", "consumer", "Consumer")
     config = {
         "stages": {
             "consumer": {
                 "notebook": "notebooks/consumer.ipynb",
+                "package": "mini_stages.consumer",
                 "title": "Consumer",
-                "depends_on": ["producer"],
                 "runs": {"default": {"parameters": {}}},
             },
             "producer": {
                 "notebook": "notebooks/producer.ipynb",
+                "package": "mini_stages.producer",
                 "title": "Producer",
-                "validator": "mini_validators:check",
                 "runs": {"default": {"parameters": {"n": 4}}},
             },
         },
@@ -84,7 +142,6 @@ def project(tmp_path, monkeypatch):
     (root / "config" / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     monkeypatch.setenv("RMVALUES_ROOT", str(root))
     monkeypatch.delenv("RMVALUES_RESULTS", raising=False)
-    sys.modules.pop("mini_validators", None)
     return root
 
 
@@ -95,9 +152,10 @@ def _write_config(root: Path, mutate) -> None:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def test_plan_orders_by_dependency_and_merges_parameters(project):
-    config = runner.load_config()
+def test_plan_orders_by_the_declared_reads_and_merges_parameters(project):
+    config = load_config()
     specs = runner.plan(config, profile="tiny")
+    # the consumer is listed first in the config, but reads the producer's output: the producer runs first
     assert [s.label for s in specs] == ["producer/default", "consumer/default"]
     assert specs[0].parameters == {
         "n": 2,
@@ -105,9 +163,10 @@ def test_plan_orders_by_dependency_and_merges_parameters(project):
         "results_root": "results",
         "run_name": "default",
     }
+    assert [(r.stage, r.run) for r in specs[1].reads] == [("producer", "default")]
     # command-line overrides win; dependencies are pulled in
     specs = runner.plan(config, stages=["producer"], overrides={"n": 9, "label": "b"})
-    assert specs[0].parameters["n"] == 9 and specs[0].parameters["label"] == "b"
+    assert specs[0].parameters["n"] == 9 and specs[0].params.label == "b"
     assert [s.label for s in runner.plan(config, stages=["consumer"])] == [
         "producer/default",
         "consumer/default",
@@ -115,6 +174,13 @@ def test_plan_orders_by_dependency_and_merges_parameters(project):
     assert [s.label for s in runner.plan(config, stages=["consumer"], with_dependencies=False)] == [
         "consumer/default"
     ]
+    # a consumer reading another producer run depends on that run, when it is configured
+    _write_config(
+        project,
+        lambda cfg: cfg["stages"]["producer"]["runs"].update(alt={"parameters": {"n": 1}}),
+    )
+    specs = runner.plan(load_config(), stages=["consumer"], overrides={"producer_run": "alt"})
+    assert [s.label for s in specs] == ["producer/alt", "consumer/default"]
 
 
 @pytest.mark.parametrize(
@@ -122,13 +188,13 @@ def test_plan_orders_by_dependency_and_merges_parameters(project):
     [
         (
             {"stages": ["producer"], "overrides": {"m": 1}},
-            r"unknown parameter\(s\) m\. Valid parameters .*n, label",
+            r"unknown parameter 'm'; valid parameters of the producer stage: output_dir, results_root, run_name, n, label",
         ),
         (
             {"stages": ["producer"], "overrides": {"n": "three"}},
-            r"n='three' has type str.*declares n = 3 \(int\)",
+            r"n='three': Input should be a valid integer",
         ),
-        ({"stages": ["producer"], "overrides": {"n": True}}, r"n=True has type bool"),
+        ({"stages": ["producer"], "overrides": {"n": True}}, r"n=True: Input should be a valid integer"),
         (
             {"stages": ["producer"], "overrides": {"label": "z"}},
             r"label 'z' is not valid; valid labels: a, b, c",
@@ -136,16 +202,25 @@ def test_plan_orders_by_dependency_and_merges_parameters(project):
         ({"stages": ["nope"]}, r"unknown stage 'nope'; valid stages: consumer, producer"),
         ({"profile": "huge"}, r"unknown profile 'huge'; valid profiles: default, tiny"),
         ({"stages": ["producer"], "overrides": {"output_dir": "x"}}, r"'output_dir' is set by the runner"),
+        ({"stages": ["producer"], "overrides": {"run_name": "x"}}, r"'run_name' is set by the runner"),
     ],
 )
 def test_bad_parameters_fail_before_any_work(project, kwargs, message):
-    with pytest.raises(runner.ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):
         runner.run(log=lambda *_: None, **kwargs)
     assert not (project / "results").exists(), "validation must happen before any work"
     assert not (project / "book" / "generated").exists()
 
 
-def test_float_parameter_accepts_int_and_cli_parses_yaml():
+def test_a_missing_input_that_no_planned_run_produces_fails_before_any_work(project):
+    with pytest.raises(
+        MissingInputError, match=r"producer/default: manifest.json does not exist.*run stage 'producer'"
+    ):
+        runner.run(["consumer"], with_dependencies=False, log=lambda *_: None)
+    assert not (project / "results" / "consumer").exists()
+
+
+def test_float_parameter_accepts_int_and_cli_parses_yaml(project):
     assert cli.parse_overrides(["a=1", "b=0.5", "c=[x, y]", "d=true", "e=hello"]) == {
         "a": 1,
         "b": 0.5,
@@ -153,8 +228,10 @@ def test_float_parameter_accepts_int_and_cli_parses_yaml():
         "d": True,
         "e": "hello",
     }
-    with pytest.raises(runner.ConfigError, match="key=value"):
+    with pytest.raises(ConfigError, match="key=value"):
         cli.parse_overrides(["novalue"])
+    specs = runner.plan(load_config(), stages=["consumer"], overrides={"scale": 2}, with_dependencies=False)
+    assert specs[0].params.scale == 2.0
 
 
 def test_execute_skip_and_rerun(project):
@@ -168,6 +245,8 @@ def test_execute_skip_and_rerun(project):
     )
     manifest = json.loads((project / "results" / "producer" / "default" / "manifest.json").read_text())
     assert manifest["parameters"]["n"] == 4 and "table.parquet" in manifest["outputs"]
+    consumer = json.loads((project / "results" / "consumer" / "default" / "manifest.json").read_text())
+    assert consumer["inputs"]["producer table"] == manifest["outputs"]["table.parquet"]
     page = project / "book" / "generated" / "producer.ipynb"
     nb = nbformat.read(page, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -209,10 +288,9 @@ def test_several_runs_become_several_pages_with_distinct_titles(project):
         cfg["stages"]["producer"]["runs"]["other"] = {"title": "Other model", "parameters": {"label": "c"}}
 
     _write_config(project, fork)
-    config = runner.load_config()
-    toc = runner.toc(config)
-    chapters = toc["parts"][1]["chapters"]
-    # reading order follows the config file (consumer is listed first), execution order the dependencies
+    config = load_config()
+    chapters = toc(config)["parts"][1]["chapters"]
+    # reading order follows the config file (consumer is listed first), execution order the hand-offs
     assert chapters[0] == {"file": "book/generated/consumer"}
     assert chapters[1] == {
         "file": "book/generated/producer--default",
@@ -228,52 +306,38 @@ def test_several_runs_become_several_pages_with_distinct_titles(project):
 
 def test_bad_config_is_rejected(project):
     _write_config(project, lambda cfg: cfg["stages"]["producer"].update(depends_on=["consumer"]))
-    with pytest.raises(runner.ConfigError, match="cycle"):
-        runner.load_config()
-    _write_config(project, lambda cfg: cfg["stages"]["producer"].update(depends_on=["ghost"]))
-    with pytest.raises(runner.ConfigError, match="unknown stage 'ghost'"):
-        runner.load_config()
-    _write_config(
-        project,
-        lambda cfg: (
-            cfg["stages"]["producer"].update(depends_on=[]),
-            cfg["stages"]["producer"].update(notebook="x.ipynb"),
-        ),
-    )
-    with pytest.raises(runner.ConfigError, match="x.ipynb, which does not exist"):
-        runner.load_config()
+    with pytest.raises(ConfigError, match=r"stage 'producer' has unknown keys \['depends_on'\]"):
+        load_config()
+    _write_config(project, lambda cfg: cfg["stages"]["producer"].pop("depends_on"))
+    _write_config(project, lambda cfg: cfg["stages"]["producer"].update(package="mini_stages.ghost"))
+    with pytest.raises(ConfigError, match="package mini_stages.ghost cannot be imported"):
+        runner.plan(load_config(), stages=["producer"])
+    _write_config(project, lambda cfg: cfg["stages"]["producer"].update(package="mini_stages.consumer"))
+    with pytest.raises(ConfigError, match="Params belongs to stage 'consumer'"):
+        runner.plan(load_config(), stages=["producer"])
+    _write_config(project, lambda cfg: cfg["stages"]["producer"].update(notebook="x.ipynb"))
+    with pytest.raises(ConfigError, match="x.ipynb, which does not exist"):
+        load_config()
 
 
 def test_cli_exit_code_and_message_for_bad_input(project, capsys):
     assert cli.main(["run", "producer", "-p", "n=oops"]) == 2
     err = capsys.readouterr().err
-    assert "error:" in err and "declares n = 3 (int)" in err
+    assert "error:" in err and "n='oops': Input should be a valid integer (rows to write)" in err
 
 
-CONSUMER_VALIDATOR = """
-from pathlib import Path
-from rmvalues import paths
+def test_list_shows_every_parameter_from_the_schema(project, capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "stage producer" in out and "n: int = 3" in out and "rows to write" in out
+    assert "producer_run: str = 'default'" in out and "run consumer/default" in out
 
 
-def check(params):
-    table = paths.resolve(params["results_root"]) / "producer" / "default" / "table.parquet"
-    if not table.is_file():
-        raise ValueError(f"{table} does not exist: run the producer stage first")
-    if params["scale"] < 0:
-        raise ValueError("scale must be >= 0")
-"""
-
-
-def test_validator_needing_a_dependency_output_is_checked_after_the_dependency(project, tmp_path):
-    (tmp_path / "consumer_validators.py").write_text(CONSUMER_VALIDATOR)
-    sys.modules.pop("consumer_validators", None)
-    _write_config(
-        project, lambda cfg: cfg["stages"]["consumer"].update(validator="consumer_validators:check")
-    )
+def test_a_check_needing_a_planned_dependency_output_is_repeated_after_the_dependency(project):
     logs: list[str] = []
     status = runner.run(log=logs.append)
     assert status == {"producer/default": "done", "consumer/default": "done"}
     assert any(line.startswith("[wait] consumer/default") for line in logs)
     # with the dependency's outputs in place, a bad parameter fails before any work, as usual
-    with pytest.raises(runner.ConfigError, match="scale must be >= 0"):
+    with pytest.raises(ConfigError, match="scale must be >= 0"):
         runner.run(["consumer"], overrides={"scale": -1.0}, force=True, log=logs.append)

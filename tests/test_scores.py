@@ -1,11 +1,16 @@
-"""The long scores table and its loaders: the paper's released scores (through the data layer) and live scores."""
+"""The long scores table and its loaders: the paper's released scores (through the data layer) and live scores;
+the prompt design; the corpora run's table as the source of labels."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from rmvalues import scores
+from rmvalues.core.errors import MissingInputError
+from rmvalues.core.handoff import StageInput, input_path
+from rmvalues.core.manifest import RunRecord
+from rmvalues.data import prompts, scores
+from rmvalues.data.corpora import corpora_input, load_corpus, read_corpora_table, scorable
 
 GEMMA = {
     "nicolinho/QRM-Gemma-2-27B",
@@ -24,21 +29,21 @@ LLAMA = {
 
 
 def test_prompt_design_and_framing():
-    ids = scores.prompt_ids()
+    ids = prompts.prompt_ids()
     assert len(ids) == len(set(ids)) == 54
     assert ids[0] == "best_ever_one" and "terrible_time_please" in ids
-    assert scores.framing_of("greatest_world_single") == "positive"
-    assert scores.framing_of("good_time_please") == "positive"
-    assert scores.framing_of("bad_ever_one") == "negative"
-    assert [scores.framing_of(p) for p in ids].count("positive") == 27
+    assert prompts.framing_of("greatest_world_single") == "positive"
+    assert prompts.framing_of("good_time_please") == "positive"
+    assert prompts.framing_of("bad_ever_one") == "negative"
+    assert [prompts.framing_of(p) for p in ids].count("positive") == 27
     with pytest.raises(ValueError, match="unknown adjective 'nice'.*best, greatest, good"):
-        scores.framing_of("nice_ever_one")
+        prompts.framing_of("nice_ever_one")
 
 
 def test_load_prompts_matches_release():
-    prompts = scores.load_prompts()
-    assert len(prompts) == 54
-    row = prompts.set_index("prompt_id").loc["greatest_ever_one"]
+    table = prompts.load_prompts()
+    assert len(table) == 54
+    row = table.set_index("prompt_id").loc["greatest_ever_one"]
     assert row["text"] == "What, in one word, is the greatest thing ever?"
     assert (row["adjective"], row["frame"], row["style"], row["framing"]) == (
         "greatest",
@@ -46,7 +51,13 @@ def test_load_prompts_matches_release():
         "one",
         "positive",
     )
-    assert prompts.groupby("framing").size().to_dict() == {"negative": 27, "positive": 27}
+    assert table.groupby("framing").size().to_dict() == {"negative": 27, "positive": 27}
+    # a selection keeps the design's order; a table keeps the order asked for
+    assert prompts.select_prompts(["worst_ever_one", "best_ever_one"]) == ["best_ever_one", "worst_ever_one"]
+    assert list(prompts.prompt_table(["worst_ever_one", "best_ever_one"])["prompt_id"]) == [
+        "worst_ever_one",
+        "best_ever_one",
+    ]
 
 
 def test_published_rm_mapping():
@@ -71,8 +82,21 @@ def test_published_rm_mapping():
 
 
 @pytest.fixture(scope="module")
-def big2() -> pd.DataFrame:
-    return scores.load_published_scores(["big2_nouns"])
+def labels(corpora_results) -> pd.DataFrame:
+    table, sums = read_corpora_table(corpora_input("default"), str(corpora_results), ["big2_nouns"])
+    assert list(sums) == ["corpora/default/corpora.parquet"]
+    return scores.labels_of(table)
+
+
+@pytest.fixture(scope="module")
+def big2(labels) -> pd.DataFrame:
+    return scores.load_published_scores(labels, ["big2_nouns"])
+
+
+def test_labels_from_the_corpora_run_equal_the_corpus_files(labels):
+    direct = scorable(load_corpus("big2_nouns"))[["corpus", "word", "category", "subcategory"]]
+    direct = direct.drop_duplicates().reset_index(drop=True)
+    pd.testing.assert_frame_equal(labels.fillna("-"), direct.fillna("-"), check_dtype=False)
 
 
 def test_published_big2_nouns_is_10_rms_x_54_prompts_x_263_words(big2):
@@ -100,12 +124,16 @@ def test_published_big2_nouns_is_10_rms_x_54_prompts_x_263_words(big2):
     assert one.set_index("prompt_id").loc["best_ever_one", "score"] == pytest.approx(22.974941, abs=1e-6)
 
 
-def test_prompt_subset_and_bad_prompt():
-    df = scores.load_published_scores(["big2_nouns"], prompts=["worst_time_please", "greatest_ever_one"])
+def test_prompt_subset_and_bad_prompt(labels):
+    df = scores.load_published_scores(
+        labels, ["big2_nouns"], prompts=["worst_time_please", "greatest_ever_one"]
+    )
     assert sorted(df["prompt_id"].unique()) == ["greatest_ever_one", "worst_time_please"]
     assert len(df) == 10 * 2 * 263
     with pytest.raises(ValueError, match="unknown prompt id.*'greatest_ever_one'"):
-        scores.load_published_scores(["big2_nouns"], prompts=["greatest_ever"])
+        scores.load_published_scores(labels, ["big2_nouns"], prompts=["greatest_ever"])
+    with pytest.raises(ValueError, match=r"holds no \['mfd2'\]"):
+        scores.load_published_scores(labels, ["mfd2"])
 
 
 def _live_table(**over) -> pd.DataFrame:
@@ -120,7 +148,7 @@ def _live_table(**over) -> pd.DataFrame:
                         "family": fam,
                         "source": "live",
                         "prompt_id": prompt,
-                        "framing": scores.framing_of(prompt),
+                        "framing": prompts.framing_of(prompt),
                         "corpus": "big2_nouns",
                         "category": cat,
                         "subcategory": None,
@@ -133,20 +161,28 @@ def _live_table(**over) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_live_scores(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the scoring stage first.*scores='published'"):
-        scores.load_live_scores("default", tmp_path)
-    path = scores.live_scores_path("r1", tmp_path)
-    path.parent.mkdir(parents=True)
-    _live_table().to_parquet(path)
-    df = scores.load_scores(
-        "live", ["big2_nouns"], ["best_ever_one"], scoring_run="r1", results_root=tmp_path
-    )
+def test_live_scores_through_a_verified_hand_off(tmp_path):
+    inp = StageInput("scoring", "r1", ("scores.parquet",), "the live scores")
+    with pytest.raises(
+        MissingInputError, match=r"scoring/r1: manifest.json does not exist.*run stage 'scoring'"
+    ):
+        input_path(inp, "scores.parquet", tmp_path)
+    record = RunRecord(tmp_path / "scoring" / "r1", stage="scoring", run="r1")
+    record.write_parquet(_live_table(), "scores.parquet")
+    record.finish()
+    path, digest = input_path(inp, "scores.parquet", tmp_path)
+    df = scores.read_live_scores(path, ["big2_nouns"], ["best_ever_one"])
     assert list(df.columns) == list(scores.SCORE_COLUMNS)
     assert len(df) == 4 and set(df["prompt_id"]) == {"best_ever_one"}
     assert df["n_tokens"].dtype.name == "Int64" and df["n_tokens"].tolist() == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="hold nothing for corpora \\['mfd2'\\]"):
-        scores.load_live_scores("r1", tmp_path, corpora=["mfd2"])
+        scores.read_live_scores(path, corpora=["mfd2"])
+    # a truncated file no longer matches its manifest: one clear error naming the run to redo
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(
+        MissingInputError, match="does not match its manifest.*make chapter NAME=scoring RUN=r1"
+    ):
+        input_path(inp, "scores.parquet", tmp_path)
 
 
 def test_conform_rejects_bad_tables():
@@ -156,5 +192,3 @@ def test_conform_rejects_bad_tables():
         scores.conform(_live_table(source="cached"))
     with pytest.raises(ValueError, match="missing score"):
         scores.conform(_live_table(score=float("nan")))
-    with pytest.raises(ValueError, match="scores='nope'; valid: 'published', 'live', 'both'"):
-        scores.load_scores("nope")

@@ -69,6 +69,47 @@ def null_baseline(
     rng = np.random.default_rng(seed)
     summaries, nulls = [], []
     for corpus, grp in df.groupby("corpus", sort=True):
+        design = _CorpusDesign.of(corpus, grp, fam_a, fam_b)
+        labels = grp.drop_duplicates(["word", "category"])
+        stats_obs = design.statistics(
+            design.word_index(labels), labels["category"].map(design.cat_code).to_numpy(int)
+        )
+        variants = [("all words", labels, None)]
+        if grp["subcategory"].notna().any():
+            strat = grp.drop_duplicates(["word", "category", "subcategory"])
+            variants.append(("within subcategory", strat, strat["subcategory"].fillna("").to_numpy()))
+        for null_name, lab, strata in variants:
+            codes = lab["category"].map(design.cat_code).to_numpy(int)
+            groups = [np.flatnonzero(strata == v) for v in np.unique(strata)] if strata is not None else None
+            stats_null = [
+                design.statistics(lab["word"], permute_within(codes, groups, rng)) for _ in range(n_null)
+            ]
+            for name, obs in stats_obs.items():
+                null = np.array([s_[name] for s_ in stats_null])
+                key = {
+                    "corpus": corpus,
+                    "null": null_name,
+                    "statistic": name[0],
+                    "framing": name[1],
+                    "category": name[2],
+                }
+                summaries.append({**key, **_against_null(name[0], obs, null)})
+                nulls.append(pd.DataFrame({**key, "draw": np.arange(n_null), "value": null}))
+    return pd.DataFrame(summaries), pd.concat(nulls, ignore_index=True)
+
+
+class _CorpusDesign:
+    """One corpus' ranks as a matrix (rows: RM x prompt, columns: words) with the family x framing masks."""
+
+    def __init__(
+        self, R: np.ndarray, masks: np.ndarray, framings: list[str], categories: list[str], words: list[str]
+    ):
+        self.R, self.masks, self.framings, self.categories = R, masks, framings, categories
+        self.cat_code = {c: i for i, c in enumerate(categories)}
+        self.word_pos = {w: i for i, w in enumerate(words)}
+
+    @classmethod
+    def of(cls, corpus: str, grp: pd.DataFrame, fam_a: str, fam_b: str) -> _CorpusDesign:
         wide = grp.drop_duplicates([*RANK_KEY, "word"]).pivot(
             index=["rm", "prompt_id"], columns="word", values="rank"
         )
@@ -76,7 +117,6 @@ def null_baseline(
             raise ValueError(
                 f"{corpus}: not every RM scored every word under every prompt; cannot permute labels"
             )
-        R = wide.to_numpy(float)
         rows = wide.index.to_frame(index=False).merge(
             grp.drop_duplicates(["rm", "prompt_id"])[["rm", "prompt_id", "family", "framing"]],
             on=["rm", "prompt_id"],
@@ -89,63 +129,38 @@ def null_baseline(
                 for fam in (fam_a, fam_b)
             ]
         ).astype(float)
-        categories = sorted(grp["category"].unique())
-        cat_code = {c: i for i, c in enumerate(categories)}
-        word_pos = {w: i for i, w in enumerate(wide.columns)}
-        n_cat = len(categories)
-        labels = grp.drop_duplicates(["word", "category"])
-        observed = family_gaps(
-            R,
-            labels["word"].map(word_pos).to_numpy(int),
-            labels["category"].map(cat_code).to_numpy(int),
-            n_cat,
-            masks,
+        return cls(
+            wide.to_numpy(float), masks, framings, sorted(grp["category"].unique()), list(wide.columns)
         )
-        stats_obs = gap_statistics(observed, categories, framings)
-        variants = [("all words", labels, None)]
-        if grp["subcategory"].notna().any():
-            strat = grp.drop_duplicates(["word", "category", "subcategory"])
-            variants.append(("within subcategory", strat, strat["subcategory"].fillna("").to_numpy()))
-        for null_name, lab, strata in variants:
-            word_idx = lab["word"].map(word_pos).to_numpy(int)
-            codes = lab["category"].map(cat_code).to_numpy(int)
-            groups = [np.flatnonzero(strata == v) for v in np.unique(strata)] if strata is not None else None
-            stats_null = []
-            for _ in range(n_null):
-                perm = permute_within(codes, groups, rng)
-                stats_null.append(
-                    gap_statistics(family_gaps(R, word_idx, perm, n_cat, masks), categories, framings)
-                )
-            for name, obs in stats_obs.items():
-                null = np.array([s_[name] for s_ in stats_null])
-                statistic, framing, category = name
-                if statistic == "range":
-                    extreme = np.sum(null >= obs)
-                else:
-                    extreme = np.sum(np.abs(null - null.mean()) >= abs(obs - null.mean()))
-                sd = null.std(ddof=1)
-                key = {
-                    "corpus": corpus,
-                    "null": null_name,
-                    "statistic": statistic,
-                    "framing": framing,
-                    "category": category,
-                }
-                summaries.append(
-                    {
-                        **key,
-                        "observed": obs,
-                        "null_mean": null.mean(),
-                        "null_sd": sd,
-                        "null_q025": np.quantile(null, 0.025),
-                        "null_q975": np.quantile(null, 0.975),
-                        "z": (obs - null.mean()) / sd if sd > 0 else np.nan,
-                        "p_perm": (1 + extreme) / (n_null + 1),
-                        "n_null": n_null,
-                    }
-                )
-                nulls.append(pd.DataFrame({**key, "draw": np.arange(n_null), "value": null}))
-    return pd.DataFrame(summaries), pd.concat(nulls, ignore_index=True)
+
+    def word_index(self, labels: pd.DataFrame) -> np.ndarray:
+        """Column of each labelled entry's word in the rank matrix."""
+        return labels["word"].map(self.word_pos).to_numpy(int)
+
+    def statistics(self, word_idx: np.ndarray, codes: np.ndarray) -> dict[tuple, float]:
+        """The gap statistics of one labelling (``codes[i]`` = category index of entry ``word_idx[i]``)."""
+        gaps = family_gaps(self.R, word_idx, codes, len(self.categories), self.masks)
+        return gap_statistics(gaps, self.categories, self.framings)
+
+
+def _against_null(statistic: str, obs: float, null: np.ndarray) -> dict[str, float]:
+    """Observed value against its null draws: mean, SD, 95% range, z and the permutation p (upper tail
+    for ``range``, two-sided around the null mean otherwise)."""
+    if statistic == "range":
+        extreme = np.sum(null >= obs)
+    else:
+        extreme = np.sum(np.abs(null - null.mean()) >= abs(obs - null.mean()))
+    sd = null.std(ddof=1)
+    return {
+        "observed": obs,
+        "null_mean": null.mean(),
+        "null_sd": sd,
+        "null_q025": np.quantile(null, 0.025),
+        "null_q975": np.quantile(null, 0.975),
+        "z": (obs - null.mean()) / sd if sd > 0 else np.nan,
+        "p_perm": (1 + extreme) / (len(null) + 1),
+        "n_null": len(null),
+    }
 
 
 def permute_within(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,8 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rmvalues import corpora as C
-from rmvalues.corpora import CorpusError, CorpusSpec
+from rmvalues.core.errors import ParameterError
+from rmvalues.data import corpora as D
+from rmvalues.data import corpus_checks as K
+from rmvalues.data import norms as N
+from rmvalues.data.corpora import CorpusError, CorpusSpec
+from rmvalues.stages import corpora as stage
+from rmvalues.stages.corpora import analysis as A
+from rmvalues.stages.corpora import text as T
 
 MIRROR = Path("/work/shared/data")
 
@@ -41,8 +48,8 @@ def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
 
 def test_read_csv(tmp_path):
     f = write(tmp_path, "toy.csv", "word,cat,other\nalpha,A,x\nbeta,B,y\ngamma,A,z\n")
-    df = C.read_corpus_file(f, spec())
-    assert list(df.columns) == C.COLUMNS
+    df = D.read_corpus_file(f, spec())
+    assert list(df.columns) == D.COLUMNS
     assert df["word"].tolist() == ["alpha", "beta", "gamma"]
     assert df["category"].tolist() == ["A", "B", "A"]
     assert df["subcategory"].isna().all()
@@ -54,7 +61,7 @@ def test_read_csv(tmp_path):
 
 def test_read_csv_keeps_words_pandas_would_read_as_missing(tmp_path):
     f = write(tmp_path, "toy.csv", "word,cat\nnull,A\nNA,B\nnone,A\n")
-    assert C.read_corpus_file(f, spec())["word"].tolist() == ["null", "NA", "none"]
+    assert D.read_corpus_file(f, spec())["word"].tolist() == ["null", "NA", "none"]
 
 
 def test_read_csv_category_map_and_subcategory_column(tmp_path):
@@ -66,7 +73,7 @@ def test_read_csv_category_map_and_subcategory_column(tmp_path):
         categories=("Agency", "Communion"),
         category_map={"agency": "Agency", "communion": "Communion"},
     )
-    df = C.read_corpus_file(f, s)
+    df = D.read_corpus_file(f, s)
     assert df[["word", "category", "subcategory"]].values.tolist() == [
         ["alpha", "Agency", "pos"],
         ["beta", "Communion", "neg"],
@@ -80,7 +87,7 @@ def test_read_dic_with_header_and_wildcards(tmp_path):
     f = write(tmp_path, "toy.dic", DIC)
     s = CorpusSpec(name="dic", format="dic", categories=("posemo", "negemo", "social"))
     words = ["the", "hated", "hate", "whatever", "hates", "hatter"]  # most frequent first
-    df = C.read_corpus_file(f, s, words=words)
+    df = D.read_corpus_file(f, s, words=words)
     got = df[["word", "category", "entry", "status", "line"]].values.tolist()
     assert got == [
         ["happy", "posemo", "word", "ok", 6],
@@ -101,20 +108,20 @@ def test_read_dic_with_header_and_wildcards(tmp_path):
 
 def test_read_dic_space_separated_and_unknown_id(tmp_path):
     f = write(tmp_path, "toy.dic", "%\n1 good\n%\nvery nice 1\n")
-    df = C.read_corpus_file(f, CorpusSpec(name="d", format="dic", categories=("good",)))
+    df = D.read_corpus_file(f, CorpusSpec(name="d", format="dic", categories=("good",)))
     assert df["word"].tolist() == ["very nice"]
     f = write(tmp_path, "bad.dic", "%\n1\tgood\n%\nnice\t1 7\n")
     with pytest.raises(CorpusError, match=r"line 4: entry 'nice' uses category id '7'.*defined ids: 1"):
-        C.read_corpus_file(f, CorpusSpec(name="d", format="dic", categories=("good",)))
+        D.read_corpus_file(f, CorpusSpec(name="d", format="dic", categories=("good",)))
     f = write(tmp_path, "nohead.dic", "nice\t1\n")
     with pytest.raises(CorpusError, match=r"header block between two '%' lines"):
-        C.read_corpus_file(f, CorpusSpec(name="d", format="dic", categories=("good",)))
+        D.read_corpus_file(f, CorpusSpec(name="d", format="dic", categories=("good",)))
 
 
 def test_read_dicx_marks_and_na(tmp_path):
     f = write(tmp_path, "toy.dicx", 'DicTerm,Agency,Communion\nable,X,NA\n"kind",,"X"\nboth,X,X\n')
     s = CorpusSpec(name="b2", format="dicx", categories=("Agency", "Communion"))
-    df = C.read_corpus_file(f, s)
+    df = D.read_corpus_file(f, s)
     assert df[["word", "category", "line", "status"]].values.tolist() == [
         ["able", "Agency", 2, "ok"],
         ["kind", "Communion", 3, "ok"],
@@ -126,7 +133,7 @@ def test_read_dicx_marks_and_na(tmp_path):
 def test_read_dicx_rejects_unexpected_cell(tmp_path):
     f = write(tmp_path, "toy.dicx", "DicTerm,Agency,Communion\nable,X,\nkind,,1\n")
     with pytest.raises(CorpusError, match=r"line 3, column 'Communion': unexpected value '1'"):
-        C.read_corpus_file(f, CorpusSpec(name="b2", format="dicx", categories=("Agency", "Communion")))
+        D.read_corpus_file(f, CorpusSpec(name="b2", format="dicx", categories=("Agency", "Communion")))
 
 
 def test_mfd_split_into_category_and_subcategory(tmp_path):
@@ -144,7 +151,7 @@ def test_mfd_split_into_category_and_subcategory(tmp_path):
         label_rule="split",
         subcategory_map={"Virtue": "virtue", "Vice": "vice"},
     )
-    df = C.read_corpus_file(f, s)
+    df = D.read_corpus_file(f, s)
     assert df[["word", "category", "subcategory"]].values.tolist() == [
         ["kindness", "Care", "virtue"],
         ["harm", "Care", "vice"],
@@ -158,19 +165,19 @@ def test_mfd_split_into_category_and_subcategory(tmp_path):
 
 def test_expand_stem_hand_computed():
     words = ["the", "accept", "accord", "access", "bacc", "acceptable", "ac"]
-    assert C.expand_stem("acc*", words) == ["accept", "accord", "access", "acceptable"]
-    assert C.expand_stem("accept*", words) == ["accept", "acceptable"]
-    assert C.expand_stem("ACCEPT*", words) == ["accept", "acceptable"]
-    assert C.expand_stem("zz*", words) == []
+    assert D.expand_stem("acc*", words) == ["accept", "accord", "access", "acceptable"]
+    assert D.expand_stem("accept*", words) == ["accept", "acceptable"]
+    assert D.expand_stem("ACCEPT*", words) == ["accept", "acceptable"]
+    assert D.expand_stem("zz*", words) == []
     with pytest.raises(CorpusError, match="only one"):
-        C.expand_stem("a*c*", words)
+        D.expand_stem("a*c*", words)
 
 
 def test_overlapping_stems_mark_duplicates_and_literal_wins(tmp_path):
     f = write(tmp_path, "toy.dicx", "DicTerm,A,B\ncare*,,X\ncareful*,X,\ncared,,X\n")
     words = ["care", "cared", "careful", "carefully", "career"]
-    df = C.read_corpus_file(f, CorpusSpec(name="t", format="dicx", categories=("A", "B")), words=words)
-    ok = C.scorable(df)
+    df = D.read_corpus_file(f, CorpusSpec(name="t", format="dicx", categories=("A", "B")), words=words)
+    ok = D.scorable(df)
     # care* (B): care, cared, careful, carefully, career; careful* (A): careful, carefully; cared literal (B)
     assert sorted(ok.loc[ok["category"] == "B", "word"]) == [
         "care",
@@ -183,10 +190,10 @@ def test_overlapping_stems_mark_duplicates_and_literal_wins(tmp_path):
     # "cared" is kept as the literal entry (line 4), the expansion from care* is the duplicate
     cared = df[df["word"] == "cared"]
     assert cared.set_index("entry")["status"].to_dict() == {"expansion": "duplicate", "word": "ok"}
-    cross = C.find_cross_category(df)
+    cross = K.find_cross_category(df)
     assert cross["word"].tolist() == ["careful", "carefully"]
     assert cross["labels"].tolist() == ["A, B", "A, B"]
-    stems = C.stem_expansions(df)
+    stems = K.stem_expansions(df)
     assert stems.set_index("stem")["n_expansions"].to_dict() == {"care*": 5, "careful*": 2}
     assert stems.set_index("stem")["n_scored"].to_dict() == {"care*": 4, "careful*": 2}
 
@@ -194,10 +201,10 @@ def test_overlapping_stems_mark_duplicates_and_literal_wins(tmp_path):
 def test_wildcard_policies(tmp_path):
     f = write(tmp_path, "toy.dicx", "DicTerm,A,B\nhelp*,X,\n")
     s = CorpusSpec(name="t", format="dicx", categories=("A", "B"), wildcards="literal")
-    assert C.read_corpus_file(f, s, words=["help"])["word"].tolist() == ["help*"]
+    assert D.read_corpus_file(f, s, words=["help"])["word"].tolist() == ["help*"]
     s = CorpusSpec(name="t", format="dicx", categories=("A", "B"), wildcards="error")
     with pytest.raises(CorpusError, match=r"line 2: wildcard entry 'help\*'.*wildcards: error"):
-        C.read_corpus_file(f, s)
+        D.read_corpus_file(f, s)
 
 
 # -- validation -------------------------------------------------------------------------------------------
@@ -217,12 +224,12 @@ def crafted(tmp_path) -> pd.DataFrame:
         "delta,A",
     ]
     f = write(tmp_path, "crafted.csv", "\n".join(rows) + "\n")
-    return C.read_corpus_file(f, spec(categories=("A", "B", "C")))
+    return D.read_corpus_file(f, spec(categories=("A", "B", "C")))
 
 
 def test_validation_findings(crafted):
-    issues = C.validation_issues(crafted, tiny_category_threshold=3, declared={"toy": ["A", "B", "C"]})
-    assert list(issues.columns) == C.ISSUE_COLUMNS
+    issues = K.validation_issues(crafted, tiny_category_threshold=3, declared={"toy": ["A", "B", "C"]})
+    assert list(issues.columns) == K.ISSUE_COLUMNS
     by = {c: g for c, g in issues.groupby("check")}
     assert set(by) == {
         "duplicate",
@@ -242,24 +249,24 @@ def test_validation_findings(crafted):
     assert by["multi_word"]["word"].tolist() == ["ice cream"]
     assert by["non_ascii"]["word"].tolist() == ["café"]
     assert "U+00E9" in by["non_ascii"]["detail"].iloc[0]
-    sizes = C.category_sizes(crafted, threshold=3, declared={"toy": ["A", "B", "C"]})
+    sizes = K.category_sizes(crafted, threshold=3, declared={"toy": ["A", "B", "C"]})
     assert sizes.set_index("category")["n_words"].to_dict() == {"A": 6, "B": 1, "C": 0}
-    summary = C.corpus_summary(crafted).set_index("category")
+    summary = K.corpus_summary(crafted).set_index("category")
     assert summary.loc["A", "duplicates"] == 1 and summary.loc["A", "scored_words"] == 6
 
 
 def test_conflicts_drop_and_error(tmp_path):
     f = write(tmp_path, "c.csv", "word,cat\nx,A\nx,B\ny,A\n")
-    dropped = C.read_corpus_file(f, spec(conflicts="drop"))
+    dropped = D.read_corpus_file(f, spec(conflicts="drop"))
     assert dropped.set_index(["word", "category"])["status"].to_dict() == {
         ("x", "A"): "conflict-dropped",
         ("x", "B"): "conflict-dropped",
         ("y", "A"): "ok",
     }
-    issue = C.validation_issues(dropped, tiny_category_threshold=0, declared={})
+    issue = K.validation_issues(dropped, tiny_category_threshold=0, declared={})
     assert "dropped from every label" in issue.loc[issue["check"] == "two_categories", "detail"].iloc[0]
     with pytest.raises(CorpusError, match=r"'x': A \(line 2\), B \(line 3\).*conflicts: keep-both"):
-        C.read_corpus_file(f, spec(conflicts="error"))
+        D.read_corpus_file(f, spec(conflicts="error"))
 
 
 # -- bad input --------------------------------------------------------------------------------------------
@@ -268,29 +275,29 @@ def test_conflicts_drop_and_error(tmp_path):
 def test_error_missing_column(tmp_path):
     f = write(tmp_path, "m.csv", "token,Category\nalpha,A\n")
     with pytest.raises(CorpusError, match=r"m.csv has no column 'word' \(columns: token, Category\)"):
-        C.read_corpus_file(f, spec(category_column="Category"))
+        D.read_corpus_file(f, spec(category_column="Category"))
 
 
 def test_error_empty_file(tmp_path):
     f = write(tmp_path, "e.csv", "")
     with pytest.raises(CorpusError, match=r"e.csv is empty"):
-        C.read_corpus_file(f, spec())
+        D.read_corpus_file(f, spec())
     f = write(tmp_path, "h.csv", "word,cat\n")
     with pytest.raises(CorpusError, match=r"h.csv has a header \(word, cat\) but no entries"):
-        C.read_corpus_file(f, spec())
+        D.read_corpus_file(f, spec())
 
 
 def test_error_bad_encoding_and_declared_fallback(tmp_path):
     f = write(tmp_path, "latin.csv", "word,cat\nalpha,A\ncaf\xe9,B\n".encode("latin-1"))
     with pytest.raises(CorpusError, match=r"latin.csv is not valid utf-8: byte 0xe9 .*line 3.*Re-encode"):
-        C.read_corpus_file(f, spec())
-    df = C.read_corpus_file(f, spec(encoding="latin-1"))
+        D.read_corpus_file(f, spec())
+    df = D.read_corpus_file(f, spec(encoding="latin-1"))
     assert df["word"].tolist() == ["alpha", "café"]
 
 
 def test_utf8_bom_is_accepted(tmp_path):
     f = write(tmp_path, "bom.csv", "\ufeffword,cat\nalpha,A\n")
-    assert C.read_corpus_file(f, spec())["word"].tolist() == ["alpha"]
+    assert D.read_corpus_file(f, spec())["word"].tolist() == ["alpha"]
 
 
 def test_error_category_typo(tmp_path):
@@ -298,38 +305,38 @@ def test_error_category_typo(tmp_path):
     with pytest.raises(
         CorpusError, match=r"unknown category 'Agnecy' \(e.g. 'beta', line 3\).*Valid categorys?: A, B"
     ):
-        C.read_corpus_file(f, spec())
+        D.read_corpus_file(f, spec())
 
 
 def test_error_empty_word(tmp_path):
     f = write(tmp_path, "w.csv", "word,cat\nalpha,A\n,B\n")
     with pytest.raises(CorpusError, match=r"line 3: empty word"):
-        C.read_corpus_file(f, spec())
+        D.read_corpus_file(f, spec())
 
 
 def test_config_entry_errors(tmp_path):
     cfg = write(tmp_path, "c.yaml", "corpora:\n  x:\n    path: a.csv\n    format: csv\n    word_column: w\n")
     with pytest.raises(CorpusError, match="must declare its valid categories"):
-        C.registry(cfg)
+        D.registry(cfg)
     cfg = write(
         tmp_path, "c2.yaml", "corpora:\n  x:\n    path: a.csv\n    format: xlsx\n    categories: [A]\n"
     )
     with pytest.raises(CorpusError, match="valid formats: csv, dicx, dic"):
-        C.registry(cfg)
+        D.registry(cfg)
     cfg = write(
         tmp_path,
         "c3.yaml",
         "corpora:\n  x:\n    dataset: d\n    path: a.csv\n    format: dic\n    categories: [A]\n",
     )
     with pytest.raises(CorpusError, match="exactly one of 'dataset:'"):
-        C.registry(cfg)
+        D.registry(cfg)
     cfg = write(
         tmp_path,
         "c4.yaml",
         "corpora:\n  x:\n    path: a.csv\n    format: dic\n    categories: [A]\n    colour: red\n",
     )
     with pytest.raises(CorpusError, match="unknown setting.*colour"):
-        C.registry(cfg)
+        D.registry(cfg)
 
 
 def test_user_corpus_from_one_file_and_one_entry(tmp_path):
@@ -341,11 +348,11 @@ def test_user_corpus_from_one_file_and_one_entry(tmp_path):
         f"corpora:\n  mine:\n    path: {words}\n    format: csv\n    word_column: term\n"
         "    category_column: label\n    categories: [Agency, Communion]\n",
     )
-    assert C.list_corpora(cfg) == ["mine"]
-    df = C.load_corpus("mine", config=cfg)
+    assert D.list_corpora(cfg) == ["mine"]
+    df = D.load_corpus("mine", config=cfg)
     assert df[["word", "category"]].values.tolist() == [["brave", "Agency"], ["warm", "Communion"]]
     with pytest.raises(CorpusError, match="unknown corpus 'yours'. Valid corpora: mine"):
-        C.load_corpus("yours", config=cfg)
+        D.load_corpus("yours", config=cfg)
 
 
 # -- tokens -----------------------------------------------------------------------------------------------
@@ -385,7 +392,7 @@ def test_token_counts_bare_and_leading_space(toy_tokenizer):
             "entry": ["word"] * 5,
         }
     )
-    tok = C.tokenize_words(corpus, {"toy": toy_tokenizer})
+    tok = A.tokenize_words(corpus, {"toy": toy_tokenizer})
     got = tok.set_index("word")[["n_tokens_bare", "n_tokens_space"]].to_dict("index")
     # cat: [cat] / [▁cat]; dog: [do g] / [▁do g]; hi: [h i] / [▁hi]; to: [to] / [▁ to]; to cat: [to ▁cat] / [▁ to ▁cat]
     assert got == {
@@ -397,7 +404,7 @@ def test_token_counts_bare_and_leading_space(toy_tokenizer):
     }
     assert tok.set_index("word").loc["hi", "tokens_space"] == ["▁hi"]
     assert tok.set_index("word").loc["dog", "tokens_bare"] == ["do", "g"]
-    s = C.token_summary(tok).iloc[0]
+    s = A.token_summary(tok).iloc[0]
     assert (s["n_words"], s["one_token_bare"], s["one_token_space"]) == (5, 2, 2)
     assert (
         s["one_token_both"],
@@ -412,7 +419,7 @@ def test_token_counts_bare_and_leading_space(toy_tokenizer):
     )
     assert s["share_one_token_space"] == pytest.approx(0.4)
     assert s["mean_tokens_space"] == pytest.approx(9 / 5)
-    dist = C.token_count_distribution(tok)
+    dist = A.token_count_distribution(tok)
     assert dist.set_index("n_tokens_space")["n_words"].to_dict() == {1: 2, 2: 2, 3: 1}
 
 
@@ -425,7 +432,7 @@ def test_tokenize_skips_stems_and_parquet_roundtrip(toy_tokenizer, tmp_path):
             "entry": ["stem", "expansion"],
         }
     )
-    tok = C.tokenize_words(corpus, {"toy": toy_tokenizer})
+    tok = A.tokenize_words(corpus, {"toy": toy_tokenizer})
     assert tok["word"].tolist() == ["cat"]
     tok.to_parquet(tmp_path / "t.parquet")
     back = pd.read_parquet(tmp_path / "t.parquet")
@@ -436,14 +443,14 @@ def test_tokenize_skips_stems_and_parquet_roundtrip(toy_tokenizer, tmp_path):
 
 
 def test_compare_groups_hand_computed():
-    r = C.compare_groups([1, 2, 3], [4, 5, 6])
+    r = A.compare_groups([1, 2, 3], [4, 5, 6])
     # means 2 vs 5, both sd 1 -> d = -3; Hedges' correction 1 - 3/(4*4-9) = 0.8 -> g = -2.4
     assert r["cohen_d"] == pytest.approx(-3.0)
     assert r["hedges_g"] == pytest.approx(-2.4)
     # every x below every y: U = 0, rank-biserial = -1, exact two-sided p = 2/C(6,3) = 0.1
     assert r["mwu_u"] == 0 and r["rank_biserial"] == pytest.approx(-1.0)
     assert r["p_value"] == pytest.approx(0.1)
-    r = C.compare_groups([1, 5, 3, np.nan], [4, 2, 6])
+    r = A.compare_groups([1, 5, 3, np.nan], [4, 2, 6])
     assert r["n_a"] == 3  # NaN dropped
     # pairs x > y: 5>4, 5>2, 3>2 -> U = 3, rank-biserial = 2*3/9 - 1 = -1/3
     assert r["mwu_u"] == 3 and r["rank_biserial"] == pytest.approx(-1 / 3)
@@ -460,7 +467,7 @@ def test_category_balance_on_tiny_table():
             "valence": [5, 5, np.nan, 7, 7, np.nan, 8, 2, 8, 2, 8, 2],
         }
     )
-    bal = C.category_balance(table, ["zipf_frequency", "valence"])
+    bal = A.category_balance(table, ["zipf_frequency", "valence"])
     two = bal[bal["corpus"] == "c"].set_index("variable")
     assert two.loc["zipf_frequency", "cohen_d"] == pytest.approx(-3.0)
     assert (two.loc["valence", "n_a"], two.loc["valence", "n_b"]) == (2, 2)
@@ -470,12 +477,12 @@ def test_category_balance_on_tiny_table():
     # X (1,1) vs rest (2,2,3,3): mean 1 vs 2.5
     assert (rest.loc["X", "mean_a"], rest.loc["X", "mean_b"]) == (1.0, 2.5)
     assert rest.loc["X", "rank_biserial"] == pytest.approx(-1.0)
-    within = C.category_balance(
+    within = A.category_balance(
         table[table["corpus"] == "m"], ["valence"], group="subcategory", within="category"
     )
     assert len(within) == 3 and (within["group_a"] == "vice").all()
     assert within["mean_a"].tolist() == [2.0, 2.0, 2.0] and within["mean_b"].tolist() == [8.0, 8.0, 8.0]
-    mix = C.subcategory_mix(table).set_index("category")
+    mix = A.subcategory_mix(table).set_index("category")
     assert mix.loc["X", "share_virtue"] == 0.5 and mix.loc["X", "mean_valence_pooled"] == 5.0
 
 
@@ -483,7 +490,7 @@ def test_prepare_corpora_annotations(crafted):
     norms = pd.DataFrame(
         {"word": ["alpha", "gamma"], "valence": [6.5, 3.0], "arousal": [1.0, 2.0], "dominance": [4.0, 5.0]}
     )
-    prep = C.prepare_corpora(crafted, norms=norms).set_index(["word", "category"])
+    prep = N.prepare_corpora(crafted, norms=norms).set_index(["word", "category"])
     assert len(prep) == 7  # 8 rows - 1 duplicate
     assert prep.loc[("ice cream", "A"), "n_words"] == 2
     assert not prep.loc[("café", "A"), "is_ascii"]
@@ -492,29 +499,59 @@ def test_prepare_corpora_annotations(crafted):
     import wordfreq
 
     assert prep.loc[("alpha", "A"), "zipf_frequency"] == wordfreq.zipf_frequency("alpha", "en")
-    cov = C.norm_coverage(prep.reset_index()).set_index("category")
+    cov = N.norm_coverage(prep.reset_index()).set_index("category")
     assert (cov.loc["A", "n_words"], cov.loc["A", "n_valence"]) == (6, 2)
 
 
 # -- parameters -------------------------------------------------------------------------------------------
 
 
-def test_check_parameters():
+def test_parameters_are_validated_by_the_schema_with_the_fix():
     ok = {"corpora": ["big2_nouns"], "models": [], "tiny_category_threshold": 10, "wordlist_size": 1000}
-    C.check_parameters(ok)
+    assert stage.Params.build(ok).corpora == ["big2_nouns"]
     with pytest.raises(
-        ValueError, match=r"unknown corpus name\(s\) 'big3'. Valid corpora: big2_nouns, big2_expanded"
+        ParameterError, match=r"unknown corpus name\(s\) 'big3'. Valid corpora: big2_nouns, big2_expanded"
     ):
-        C.check_parameters({**ok, "corpora": ["big3"]})
-    with pytest.raises(ValueError, match="non-empty list"):
-        C.check_parameters({**ok, "corpora": "big2_nouns"})
-    with pytest.raises(ValueError, match="wordlist_size must be an integer >= 1"):
-        C.check_parameters({**ok, "wordlist_size": 0})
-    with pytest.raises(ValueError, match="unknown parameter.*colour"):
-        C.check_parameters({**ok, "colour": 1})
-    if C.known_models() is not None:
-        with pytest.raises(ValueError, match=r"unknown model name\(s\) 'gpt-9'. Valid models: "):
-            C.check_parameters({**ok, "models": ["gpt-9"]})
+        stage.Params.build({**ok, "corpora": ["big3"]})
+    with pytest.raises(ParameterError, match="corpora='big2_nouns': Input should be a valid list"):
+        stage.Params.build({**ok, "corpora": "big2_nouns"})
+    with pytest.raises(ParameterError, match="corpora=\\[\\]: List should have at least 1 item"):
+        stage.Params.build({**ok, "corpora": []})
+    with pytest.raises(ParameterError, match="wordlist_size=0: Input should be greater than or equal to 1"):
+        stage.Params.build({**ok, "wordlist_size": 0})
+    with pytest.raises(
+        ParameterError, match="unknown parameter 'colour'; valid parameters of the corpora stage"
+    ):
+        stage.Params.build({**ok, "colour": 1})
+    with pytest.raises(ParameterError, match="wordlist_size=True: Input should be a valid integer"):
+        stage.Params.build({**ok, "wordlist_size": True})
+    with pytest.raises(ParameterError, match=r"unknown model name\(s\) 'gpt-9'. Valid models: "):
+        stage.Params.build({**ok, "models": ["gpt-9"]})
+    # every problem at once
+    with pytest.raises(ParameterError) as err:
+        stage.Params.build({**ok, "corpora": ["big3"], "models": ["gpt-9"]})
+    assert len(err.value.problems) == 2
+
+
+def test_the_stage_writes_its_tables_and_manifest(tmp_path):
+    params = stage.Params.build(corpora=["big2_nouns", "mfd2"], models=[], results_root=str(tmp_path))
+    res = stage.run(params)
+    out = tmp_path / "corpora" / "default"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["outputs"]) == [
+        "balance.parquet",
+        "corpora.parquet",
+        "tokenization.parquet",
+        "validation.parquet",
+    ]
+    assert (
+        "paper/corpora/dict_big2_nouns" in manifest["inputs"]
+        and "taters/warriner-norms" in manifest["inputs"]
+    )
+    assert manifest["parameters"]["corpora"] == ["big2_nouns", "mfd2"]
+    table = pd.read_parquet(out / "corpora.parquet")
+    assert len(table) == len(res.table) and set(table["corpus"]) == {"big2_nouns", "mfd2"}
+    assert res.tokens.empty and res.token_summary.empty  # no models: tokenization skipped
 
 
 # -- the released corpora ---------------------------------------------------------------------------------
@@ -528,26 +565,26 @@ def mirror(monkeypatch):
 
 
 def test_real_big2_nouns(mirror):
-    df = C.load_corpus("big2_nouns")
+    df = D.load_corpus("big2_nouns")
     assert len(df) == 263
     assert df["category"].value_counts().to_dict() == {"Communion": 159, "Agency": 104}
     assert (df["status"] == "ok").all() and df["subcategory"].isna().all()
 
 
 def test_real_big2_expanded(mirror):
-    df = C.load_corpus("big2_expanded")
+    df = D.load_corpus("big2_expanded")
     assert len(df) == 936
     assert df["category"].value_counts().to_dict() == {"Communion": 490, "Agency": 446}
-    dups = C.find_duplicates(df)
+    dups = K.find_duplicates(df)
     # 36 repeated rows over 35 words ("skill" three times); no word is under both categories
     assert len(dups) == 36 and dups["word"].nunique() == 35
     assert (dups["word"] == "skill").sum() == 2
-    assert C.find_cross_category(df).empty
-    assert len(C.scorable(df)) == 900
+    assert K.find_cross_category(df).empty
+    assert len(D.scorable(df)) == 900
 
 
 def test_real_mfd2(mirror):
-    df = C.load_corpus("mfd2")
+    df = D.load_corpus("mfd2")
     assert len(df) == 2040 and df["word"].is_unique
     labels = df.groupby(["category", "subcategory"]).size()
     assert len(labels) == 10
@@ -556,7 +593,7 @@ def test_real_mfd2(mirror):
 
 
 def test_real_big2_dictionary_stems(mirror):
-    df = C.load_corpus("big2_dictionary", wordlist_size=5000)
+    df = D.load_corpus("big2_dictionary", wordlist_size=5000)
     stems = df[df["entry"] == "stem"]
     assert len(stems) == 246
     assert (df["entry"] != "expansion").sum() == 333  # rows of the dicx file
@@ -613,7 +650,7 @@ def test_findings_and_word_set_comparison():
             },
         ]
     )
-    text = C.findings(balance).splitlines()
+    text = T.findings(balance).splitlines()
     assert text == [
         "- **c**: A words are lower in valence than B words (means 5.00 vs 6.00; d = -0.50, rank-biserial = "
         "-0.30, p < .001; n = 10 vs 12).",
@@ -628,7 +665,7 @@ def test_findings_and_word_set_comparison():
             "status": ["ok"] * 6,
         }
     )
-    cmp = C.compare_word_sets(corpus, "x", "y").set_index("category")
+    cmp = K.compare_word_sets(corpus, "x", "y").set_index("category")
     assert cmp.loc["K", ["n_x", "n_y", "n_shared"]].tolist() == [2, 2, 1]
     assert cmp.loc["K", "share_of_y_in_x"] == 0.5 and cmp.loc["K", "y_missing_from_x"] == "d"
     assert cmp.loc["L", "n_shared"] == 0
@@ -643,12 +680,12 @@ def test_token_share_by_category(toy_tokenizer):
             "subcategory": [None] * 4,
         }
     )
-    tok = C.tokenize_words(table, {"toy": toy_tokenizer})
-    share = C.token_share_by_category(tok, table).set_index("category")
+    tok = A.tokenize_words(table, {"toy": toy_tokenizer})
+    share = A.token_share_by_category(tok, table).set_index("category")
     # with a leading space: cat 1, dog 2 | hi 1, to 2
     assert share["share_one_token"].to_dict() == {"A": 0.5, "B": 0.5}
     assert share["mean_tokens"].to_dict() == {"A": 1.5, "B": 1.5}
-    bare = C.token_share_by_category(tok, table, variant="bare").set_index("category")
+    bare = A.token_share_by_category(tok, table, variant="bare").set_index("category")
     # bare: cat 1, dog 2 | hi 2, to 1
     assert bare["mean_tokens"].to_dict() == {"A": 1.5, "B": 1.5}
 
@@ -660,9 +697,9 @@ def test_real_tokenizers_leading_space():
     corpus = pd.DataFrame(
         {"corpus": ["t"] * 3, "word": ["care", "communion", "agency"], "entry": ["word"] * 3}
     )
-    toks = {name: models.load_tokenizer(name) for name in C.DEFAULT_MODELS}
-    tok = C.tokenize_words(corpus, toks).set_index(["model", "word"])
-    for name in C.DEFAULT_MODELS:
+    toks = {name: models.load_tokenizer(name) for name in stage.Params.defaults()["models"]}
+    tok = A.tokenize_words(corpus, toks).set_index(["model", "word"])
+    for name in stage.Params.defaults()["models"]:
         assert (
             tok.loc[(name, "care"), "n_tokens_bare"] == 1 and tok.loc[(name, "care"), "n_tokens_space"] == 1
         )
