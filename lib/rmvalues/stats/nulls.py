@@ -80,10 +80,9 @@ def null_baseline(
             variants.append(("within subcategory", strat, strat["subcategory"].fillna("").to_numpy()))
         for null_name, lab, strata in variants:
             codes = lab["category"].map(design.cat_code).to_numpy(int)
+            words = design.word_index(lab)
             groups = [np.flatnonzero(strata == v) for v in np.unique(strata)] if strata is not None else None
-            stats_null = [
-                design.statistics(lab["word"], permute_within(codes, groups, rng)) for _ in range(n_null)
-            ]
+            stats_null = [design.statistics(words, permute_within(codes, groups, rng)) for _ in range(n_null)]
             for name, obs in stats_obs.items():
                 null = np.array([s_[name] for s_ in stats_null])
                 key = {
