@@ -1,22 +1,34 @@
-"""Source notebooks follow the book's anatomy and are committed without outputs; the TOC matches the config."""
+"""Every stage notebook has the book's anatomy and declares exactly its stage's parameter schema; the TOC matches
+the config; every profile validates (with a temporary results root: planned upstream runs have not run)."""
 
 from __future__ import annotations
 
-import importlib
+import ast
 import re
 
 import nbformat
 import papermill
 import pytest
 
-from rmvalues import paths, runner
+from rmvalues.book import runner
+from rmvalues.book.config import load_config
+from rmvalues.book.toc import toc_text
+from rmvalues.core import paths
+from rmvalues.core.params import INJECTED
 
-CONFIG = runner.load_config()
-NOTEBOOKS = sorted({st.notebook for st in CONFIG.stages.values()})
+CONFIG = load_config()
+STAGES = list(CONFIG.stages)
+#: What a display-only notebook must not do (the library writes every output).
+WRITES = ("RunRecord", "write_parquet", "write_csv", ".to_parquet(", ".to_csv(", "open(", ".finish(")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_anatomy(path):
+def _code(nb) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_notebook_anatomy(stage):
+    path = CONFIG.stages[stage].notebook
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     for cell in nb.cells:
@@ -28,34 +40,54 @@ def test_notebook_anatomy(path):
         for c in nb.cells
         if c.cell_type == "markdown"
         for line in c.source.splitlines()
-        if re.match(r"^# \S", line)
+        if re.match(r"^#{1,2} \S", line)
     ]
-    assert len(headings) == 1, f"{path.name}: expected one H1, found {headings}"
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "title first"
+    assert [h for h in headings if h.startswith("# ")] == [headings[0]], f"{path.name}: exactly one H1"
+    assert headings[-1] == "## Summary", f"{path.name}: the last section is the Summary"
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
-    declared = papermill.inspect_notebook(str(path))
-    for name in runner.INJECTED:
-        assert name in declared, f"{path.name}: parameters cell must declare {name}"
-    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "rmvalues" in code, f"{path.name}: logic belongs in lib/rmvalues; the notebook must call it"
-    assert "RunRecord" in code or "record" in code.lower(), f"{path.name}: must write a manifest"
+    assert all(c.cell_type == "markdown" for c in nb.cells[: tagged[0]]), (
+        "title and overview precede parameters"
+    )
+    run_cell = nb.cells[tagged[0] + 1].source
+    package = CONFIG.stages[stage].package
+    assert f"from {package.rsplit('.', 1)[0]} import {package.rsplit('.', 1)[1]} as stage" in run_cell
+    assert "params = stage.Params.from_namespace(globals())" in run_cell
+    assert "results = stage.run(params)" in run_cell
+    later = "\n".join(_code(nb)[2:])
+    assert "stage.run(" not in later and "Params" not in later, f"{path.name}: one run() call, in one cell"
+    offending = [w for w in WRITES if w in "\n".join(_code(nb))]
+    assert offending == [], (
+        f"{path.name}: the notebook writes files itself ({offending}); the stage's run() must"
+    )
 
 
-@pytest.mark.parametrize("stage", list(CONFIG.stages), ids=str)
-def test_stage_validator_is_importable(stage):
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_parameters_cell_declares_exactly_the_schema(stage):
+    """Rule 4: the notebook's parameters, the runner's validation and the CLI come from one schema."""
     spec = CONFIG.stages[stage]
-    assert spec.validator, f"stage {stage} declares no validator"
-    module, _, func = spec.validator.partition(":")
-    assert callable(getattr(importlib.import_module(module), func))
+    schema = spec.schema()
+    declared = papermill.inspect_notebook(str(spec.notebook))
+    assert list(declared) == [n for n in schema.model_fields if n not in INJECTED] + list(INJECTED)
+    defaults = schema.defaults()
+    for name, info in declared.items():
+        assert ast.literal_eval(info["default"]) == defaults[name], f"{stage}: default of {name} differs"
+    for name, field in schema.model_fields.items():
+        assert field.description, f"{stage}: parameter {name} has no help text"
 
 
 def test_toc_is_in_sync_with_run_config():
     committed = (paths.project_root() / "_toc.yml").read_text(encoding="utf-8")
-    assert committed == runner.toc_text(CONFIG), "run `python -m rmvalues toc` and commit _toc.yml"
+    assert committed == toc_text(CONFIG), "run `python -m rmvalues toc` and commit _toc.yml"
 
 
-def test_profiles_validate_for_every_run():
-    """Every profile's parameters pass the notebooks' and the stages' own checks (no work is done)."""
-    for profile in CONFIG.profiles:
-        runner.validate_plan(runner.plan(CONFIG, profile=profile), CONFIG, log=lambda *_: None)
+@pytest.mark.parametrize("profile", list(CONFIG.profiles))
+def test_profiles_validate_for_every_run(profile, tmp_path, monkeypatch):
+    """Every profile's parameters pass their schemas before any work, from a fresh results root (the state
+    of a newcomer's clone, whatever results/ holds): checks that need an upstream output are deferred to
+    the planned run that produces it."""
+    monkeypatch.setenv("RMVALUES_RESULTS", str(tmp_path / "results"))
+    specs = runner.plan(CONFIG, profile=profile)
+    assert {s.stage for s in specs} == set(STAGES)
+    runner.validate_plan(specs, CONFIG, log=lambda *_: None)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rmvalues import bookcheck, runner
+from rmvalues.book import check as bookcheck
+from rmvalues.book.config import load_config
+from rmvalues.book.toc import toc
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -61,7 +63,7 @@ def built(tmp_path_factory):
 
 def test_every_stage_ran_with_provenance(built):
     proj, _, _ = built
-    config = runner.load_config(proj / "config" / "run.yaml")
+    config = load_config(proj / "config" / "run.yaml")
     for stage in config.stages.values():
         for run_name in stage.runs:
             out = proj / "results" / stage.name / run_name
@@ -93,7 +95,7 @@ def test_book_pages_links_and_browser(built, tmp_path):
     html = proj / "_build" / "html"
     assert (html / "index.html").is_file()
     pages = []
-    for part in runner.toc(runner.load_config(proj / "config" / "run.yaml"))["parts"]:
+    for part in toc(load_config(proj / "config" / "run.yaml"))["parts"]:
         if part["caption"] == "Chapters":
             for ch in part["chapters"]:
                 pages += [ch["file"], *(s["file"] for s in ch.get("sections", []))]

@@ -17,16 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tinymodels as T
-import torch
 
 from rmvalues import models, scores, scoring
 from rmvalues.scoring_engine import (
     RewardScorer,
-    ScoringError,
-    check_inputs,
-    rank_correlation,
     split_template,
-    vocab_candidates,
     word_candidates,
 )
 
@@ -207,4 +202,3 @@ def test_two_process_sharding_with_accelerate(tiny_registry, shared_mirror, tmp_
     pd.testing.assert_frame_equal(
         pd.read_parquet(sharded / "scores.parquet"), pd.read_parquet(single / "scores.parquet")
     )
-
