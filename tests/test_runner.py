@@ -54,10 +54,12 @@ def run_producer(params):
 class ConsumerParams(StageParams):
     STAGE: ClassVar[str] = "consumer"
     scale: float = param(1.0, help="factor")
+    label: str = param("a", help="the label the producer's table must carry")
     producer_run: str = param("default", help="the producer run whose table is read")
 
     def reads(self):
-        return [StageInput("producer", self.producer_run, ("table.parquet",), "the table to sum")]
+        needs = (("label", self.label),)
+        return [StageInput("producer", self.producer_run, ("table.parquet",), "the table", "producer_run", needs)]
 
     def check(self):
         problems = super().check()
@@ -254,54 +256,124 @@ def test_execute_skip_and_rerun(project):
 
     # nothing changed: both skipped
     assert runner.run(log=logs.append) == {"producer/default": "skipped", "consumer/default": "skipped"}
-    # a new parameter for the producer re-runs it and, since its outputs changed, the consumer too
+    # a one-off parameter for the producer's default run re-runs it; the consumer, reading a changed table,
+    # is stale now
     status = runner.run(["producer"], overrides={"n": 5}, log=logs.append)
     assert status == {"producer/default": "done"}
+    consumer_spec = runner.plan(load_config(), stages=["consumer"], with_dependencies=False)[0]
+    assert not runner.is_up_to_date(consumer_spec, load_config())
+    # running the consumer re-runs the producer with its configured n=4 (the table the consumer last read,
+    # byte for byte): the consumer's inputs are those of its last run again, so it is up to date
     assert runner.run(["consumer"], log=logs.append) == {
         "producer/default": "done",
-        "consumer/default": "done",
+        "consumer/default": "skipped",
     }
-    # (producer re-ran above because its configured n=4 differs from the override n=5 of the previous run)
     assert (
         pd.read_parquet(project / "results" / "consumer" / "default" / "total.parquet")["total"].item() == 6
     )
+    # --force re-executes the run asked for, not its dependencies (unless --with-deps)
+    assert runner.run(["consumer"], force=True, log=logs.append) == {
+        "producer/default": "skipped",
+        "consumer/default": "done",
+    }
+    assert runner.run(["consumer"], force=True, force_dependencies=True, log=logs.append) == {
+        "producer/default": "done",
+        "consumer/default": "done",
+    }
 
 
-def test_failure_is_reported_and_leaves_no_page(project):
+def test_a_failure_surfaces_its_error_and_keeps_the_last_good_page_and_tables(project, capsys):
+    runner.run(["producer"], log=lambda *_: None)
+    out = project / "results" / "producer" / "default"
+    page = project / "book" / "generated" / "producer.ipynb"
+    before = {f: (out / f).read_bytes() for f in ("table.parquet", "manifest.json", "run.json")}
+    page_before = page.read_bytes()
+    # a failing one-off rerun: the console shows the notebook's exception, the last good state stays
+    assert cli.main(["run", "producer", "--params", "n=-1"]) == 1
+    printed = capsys.readouterr()
+    assert "producer/default failed: ValueError: negative n" in printed.out
+    assert "_build/failed/producer.ipynb" in printed.out and "did not complete" in printed.err
+    assert {f: (out / f).read_bytes() for f in before} == before and page.read_bytes() == page_before
+    assert not list(out.parent.glob(".default.previous"))
+    assert (project / "_build" / "failed" / "producer.ipynb").is_file()
+    assert runner.run(["producer"], log=lambda *_: None) == {
+        "producer/default": "skipped"
+    }  # still up to date
+
+
+def test_a_run_that_never_succeeded_leaves_no_page_and_the_book_lists_what_exists(project):
     _write_config(
         project, lambda cfg: cfg["stages"]["producer"]["runs"]["default"]["parameters"].update(n=-1)
     )
     logs: list[str] = []
     with pytest.raises(
-        RuntimeError, match=r"2 run\(s\) did not complete: producer/default, consumer/default"
+        runner.RunFailed, match=r"2 run\(s\) did not complete: producer/default, consumer/default"
     ):
         runner.run(["consumer"], log=logs.append)
     assert not (project / "book" / "generated" / "producer.ipynb").exists()
-    assert (project / "_build" / "failed" / "producer.ipynb").is_file()
     assert not (project / "results" / "producer" / "default" / "manifest.json").exists()
-    assert not (project / "results" / "producer" / "default" / "run.json").exists()
     assert any("blocked by failed dependency producer" in line for line in logs)
+    assert toc(load_config())["parts"][1]["caption"] == "Reference"  # no chapter page exists: none listed
 
 
-def test_several_runs_become_several_pages_with_distinct_titles(project):
-    def fork(cfg):
-        cfg["stages"]["producer"]["runs"]["other"] = {"title": "Other model", "parameters": {"label": "c"}}
+def test_a_changed_output_is_detected_before_skipping_and_before_reading(project):
+    runner.run(log=lambda *_: None)
+    table = project / "results" / "producer" / "default" / "table.parquet"
+    table.write_bytes(table.read_bytes()[:50])  # truncated after the run
+    with pytest.raises(MissingInputError, match=r"table.parquet does not match its manifest.*NAME=producer"):
+        runner.run(["consumer"], with_dependencies=False, log=lambda *_: None)
+    logs: list[str] = []
+    assert runner.run(log=logs.append) == {"producer/default": "done", "consumer/default": "skipped"}
+    assert any(line.startswith("[redo] producer/default: table.parquet changed") for line in logs)
 
-    _write_config(project, fork)
-    config = load_config()
-    chapters = toc(config)["parts"][1]["chapters"]
-    # reading order follows the config file (consumer is listed first), execution order the hand-offs
-    assert chapters[0] == {"file": "book/generated/consumer"}
-    assert chapters[1] == {
-        "file": "book/generated/producer--default",
-        "sections": [{"file": "book/generated/producer--other"}],
+
+def test_named_runs_and_upstream_runs_that_hold_what_they_need(project):
+    runner.run(log=lambda *_: None)
+    logs: list[str] = []
+    # a named consumer run needing label c: the producer's default run has label a, so a named producer run
+    # with label c is created (the default run is never re-run with other parameters)
+    status = runner.run(["consumer"], runs=["mine"], overrides={"label": "c", "scale": 2.0}, log=logs.append)
+    assert status == {"producer/mine": "done", "consumer/mine": "done"}
+    assert runner.run(["consumer"], runs=["mine"], log=logs.append) == {
+        "producer/mine": "skipped",
+        "consumer/mine": "skipped",
     }
-    runner.run(["producer"], runs=["other"], log=lambda *_: None)
-    nb = nbformat.read(project / "book" / "generated" / "producer--other.ipynb", as_version=4)
-    assert nb.cells[0].source.startswith("# Producer — Other model")
+    saved = yaml.safe_load((project / "results" / "named_runs.yaml").read_text())
+    assert saved["consumer"]["mine"]["parameters"] == {"label": "c", "scale": 2.0}
+    assert saved["producer"]["mine"]["parameters"] == {"label": "c"}
+    produced = pd.read_parquet(project / "results" / "producer" / "mine" / "table.parquet")
+    assert produced["label"].eq("c").all()
     assert (
-        pd.read_parquet(project / "results" / "producer" / "other" / "table.parquet")["label"].eq("c").all()
+        pd.read_parquet(project / "results" / "producer" / "default" / "table.parquet")["label"].eq("a").all()
     )
+    chapters = toc(load_config())["parts"][1]["chapters"]
+    assert chapters == [
+        {"file": "book/generated/consumer", "sections": [{"file": "book/generated/consumer--mine"}]},
+        {"file": "book/generated/producer", "sections": [{"file": "book/generated/producer--mine"}]},
+    ]
+    nb = nbformat.read(project / "book" / "generated" / "consumer--mine.ipynb", as_version=4)
+    assert nb.cells[0].source.startswith("# Consumer — mine (label=c, scale=2.0)")
+    # promote the named run into the configuration
+    assert cli.main(["promote", "consumer", "mine"]) == 0
+    config = load_config()
+    assert config.stages["consumer"].runs["mine"]["parameters"] == {"label": "c", "scale": 2.0}
+    assert "mine" not in config.stages["consumer"].named and "mine" in config.stages["producer"].named
+
+
+def test_params_strings_with_spaces_and_quotes():
+    assert cli.split_params(
+        "families=[gemma, llama] n=3  note='it is fine' word=don't x={a: 1, b: [2, 3]}"
+    ) == [
+        "families=[gemma, llama]",
+        "n=3",
+        "note='it is fine'",
+        "word=don't",
+        "x={a: 1, b: [2, 3]}",
+    ]
+    parsed = cli.parse_overrides(cli.split_params('families=[gemma, llama] lr=1e-3 note="it\'s"'))
+    assert parsed == {"families": ["gemma", "llama"], "lr": 0.001, "note": "it's"}
+    with pytest.raises(ConfigError, match="unclosed bracket"):
+        cli.split_params("families=[gemma, llama")
 
 
 def test_bad_config_is_rejected(project):

@@ -1,17 +1,23 @@
 """Command line: ``python -m rmvalues <command>`` (also installed as ``rmvalues``).
 
 Commands:
-  run [STAGE ...] [--profile P] [--run R ...] [-p key=value ...] [--force] [--no-deps]
-      execute stage notebooks with papermill into the book (dependency order, up-to-date runs skipped)
-  list [--profile P]     stages, runs and their parameters
-  toc [--check]          write (or check) _toc.yml from config/run.yaml
-  book                   build the HTML book (Jupyter Book, warnings as errors, offline)
-  check-book             check the built book: chapters, figures, tables, links, no CDN, headless Chromium
+  run [STAGE ...] [--profile P] [--run R ...] [--params "k=v k2=[a, b]"] [-p k=v ...] [--force [--with-deps]]
+      [--no-deps]
+      execute stage notebooks with papermill into the book (hand-off order, up-to-date runs skipped);
+      with one STAGE, --params/-p override the default run's parameters, or, with --run NAME, those of the
+      run NAME (a new name creates a named run with these parameters)
+  list [--profile P] [--runs]   every stage's parameters (type, default, help) and the planned runs;
+                                --runs: every existing run and whether it is up to date
+  promote STAGE RUN             write a named run into config/run.yaml
+  toc                           write _toc.yml (the chapters whose pages exist)
+  book                          build the HTML book (Jupyter Book, warnings as errors, offline)
+  check-book                    check the built book: chapters, figures, tables, links, no CDN, Chromium
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -23,21 +29,57 @@ import yaml
 from ..core import paths
 from ..core.errors import ConfigError, RmvaluesError
 from . import runner
-from .config import load_config, relative
-from .toc import chapter_pages, toc_text, write_toc
+from .config import config_path, load_config, read_named_runs, relative, write_named_runs
+from .toc import chapter_pages, write_toc
+
+OPENERS, CLOSERS = "[{(", "]})"
+
+
+def split_params(text: str) -> list[str]:
+    """``key=value`` items of a PARAMS string, split on whitespace outside brackets and quotes, so that
+    ``families=[gemma, llama]`` and ``note="it's fine"`` stay whole."""
+    items, current, depth, quote = [], [], 0, ""
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"" and (i == 0 or text[i - 1] in "=[{(,: \t"):
+            quote = ch
+        elif ch in OPENERS:
+            depth += 1
+        elif ch in CLOSERS:
+            depth = max(0, depth - 1)
+        elif ch.isspace() and depth == 0:
+            if current:
+                items.append("".join(current))
+                current = []
+            continue
+        current.append(ch)
+    if quote or depth:
+        raise ConfigError(
+            f"PARAMS {text!r}: an unclosed {'quote' if quote else 'bracket'}; write values as YAML, e.g. "
+            "PARAMS=\"corpora=[big2_nouns, mfd2] note='a text'\""
+        )
+    if current:
+        items.append("".join(current))
+    return items
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are parsed as YAML (``n=5``, ``x=0.1``, ``models=[a,b]``, ``flag=true``)."""
+    """``key=value`` pairs; values are parsed as YAML (``n=5``, ``x=0.1``, ``models=[a,b]``, ``flag=true``);
+    a float written like ``1e-3`` is read as a number."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"parameter {item!r} is not of the form key=value (e.g. -p seed=1)")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value != "" else ""
+            parsed = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"parameter {item!r}: cannot parse value ({exc})") from exc
+            raise ConfigError(f"parameter {item!r}: cannot parse the value as YAML ({exc})") from exc
+        if isinstance(parsed, str) and any(c in parsed.lower() for c in ".e"):
+            with contextlib.suppress(ValueError):
+                parsed = float(parsed)
+        out[key.strip()] = parsed
     return out
 
 
@@ -70,14 +112,24 @@ def check_built_book(browser: bool = True) -> int:
     return 1 if problems else 0
 
 
-def list_stages(profile: str = "default") -> int:
+def list_stages(profile: str = "default", runs: bool = False) -> int:
     """Print every stage's parameters (name, type, default, help; from its schema), then the planned runs
-    with their merged parameters."""
+    with their merged parameters, or (``runs``) every run and whether it is up to date."""
     config = load_config()
+    if runs:
+        for spec in runner.plan(config, profile=profile):
+            exists = (spec.output_dir / "manifest.json").is_file()
+            state = (
+                "up to date"
+                if runner.is_up_to_date(spec, config, log=lambda *_: None)
+                else ("stale" if exists else "not run")
+            )
+            named = " (named)" if spec.run in config.stages[spec.stage].named else ""
+            print(f"{spec.label}{named}: {state}  [{relative(spec.output_dir)}; page {spec.page}]")
+        return 0
     for sname, st in config.stages.items():
-        schema = st.schema()
         print(f"stage {sname}  ({relative(st.notebook)}; {st.package})")
-        for row in schema.describe():
+        for row in st.schema().describe():
             print(f"    {row['name']}: {row['type']} = {row['default']!r}\n        {row['help']}")
     print()
     for spec in runner.plan(config, profile=profile):
@@ -87,7 +139,40 @@ def list_stages(profile: str = "default") -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def promote(stage: str, run_name: str) -> int:
+    """Move a named run into ``config/run.yaml`` (its comments and layout kept: the run is appended to the
+    stage's ``runs:`` block), then drop it from the named runs."""
+    named = read_named_runs()
+    entry = (named.get(stage) or {}).get(run_name)
+    if entry is None:
+        known = [f"{s}/{r}" for s, rs in named.items() for r in rs]
+        raise ConfigError(f"no named run {stage}/{run_name}; named runs: {', '.join(known) or 'none'}")
+    path = config_path()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == f"  {stage}:"), None)
+    runs_at = next((i for i in range(start or 0, len(lines)) if lines[i].rstrip() == "    runs:"), None)
+    if start is None or runs_at is None:
+        raise ConfigError(f"{path}: cannot find the runs: block of stage {stage!r}; add the run by hand")
+    end = runs_at + 1
+    while end < len(lines) and (lines[end].startswith("      ") or not lines[end].strip()):
+        end += 1
+    while lines[end - 1].strip() == "":
+        end -= 1
+    params = json.dumps(entry.get("parameters") or {})
+    lines[end:end] = [f"      {run_name}:", f"        parameters: {params}"]
+    text = "\n".join(lines) + "\n"
+    if yaml.safe_load(text)["stages"][stage]["runs"][run_name]["parameters"] != (
+        entry.get("parameters") or {}
+    ):
+        raise ConfigError(f"{path}: promoting {stage}/{run_name} would not round-trip; add the run by hand")
+    del named[stage][run_name]
+    write_named_runs(named)  # first, so that the config never holds a run twice
+    path.write_text(text, encoding="utf-8")
+    print(f"{stage}/{run_name} is now a run of {relative(path)}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmvalues", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -95,54 +180,72 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="execute stage notebooks into the book")
     p_run.add_argument("stages", nargs="*", help="stages to run (default: all)")
     p_run.add_argument("--profile", default="default", help="parameter profile from config/run.yaml")
-    p_run.add_argument("--run", dest="runs", action="append", help="only this run of the stage (repeatable)")
+    p_run.add_argument(
+        "--run", dest="runs", action="append", help="this run of the stage (repeatable; new: named)"
+    )
     p_run.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="KEY=VALUE")
-    p_run.add_argument("--force", action="store_true", help="re-execute even if up to date")
-    p_run.add_argument("--no-deps", action="store_true", help="do not (re)run the stages this one depends on")
-    p_list = sub.add_parser("list", help="stages, runs and parameters")
+    p_run.add_argument(
+        "--params", dest="params_text", default="", help='"key=value key2=[a, b]" in one string'
+    )
+    p_run.add_argument(
+        "--force", action="store_true", help="re-execute the runs asked for even if up to date"
+    )
+    p_run.add_argument(
+        "--with-deps", action="store_true", help="with --force: re-execute their dependencies too"
+    )
+    p_run.add_argument("--no-deps", action="store_true", help="do not (re)run the runs this one reads from")
+    p_list = sub.add_parser("list", help="stages, parameters and runs")
     p_list.add_argument("--profile", default="default")
-    p_toc = sub.add_parser("toc", help="write _toc.yml from config/run.yaml")
-    p_toc.add_argument("--check", action="store_true", help="exit 1 if _toc.yml is out of date")
+    p_list.add_argument("--runs", action="store_true", help="every run and whether it is up to date")
+    p_promote = sub.add_parser("promote", help="write a named run into config/run.yaml")
+    p_promote.add_argument("stage")
+    p_promote.add_argument("run")
+    sub.add_parser("toc", help="write _toc.yml (the chapters whose pages exist)")
     sub.add_parser("book", help="build the HTML book into _build/html")
     p_check = sub.add_parser("check-book", help="check _build/html (links, figures, tables, Chromium)")
     p_check.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium pass")
-    args = parser.parse_args(argv)
+    return parser
 
-    try:
-        if args.command == "run":
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        overrides = parse_overrides([*split_params(args.params_text), *args.params])
+        try:
             status = runner.run(
                 args.stages or None,
                 profile=args.profile,
                 runs=args.runs,
-                overrides=parse_overrides(args.params),
+                overrides=overrides,
                 force=args.force,
+                force_dependencies=args.with_deps,
                 with_dependencies=not args.no_deps,
             )
+        finally:
             write_toc()
-            print(json.dumps(status, indent=2))
-            return 0
-        if args.command == "list":
-            return list_stages(args.profile)
-        if args.command == "toc":
-            if args.check:
-                current = (paths.project_root() / "_toc.yml").read_text(encoding="utf-8")
-                if current != toc_text():
-                    print("_toc.yml is out of date: run `python -m rmvalues toc`", file=sys.stderr)
-                    return 1
-                return 0
-            print(write_toc())
-            return 0
-        if args.command == "book":
-            return build_book()
-        if args.command == "check-book":
-            return check_built_book(browser=not args.no_browser)
+        print(json.dumps(status, indent=2))
+        return 0
+    if args.command == "list":
+        return list_stages(args.profile, runs=args.runs)
+    if args.command == "promote":
+        return promote(args.stage, args.run)
+    if args.command == "toc":
+        print(write_toc())
+        return 0
+    if args.command == "book":
+        return build_book()
+    return check_built_book(browser=not args.no_browser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, RmvaluesError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

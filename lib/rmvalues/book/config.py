@@ -1,8 +1,12 @@
-"""The run configuration (``config/run.yaml``): stages, their runs and profiles.
+"""The run configuration (``config/run.yaml``): stages, their runs and profiles; and the named runs.
 
 Each stage names its notebook and the stage package (``rmvalues.stages.<x>``) that holds its parameter schema
 (``Params``, a :class:`~rmvalues.core.params.StageParams`) and its ``run``. Each run of a stage is one book
 page with its own parameters; profiles override parameters per stage and run (``"*"`` = every run).
+
+**Named runs** are runs created from the command line (``make chapter NAME=<stage> RUN=<name> PARAMS=...``):
+they are saved in ``<results root>/named_runs.yaml`` (local state, like the results themselves), become book
+pages like configured runs, and are written into ``config/run.yaml`` by ``python -m rmvalues promote``.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import yaml
 
 from ..core import paths
 from ..core.errors import ConfigError
+from ..core.files import atomic_write_text
 from ..core.handoff import StageInput
 from ..core.params import StageParams
 
 GENERATED = Path("book") / "generated"
+NAMED_RUNS = "named_runs.yaml"
 STAGE_KEYS = {"notebook", "package", "title", "runs"}
 RUN_KEYS = {"title", "parameters"}
 
@@ -32,6 +38,7 @@ class StageSpec:
     package: str
     title: str
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> {"title", "parameters"}
+    named: set[str] = field(default_factory=set)  # runs that come from named_runs.yaml
 
     def module(self) -> Any:
         try:
@@ -63,6 +70,7 @@ class RunSpec:
     parameters: dict[str, Any]
     params: StageParams
     is_only_run: bool = True
+    explicit: set[str] = field(default_factory=set)  # parameters given by the config, profile or command line
 
     @property
     def reads(self) -> list[StageInput]:
@@ -71,7 +79,7 @@ class RunSpec:
     @property
     def page(self) -> str:
         """Book page (without suffix), relative to the project root."""
-        return str(GENERATED / page_name(self.stage, self.run, self.is_only_run))
+        return str(GENERATED / page_name(self.stage, self.run))
 
     @property
     def output_dir(self) -> Path:
@@ -82,8 +90,9 @@ class RunSpec:
         return f"{self.stage}/{self.run}"
 
 
-def page_name(stage: str, run: str, only_run: bool) -> str:
-    return stage if only_run and run == "default" else f"{stage}--{run}"
+def page_name(stage: str, run: str) -> str:
+    """The page of a run: ``<stage>`` for the default run (whatever forks exist), ``<stage>--<run>`` else."""
+    return stage if run == "default" else f"{stage}--{run}"
 
 
 @dataclass
@@ -91,6 +100,7 @@ class RunConfig:
     stages: dict[str, StageSpec]
     profiles: dict[str, dict[str, Any]]
     path: Path
+    changed_named: set[tuple[str, str]] = field(default_factory=set)  # named runs to save
 
     def profile(self, name: str) -> dict[str, Any]:
         if name not in self.profiles:
@@ -139,11 +149,48 @@ def _stage(name: str, entry: Any, path: Path) -> StageSpec:
     )
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> RunConfig:
-    """Read and check ``config/run.yaml``: notebooks and packages exist, profiles name known stages and runs."""
+def named_runs_path() -> Path:
+    return paths.results_root() / NAMED_RUNS
+
+
+def read_named_runs() -> dict[str, dict[str, dict[str, Any]]]:
+    """``{stage: {run: {"title", "parameters"}}}`` of the named runs (empty when there are none)."""
+    path = named_runs_path()
+    if not path.is_file():
+        return {}
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {str(s): {str(r): dict(v or {}) for r, v in (runs or {}).items()} for s, runs in raw.items()}
+
+
+def write_named_runs(runs: dict[str, dict[str, dict[str, Any]]]) -> Path:
+    path = named_runs_path()
+    header = (
+        "# Named runs created from the command line (promote one into config/run.yaml: rmvalues promote)\n"
+    )
+    clean = {s: r for s, r in runs.items() if r}
+    atomic_write_text(path, header + yaml.safe_dump(clean, sort_keys=False))
+    return path
+
+
+def load_config(path: str | os.PathLike[str] | None = None, named: bool = True) -> RunConfig:
+    """Read and check ``config/run.yaml`` (plus the named runs, unless ``named=False``): notebooks and packages
+    exist, profiles name known stages and runs, named runs do not shadow configured ones."""
     path = Path(path) if path else config_path()
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     stages = {str(n): _stage(str(n), e, path) for n, e in (raw.get("stages") or {}).items()}
+    for sname, runs in (read_named_runs() if named else {}).items():
+        if sname not in stages:
+            continue  # a stage removed from the configuration: its named runs are ignored
+        for rname, entry in runs.items():
+            if rname in stages[sname].runs:
+                raise ConfigError(
+                    f"{named_runs_path()}: named run {sname}/{rname} shadows a run of {path}; rename or delete it"
+                )
+            stages[sname].runs[rname] = {
+                "title": entry.get("title"),
+                "parameters": entry.get("parameters") or {},
+            }
+            stages[sname].named.add(rname)
     profiles = raw.get("profiles") or {}
     profiles.setdefault("default", {})
     for pname, prof in profiles.items():

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import paths
 from .errors import MissingInputError
@@ -25,12 +27,35 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class StageInput:
-    """Files of one upstream run that a run reads (``why``: what for, shown in errors and listings)."""
+    """Files of one upstream run that a run reads.
+
+    ``why`` says what for (shown in errors and listings); ``param`` names the parameter of the reading run
+    that selects the upstream run (e.g. ``corpora_run``), so that the runner can point it at another run;
+    ``requires`` lists what the upstream run's parameters must hold for its output to serve this run:
+    ``(name, values)`` pairs, a list parameter must include every value, any other must equal it.
+    """
 
     stage: str
     run: str
     files: tuple[str, ...]
     why: str = ""
+    param: str = ""
+    requires: tuple[tuple[str, Any], ...] = ()
+
+    def satisfied_by(self, upstream: Mapping[str, Any]) -> bool:
+        """Whether an upstream run with these parameters produces what this input needs."""
+        for name, want in self.requires:
+            have = upstream.get(name)
+            if isinstance(want, tuple):
+                if not isinstance(have, list | tuple) or not set(want) <= set(have):
+                    return False
+            elif have != want:
+                return False
+        return True
+
+    def required_parameters(self) -> dict[str, Any]:
+        """The upstream parameters this input needs, as a run's parameters (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.requires}
 
     @property
     def label(self) -> str:

@@ -71,7 +71,8 @@ class StageParams(BaseModel):
         "", help="folder of this run's outputs ('' = <results_root>/<stage>/<run_name>; set by the runner)"
     )
     results_root: str = param(
-        "", help="folder of all runs' outputs ('' = $RMVALUES_RESULTS or <project>/results; set by the runner)"
+        "",
+        help="folder of all runs' outputs ('' = $RMVALUES_RESULTS or <project>/results; set by the runner)",
     )
     run_name: str = param("default", help="name of this run (its results folder and book page)")
 
@@ -144,6 +145,15 @@ class StageParams(BaseModel):
     def reads(self) -> list[StageInput]:
         """Outputs of upstream runs this run reads (their absence is one clear error before any work)."""
         return []
+
+    def config_used(self) -> dict[str, Any]:
+        """The configuration this run depends on, as data (part of its up-to-date key: an edit elsewhere does
+        not make it stale). The default is conservative, every configuration file but ``run.yaml``; stages
+        narrow it to the registry entries, corpora and settings they use."""
+        from .files import sha256_file
+
+        folder = paths.config_dir()
+        return {f.name: sha256_file(f) for f in sorted(folder.glob("*.yaml")) if f.name != "run.yaml"}
 
     # -- views ------------------------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:

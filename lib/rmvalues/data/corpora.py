@@ -609,9 +609,13 @@ def input_checksums(names: Iterable[str], config: str | os.PathLike[str] | None 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def corpora_input(run: str = "default", why: str = "the corpus words and their labels") -> StageInput:
-    """The hand-off from a corpora run: its ``corpora.parquet``."""
-    return StageInput("corpora", run, (CORPORA_TABLE,), why)
+def corpora_input(
+    run: str = "default", why: str = "the corpus words and their labels", corpora: Sequence[str] = ()
+) -> StageInput:
+    """The hand-off from a corpora run (selected by the reading run's ``corpora_run`` parameter): its
+    ``corpora.parquet``, which must hold ``corpora``."""
+    requires = (("corpora", tuple(corpora)),) if corpora else ()
+    return StageInput("corpora", run, (CORPORA_TABLE,), why, param="corpora_run", requires=requires)
 
 
 def corpora_run_problem(inp: StageInput, corpora: Sequence[str], results_root: str) -> list[str]:

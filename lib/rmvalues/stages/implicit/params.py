@@ -97,7 +97,7 @@ class Params(StageParams):
 
     # -- hand-offs ---------------------------------------------------------------------------------------------
     def corpora_input(self) -> StageInput:
-        return corpora_input(self.corpora_run, "the words whose log-probabilities are computed")
+        return corpora_input(self.corpora_run, "the words whose log-probabilities are computed", self.corpora)
 
     def reads(self) -> list[StageInput]:
         return [self.corpora_input()]

@@ -37,12 +37,19 @@ class Params(StageParams):
     scoring_run: str = param("default", help="scoring run whose scores are analysed (scores: live or both)")
 
     def corpora_input(self) -> StageInput:
-        return corpora_input(self.corpora_run, "the words' labels, frequency and valence")
+        return corpora_input(self.corpora_run, "the words' labels, frequency and valence", self.corpora)
 
     def scoring_input(self) -> StageInput | None:
         if self.scores == "published":
             return None
-        return StageInput("scoring", self.scoring_run, (LIVE_SCORES,), "the live scores analysed")
+        return StageInput(
+            "scoring",
+            self.scoring_run,
+            (LIVE_SCORES,),
+            "the live scores analysed",
+            param="scoring_run",
+            requires=(("corpora", tuple(self.corpora)),),
+        )
 
     def reads(self) -> list[StageInput]:
         scoring = self.scoring_input()

@@ -71,12 +71,18 @@ class Params(StageParams):
 
     # -- hand-offs ---------------------------------------------------------------------------------------------
     def corpora_input(self) -> StageInput:
-        return corpora_input(self.corpora_run, "the words to score")
+        return corpora_input(self.corpora_run, "the words to score", self.corpora)
 
     def training_input(self) -> StageInput | None:
         if not self.training_run:
             return None
-        return StageInput("training", self.training_run, (TRAINING_REGISTRY,), "the trained RMs' registry")
+        return StageInput(
+            "training",
+            self.training_run,
+            (TRAINING_REGISTRY,),
+            "the trained RMs' registry",
+            param="training_run",
+        )
 
     def reads(self) -> list[StageInput]:
         out = [self.corpora_input()] if self.candidates == "words" else []

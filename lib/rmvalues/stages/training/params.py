@@ -48,7 +48,7 @@ class Params(StageParams):
         return grid_spec(self.grid, self.overrides())
 
     def corpora_input(self) -> StageInput:
-        return corpora_input(self.corpora_run, "the words every checkpoint is scored on")
+        return corpora_input(self.corpora_run, "the words every checkpoint is scored on", [self.corpus])
 
     def reads(self) -> list[StageInput]:
         return [self.corpora_input()]

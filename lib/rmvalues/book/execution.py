@@ -1,0 +1,266 @@
+"""Executing one run: up-to-date keys, integrity checks, papermill, and a failure that breaks nothing.
+
+**Up to date.** A run is skipped when the key of its last successful execution (``run.json``) equals its key
+now: the notebook, the merged parameters, the title, the source of the layers it runs on (core, data, models,
+engine, stats and its own stage package: another stage's code does not make it stale), the configuration it
+uses (:meth:`~rmvalues.core.params.StageParams.config_used`: the registry entries of its models, its corpora,
+its grid, ...) and the outputs of the upstream runs it reads. Before a run is skipped, its outputs are checked
+against the checksums in its manifest; a changed or truncated file makes it run again (and is said).
+
+**Nothing breaks on failure.** The previous run's page, ``run.json`` and manifest are never removed before a
+run; its tables (the outputs its manifest lists) are kept as hard links in a snapshot folder beside the
+output folder. The notebook is executed into ``_build/running/``; only on success does it replace the page,
+and the new ``run.json`` is written. On failure the snapshot's tables are put back, so the last good page,
+tables and manifest stay in place (work a stage can resume from, such as scoring parts or trained cells, is
+kept). A snapshot left by a killed runner is restored before the next execution of that run.
+
+**Errors surface.** A failure inside a notebook is raised as :class:`RunFailed` with the exception type and
+message the notebook raised and the path of the failed notebook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..core import paths
+from ..core.errors import RmvaluesError
+from ..core.files import atomic_write_bytes, sha256_file
+from ..core.handoff import MANIFEST
+from ..core.manifest import read_manifest
+from .config import RunConfig, RunSpec, relative
+
+RUN_RECORD = "run.json"
+#: The layers every stage runs on (their source is part of every run's key; the stage's own package too).
+BASE_LAYERS = ("core", "data", "models", "engine", "stats")
+
+Log = Callable[[str], Any]
+
+
+class RunFailed(RmvaluesError, RuntimeError):
+    """A run's notebook raised an exception (the message holds its type, message and the failed notebook)."""
+
+
+# -- keys and integrity ---------------------------------------------------------------------------------------
+def library_digest(package: str | None = None) -> str:
+    """Digest of the source of the base layers and of ``package`` (a stage's package, e.g.
+    ``rmvalues.stages.corpora``; every stage package when None)."""
+    root = Path(__file__).resolve().parents[1]
+    folders = [root / layer for layer in BASE_LAYERS]
+    if package is None:
+        folders.append(root / "stages")
+    elif package.startswith("rmvalues."):
+        folders.append(root.joinpath(*package.split(".")[1:]))
+    h = hashlib.sha256()
+    for folder in folders:
+        for f in sorted(folder.rglob("*.py")) if folder.is_dir() else [folder.with_suffix(".py")]:
+            if f.is_file():
+                h.update(f.relative_to(root).as_posix().encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def run_key(spec: RunSpec, config: RunConfig) -> str:
+    """The up-to-date key of a run (see the module docstring)."""
+    h = hashlib.sha256()
+    h.update(spec.notebook.read_bytes())
+    h.update(json.dumps(spec.parameters, sort_keys=True, default=str).encode())
+    h.update(spec.title.encode())
+    h.update(library_digest(config.stages[spec.stage].package).encode())
+    h.update(json.dumps(spec.params.config_used(), sort_keys=True, default=str).encode())
+    for inp in sorted(spec.reads, key=lambda r: r.label):
+        manifest = read_manifest(inp.folder(spec.params.results_root))
+        h.update(inp.label.encode())
+        outputs = {f: (manifest or {}).get("outputs", {}).get(f) for f in inp.files}
+        h.update(json.dumps(outputs, sort_keys=True).encode() if manifest else b"missing")
+    return h.hexdigest()
+
+
+def changed_outputs(output_dir: Path) -> list[str]:
+    """The outputs listed in a run's manifest that are missing or no longer match their checksum."""
+    manifest = read_manifest(output_dir) or {}
+    bad = []
+    for name, digest in (manifest.get("outputs") or {}).items():
+        path = output_dir / name
+        if not path.is_file() or sha256_file(path) != digest:
+            bad.append(name)
+    return bad
+
+
+def is_up_to_date(spec: RunSpec, config: RunConfig, log: Log = print) -> bool:
+    record = spec.output_dir / RUN_RECORD
+    page = paths.project_root() / f"{spec.page}.ipynb"
+    if not (record.is_file() and page.is_file() and (spec.output_dir / MANIFEST).is_file()):
+        return False
+    try:
+        if json.loads(record.read_text())["key"] != run_key(spec, config):
+            return False
+    except (ValueError, KeyError):
+        return False
+    bad = changed_outputs(spec.output_dir)
+    if bad:
+        log(f"[redo] {spec.label}: {', '.join(bad)} changed after the run (checksum mismatch); re-executing")
+        return False
+    return True
+
+
+# -- snapshots of the last good outputs -----------------------------------------------------------------------
+def snapshot_dir(spec: RunSpec) -> Path:
+    return spec.output_dir.parent / f".{spec.run}.previous"
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def take_snapshot(spec: RunSpec) -> Path | None:
+    """Hard links of the outputs the current manifest lists, the manifest and run.json (None: nothing yet)."""
+    manifest = read_manifest(spec.output_dir)
+    if manifest is None:
+        return None
+    snap = snapshot_dir(spec)
+    shutil.rmtree(snap, ignore_errors=True)
+    for name in [*(manifest.get("outputs") or {}), MANIFEST, RUN_RECORD]:
+        src = spec.output_dir / name
+        if src.is_file():
+            _link(src, snap / name)
+    return snap
+
+
+def restore_snapshot(spec: RunSpec, log: Log = print) -> bool:
+    """Put the snapshot's files back in place of what a failed or killed run left; True when one existed."""
+    snap = snapshot_dir(spec)
+    if not snap.is_dir():
+        return False
+    for src in sorted(p for p in snap.rglob("*") if p.is_file()):
+        dst = spec.output_dir / src.relative_to(snap)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    shutil.rmtree(snap, ignore_errors=True)
+    log(f"[keep] {spec.label}: the last good outputs and page are kept")
+    return True
+
+
+# -- execution ------------------------------------------------------------------------------------------------
+def _retitle(nb_path: Path, suffix: str) -> None:
+    """Append a run title to the notebook's H1 (forks and named runs get distinct page titles)."""
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
+            first, _, rest = cell.source.lstrip().partition("\n")
+            cell.source = f"{first} — {suffix}\n{rest}".rstrip("\n")
+            break
+    nbformat.write(nb, nb_path)
+
+
+def run_title(spec: RunSpec, config: RunConfig) -> str:
+    """The title a fork's page carries after the chapter's: its configured title, else the run's name and
+    the parameters it sets (which model, corpus, prompts)."""
+    entry = config.stages[spec.stage].runs[spec.run]
+    if entry.get("title"):
+        return str(entry["title"])
+    given = entry.get("parameters") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in given.items())
+    return f"{spec.run}" + (f" ({shown})" if shown else "")
+
+
+def _papermill(spec: RunSpec, out: str, root: Path) -> None:
+    import papermill
+
+    kernel_env = {
+        paths.ENV_ROOT: str(root),  # kernels inherit it: the library resolves paths from here
+        # figures inline in the executed notebook, whatever MPLBACKEND the caller has (Agg would hide them)
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    }
+    env_before = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
+    try:
+        papermill.execute_notebook(
+            str(spec.notebook),
+            out,
+            parameters=spec.parameters,
+            kernel_name="python3",
+            cwd=str(root),
+            progress_bar=sys.stderr.isatty(),
+            log_output=False,
+        )
+    finally:
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _failure(spec: RunSpec, exc: BaseException, failed: Path) -> RunFailed:
+    ename = getattr(exc, "ename", None) or type(exc).__name__
+    evalue = getattr(exc, "evalue", None)
+    message = str(evalue if evalue is not None else exc).strip() or "(no message)"
+    return RunFailed(
+        f"{spec.label} failed: {ename}: {message}\n    (executed notebook with the traceback: {relative(failed)})"
+    )
+
+
+def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log: Log = print) -> str:
+    """Execute one run unless up to date. Returns 'skipped' or 'done'; raises :class:`RunFailed` on failure
+    (the last good outputs and page stay in place)."""
+    restore_snapshot(spec, log=lambda m: log(m.replace("are kept", "of an interrupted run are restored")))
+    if not force and is_up_to_date(spec, config, log):
+        log(f"[skip] {spec.label}: up to date ({relative(spec.output_dir)})")
+        return "skipped"
+    root = paths.project_root()
+    page = root / f"{spec.page}.ipynb"
+    spec.output_dir.mkdir(parents=True, exist_ok=True)
+    before = read_manifest(spec.output_dir)
+    take_snapshot(spec)
+    running = root / "_build" / "running"
+    running.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=running, prefix=f"{page.stem}.", suffix=".ipynb")
+    os.close(fd)
+    log(f"[run ] {spec.label}: {relative(spec.notebook)} -> {relative(page)}")
+    t0 = time.perf_counter()
+    try:
+        _papermill(spec, tmp, root)
+        after = read_manifest(spec.output_dir)
+        if after is None or after == before:
+            raise RunFailed(
+                f"run {spec.label} finished but wrote no new {MANIFEST} in {spec.output_dir}: a stage's run() "
+                "must record its outputs with rmvalues.core.manifest.RunRecord(...).finish()"
+            )
+    except BaseException as exc:
+        failed = root / "_build" / "failed" / f"{page.stem}.ipynb"
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(tmp, failed)
+        restore_snapshot(spec, log)
+        if isinstance(exc, RunFailed | KeyboardInterrupt):
+            raise
+        raise _failure(spec, exc, failed) from None
+    if spec.run != "default":  # forks and named runs: distinct page titles
+        _retitle(Path(tmp), run_title(spec, config))
+    page.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, page)
+    elapsed = round(time.perf_counter() - t0, 1)
+    record = {
+        "key": run_key(spec, config),
+        "page": spec.page,
+        "seconds": elapsed,
+        "parameters": spec.parameters,
+    }
+    atomic_write_bytes(spec.output_dir / RUN_RECORD, json.dumps(record, indent=2, default=str).encode())
+    shutil.rmtree(snapshot_dir(spec), ignore_errors=True)
+    log(f"[done] {spec.label}: {elapsed} s")
+    return "done"
