@@ -1,5 +1,9 @@
-"""(being converted)"""
+"""Chapter 5, statistics: value biases of ten published reward models (the paper's analysis of RM scores,
+and what it lacks). The package is ``rm_statistics`` because a module named ``statistics`` would shadow the
+standard library; the stage, its results folder and its page are ``statistics``."""
 
+from . import figures, text
 from .params import Params
+from .run import Results, run
 
-__all__ = ["Params"]
+__all__ = ["Params", "Results", "figures", "run", "text"]
