@@ -221,14 +221,16 @@ def _merge(res: Results, plan: GridPlan, words: Words, record: RunRecord, world_
 
 
 def _check_inputs(res: Results, params: Params, words: Words, record: RunRecord) -> None:
-    """The registry facts of the RMs and the token-exactness checks of their inputs (word scoring)."""
+    """The registry facts of the RMs and the token-exactness checks of their inputs (word scoring; the
+    models that failed are left out of the checks)."""
     res.models = tables.model_table(list(res.specs.values()))
     if params.candidates != "words":
         return
+    failed = {f["model"] for f in res.failures}
     prompts = prompt_table(params.prompts or None)  # in the order given: examples from the first
     with record.timed("token_checks"):
         res.inputs = tables.input_overview(
-            list(res.specs.values()),
+            [s for name, s in res.specs.items() if name not in failed],
             dict(zip(prompts["prompt_id"], prompts["text"], strict=True)),
             words.words,
             params.system_prompt,
