@@ -116,7 +116,14 @@ class Params(StageParams):
                 "training stage: run it first, or set training_run='' and name other RMs)"
             )
         else:
-            problem = unknown_models_problem("models", self.models, "reward-model", self.registry_files())
+            problem = unknown_models_problem(
+                "models",
+                self.models,
+                "reward-model",
+                self.registry_files(),
+                hint="add one to config/models.yaml with kind: reward-model, or name the registry file that "
+                "lists it in extra_registry",
+            )
             if problem:
                 problems.append(problem)
         problems += self._corpus_problems()
