@@ -318,6 +318,28 @@ def _installed(dist: str) -> bool:
     return True
 
 
+def test_availability_is_checked_before_any_work(tiny_registry, tmp_path, monkeypatch):
+    """Missing weights are found by a cheap check (no loading): a local folder without config.json, a hub
+    model not cached while offline; installed packages and existing folders pass."""
+    assert models.availability_problem(tiny_registry["specs"]["tiny-llama"]) is None
+    assert models.availability_problem("smollm2-135m-instruct") is None
+    gone = dataclasses.replace(
+        tiny_registry["specs"]["tiny-llama"],
+        source=models.SourceSpec(type="local", path=str(tmp_path / "gone")),
+    )
+    assert "gone does not exist or holds no config.json" in models.availability_problem(gone)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = _spec(source={"type": "hub"}, hub_id="rmvalues-test/not-a-model", revision="0" * 40)
+    problem = models.availability_problem(hub)
+    assert (
+        "not in the local Hugging Face cache and HF_HUB_OFFLINE=1" in problem
+        and "HF_HUB_OFFLINE=0" in problem
+    )
+    assert (
+        models.availability_problems(["tiny-llama", "nope"], extra=[]) == []
+    )  # unknown names: another check
+
+
 def test_hub_model_not_cached_offline_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = _spec(source={"type": "hub"}, hub_id="rmvalues-test/not-a-model", revision="0" * 40)

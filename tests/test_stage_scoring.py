@@ -42,8 +42,19 @@ def tiny_registry(tmp_path):
     for fam in ("llama", "gemma"):
         folder = T.save_tiny_model(tmp_path / f"tiny-{fam}-rm", fam, "reward-model")
         entries[f"tiny-{fam}-rm"] = T.registry_entry(folder, fam, "reward-model")
-    entries["broken-rm"] = T.registry_entry(tmp_path / "nowhere", "llama", "reward-model")
+    # a model folder that exists but whose weights cannot be read: it fails only when loaded
+    broken = T.save_tiny_model(tmp_path / "broken-rm", "llama", "reward-model")
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    entries["broken-rm"] = T.registry_entry(broken, "llama", "reward-model")
+    entries["absent-rm"] = T.registry_entry(tmp_path / "nowhere", "llama", "reward-model")
     return T.write_registry(tmp_path / "models.yaml", entries)
+
+
+def test_a_model_whose_weights_are_missing_fails_before_any_work(tiny_registry, corpora_results, tmp_path):
+    with pytest.raises(ParameterError, match=r"model 'absent-rm': its local folder .*nowhere does not exist"):
+        _params(tiny_registry, corpora_results, tmp_path / "out", models=["tiny-llama-rm", "absent-rm"])
+    assert not (tmp_path / "out").exists()
 
 
 def _params(reg: Path, results_root: Path, out: Path | None = None, **kw) -> scoring.Params:

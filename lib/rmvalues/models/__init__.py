@@ -4,6 +4,8 @@ causal LMs, reward models with their read-outs, fresh sequence classifiers, prov
 
 from .loading import (
     MARKER_FILE,
+    availability_problem,
+    availability_problems,
     configure_tokenizer,
     ensure_local,
     gguf_path,
@@ -55,6 +57,8 @@ __all__ = [
     "SCORE_READOUTS",
     "SOURCE_TYPES",
     "TYPES",
+    "availability_problem",
+    "availability_problems",
     "ModelSpec",
     "ModelUnavailableError",
     "RegistryError",

@@ -47,6 +47,7 @@ from .registry import (
     ModelUnavailableError,
     RegistryError,
     get_spec,
+    registry,
 )
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing rmvalues.models must be cheap
@@ -220,10 +221,60 @@ def ensure_local(name: str | ModelSpec) -> Path:
         return _convert_gguf(spec, target)
 
 
-def _hub_snapshot(spec: ModelSpec) -> Path:
-    from huggingface_hub import constants, snapshot_download
+def availability_problem(name: str | ModelSpec) -> str | None:
+    """Why a registered model's weights cannot be had here, checked cheaply before any work (None: they can).
 
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "True")
+    A ``local`` folder must hold a ``config.json``; a ``hub`` model must be in the local Hugging Face cache
+    when ``HF_HUB_OFFLINE`` is set; a ``gguf-package`` model needs its package at the pinned version.
+    """
+    spec = get_spec(name)
+    src = spec.source
+    if src.type == "local":
+        folder = paths.resolve(os.path.expandvars(src.path or ""))
+        if not (folder / "config.json").is_file():
+            return (
+                f"model {spec.name!r}: its local folder {folder} does not exist or holds no config.json (registry "
+                f"{spec.registry_file}); fix source.path, or run the stage that writes it"
+            )
+        return None
+    if src.type == "hub":
+        if not _offline():
+            return None
+        try:
+            _hub_snapshot(spec)
+        except ModelUnavailableError:
+            return (
+                f"model {spec.name!r} ({spec.hub_id}@{spec.revision}) is not in the local Hugging Face cache and "
+                "HF_HUB_OFFLINE=1: download it once where the hub can be reached (e.g. make chapter ... "
+                "HF_HUB_OFFLINE=0), or register a local folder (source: {type: local, path: ...})"
+            )
+        return None
+    try:
+        installed = importlib.metadata.version(src.package or "")
+    except importlib.metadata.PackageNotFoundError:
+        return str(_missing_package(spec, "not installed"))
+    if installed != src.version:
+        return str(_missing_package(spec, f"version {installed} is installed"))
+    return None
+
+
+def availability_problems(names: Sequence[str], extra: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
+    """:func:`availability_problem` of every registered model in ``names`` (unknown names are skipped: the
+    registry check reports them)."""
+    reg = registry(extra=extra)
+    return [p for n in names if n in reg and (p := availability_problem(reg[n])) is not None]
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "True")
+
+
+def _hub_snapshot(spec: ModelSpec) -> Path:
+    from huggingface_hub import snapshot_download
+
+    offline = _offline()
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
     if spec.trust_remote_code:
         patterns.append("*.py")

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from ...core.params import StageParams, param
 from ...data.corpora import CorpusError, config_path, list_corpora
+from ...models.loading import availability_problems
 from ...models.registry import RegistryError, registry
 
 
@@ -54,4 +55,4 @@ class Params(StageParams):
                 f"models: unknown model name(s) {', '.join(map(repr, bad))}. Valid models: {', '.join(known)} "
                 "(see config/models.yaml)"
             )
-        return problems
+        return problems + availability_problems(self.models)

@@ -8,6 +8,7 @@ from ...core.handoff import StageInput
 from ...core.params import StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
 from ...data.prompts import prompt_problem
+from ...models.loading import availability_problems
 from ...models.registry import DTYPES, unknown_models_problem
 
 CANDIDATE_KINDS = ("words", "vocab")
@@ -126,6 +127,8 @@ class Params(StageParams):
             )
             if problem:
                 problems.append(problem)
+            else:
+                problems += availability_problems(self.models, self.registry_files())
         problems += self._corpus_problems()
         if (p := prompt_problem(self.prompts)) is not None:
             problems.append(p)
