@@ -23,7 +23,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: all setup browser run chapter book test lint format bench toc clean distclean
+.PHONY: all setup browser run chapter book test lint format bench bench-gpu toc clean distclean
 
 all: setup browser run book ## main job: every chapter on the embedded default, then the book (checked)
 
@@ -46,9 +46,12 @@ browser: ## headless Chromium for the book check (Debian package)
 run: setup ## run all stages (PROFILE=default|tiny|full)
 	$(BIN)/python -m rmvalues run --profile $(PROFILE)
 
-chapter: setup ## run one stage: make chapter NAME=corpora PARAMS="key=value ..."
-	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<stage> [PARAMS=\"key=value ...\"]"; exit 2; }
-	$(BIN)/python -m rmvalues run $(NAME) --profile $(PROFILE) $(foreach p,$(PARAMS),-p '$(p)')
+# PARAMS and RUN travel through the environment, so values with spaces or quotes reach the runner intact
+# (PARAMS="families=[gemma, llama] note='a text'"); the runner splits and parses them.
+export PARAMS RUN
+chapter: setup ## run one stage: make chapter NAME=corpora [RUN=name] [PARAMS="key=value ..."]
+	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<stage> [RUN=<run name>] [PARAMS=\"key=value ...\"]"; exit 2; }
+	$(BIN)/python -m rmvalues run "$(NAME)" --profile $(PROFILE) $${RUN:+--run "$$RUN"} --params "$${PARAMS:-}"
 
 book: setup ## build the HTML book (warnings are errors), then check it (links, figures, Chromium)
 	$(BIN)/python -m rmvalues book
@@ -68,11 +71,14 @@ format: setup
 test: setup browser lint ## the test suite
 	$(BIN)/python -m pytest -q
 
-bench: setup ## performance benchmarks (side by side with the naive approach)
+bench: setup ## performance benchmarks on the CPU (side by side with the naive approach)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
-clean: ## remove build products (executed pages, book, results)
-	rm -rf _build book/generated results/*/
+bench-gpu: setup ## accelerator benchmarks (at most 8 minutes on one GPU): writes benchmarks/results/gpu-*.json
+	$(BIN)/python benchmarks/gpu.py --budget-s 480
+
+clean: ## remove build products (executed pages, book, results, named runs)
+	rm -rf _build book/generated results/*/ results/named_runs.yaml _toc.yml
 
 distclean: clean
 	rm -rf $(VENV)
