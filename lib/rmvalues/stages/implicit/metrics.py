@@ -60,12 +60,14 @@ def mwlr(logp: Any, logq: Any) -> Any:
 
 
 def _bytes_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet read backwards: character -> byte."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     return {v: k for k, v in bytes_to_unicode().items()}
 
 
 def _is_byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer is byte-level BPE (its decoder or pre-tokenizer is ``ByteLevel``)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return False
@@ -139,6 +141,7 @@ class VocabAlignment:
 
     @property
     def n_shared(self) -> int:
+        """Number of shared strings."""
         return len(self.strings)
 
     def summary(self) -> dict[str, Any]:

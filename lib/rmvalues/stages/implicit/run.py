@@ -285,6 +285,7 @@ def _word_table(setup: _Setup, lp: _LogProbs) -> pd.DataFrame:
 
 
 def _write(res: Results, record: RunRecord) -> None:
+    """Every output table through the record, then the manifest (with the engines' work and the losses)."""
     record.extra["engine"] = res.engine_stats
     record.extra["planted_losses"] = res.planted_losses
     record.write_parquet(res.word_logprobs, "word_logprobs.parquet")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["describe_anova", "describe_contrasts", "describe_recovery"]
+__all__ = ["describe_anova", "describe_contrasts", "describe_recovery", "summary"]
 
 
 def describe_recovery(recovery: pd.DataFrame) -> str:
@@ -51,3 +51,16 @@ def describe_anova(anova: pd.DataFrame) -> str:
                 bits.append(f"{name} F = {r['F'].iloc[0]:.2f}, p = {r['p'].iloc[0]:.3g}")
         out.append(f"{corpus}: " + "; ".join(bits))
     return ". ".join(out) + "."
+
+
+def summary(anova: pd.DataFrame, contrasts: pd.DataFrame, recovery: pd.DataFrame) -> str:
+    """Markdown bullets of the chapter's findings: the ANOVA's model terms, the word-pair contrast and the
+    metric that recovers the planted words (:func:`describe_anova`, :func:`describe_contrasts`,
+    :func:`describe_recovery`)."""
+    return "\n".join(
+        [
+            f"- **Models and categories** (ANOVA of the log-prob ranks): {describe_anova(anova)}",
+            f"- **Word-pair contrast**: {describe_contrasts(contrasts)}",
+            f"- **Planted words**: {describe_recovery(recovery)}",
+        ]
+    )
