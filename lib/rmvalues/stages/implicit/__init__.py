@@ -1,5 +1,14 @@
-"""(being converted)"""
+"""Chapter 3, implicit rewards: value biases in language-model log-probabilities (the paper's Sections 4-5).
 
+A log-probability ratio between two models is itself a reward model. The chapter computes such implicit
+rewards (:mod:`.metrics`: ``token_mwlr``, ``token_logratio``, ``word_mwlr``, ``word_logratio``; and the
+reference-free ``word_sum``, ``word_mean``), analyses them like reward-model scores (:mod:`.rewards`: median
+ranks, the 3-way ANOVA, top tokens, the word-pair contrast) and validates the metrics on planted words
+(:mod:`.validation`).
+"""
+
+from . import figures, text
 from .params import Params
+from .run import Results, run
 
-__all__ = ["Params"]
+__all__ = ["Params", "Results", "figures", "run", "text"]

@@ -1,0 +1,84 @@
+"""Figures of the implicit-rewards chapter (matplotlib; each function returns a closed figure to display)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_contrasts", "plot_median_ranks", "plot_recovery"]
+
+
+def plot_median_ranks(medians: pd.DataFrame, corpus: str, metric: str = "word_sum") -> Figure:
+    """Mean (± SE over prompts) of each category's median rank per model and framing (paper Fig. 2)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    df = medians[
+        (medians["corpus"] == corpus) & (medians["metric"] == metric) & (medians["analysis"] == "pooled")
+    ]
+    g = sns.catplot(
+        data=df,
+        x="category",
+        y="median_rank",
+        hue="model",
+        col="framing",
+        col_order=[f for f in ("positive", "negative") if f in set(df["framing"])],
+        kind="point",
+        errorbar="se",
+        dodge=0.3 if df["model"].nunique() > 1 else False,
+        height=3.2,
+        aspect=1.3 if df["category"].nunique() <= 2 else 1.9,
+    )
+    g.set_axis_labels("", "median rank (1 = most probable)")
+    for ax in g.axes.flat:
+        ax.invert_yaxis()
+        ax.tick_params(axis="x", rotation=30 if df["category"].nunique() > 2 else 0)
+    g.figure.suptitle(f"{corpus}: {metric}", y=1.03)
+    plt.close(g.figure)
+    return g.figure
+
+
+def plot_contrasts(contrasts: pd.DataFrame) -> Figure:
+    """Lollipop of the word-pair contrast (MWLR of word a minus word b) per pair and variant (Fig. 3)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
+
+    df = contrasts[contrasts["framing"] == "all"].copy()
+    df["label"] = df["pair"] + " | " + df["case"] + ", " + df["space"]
+
+    a, b = df["text_a"].iloc[0].strip().lower(), df["text_b"].iloc[0].strip().lower()
+    df = df.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(df) + 1.5))
+    y = np.arange(len(df))
+    ax.hlines(y, 0, df["difference"], color="0.6")
+    ax.scatter(df["difference"], y, color=np.where(df["difference"] > 0, "#0064E0", "#DB4437"), zorder=3)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, df["label"])
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%.1e"))
+    ax.tick_params(axis="x", rotation=30)
+    ax.set_xlabel(f"MWLR({a}) - MWLR({b}), mean over prompts")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def plot_recovery(recovery: pd.DataFrame) -> Figure:
+    """R-precision and AUC of each metric in recovering the planted words."""
+    import matplotlib.pyplot as plt
+
+    df = recovery.copy()
+    df["label"] = df["level"] + ": " + df["metric"]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 0.4 * len(df) + 1.2), sharey=True)
+    for ax, col in zip(axes, ("r_precision", "auc"), strict=True):
+        ax.barh(df["label"], df[col], color="#555")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(col.replace("_", "-"))
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
