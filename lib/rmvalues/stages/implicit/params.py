@@ -11,6 +11,7 @@ from ...core.params import StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem, list_corpora
 from ...data.prompts import FRAMINGS, framing_of, prompt_ids, prompt_problem
 from ...engine.inputs import PROMPT_FORMATS, PromptFormatError, resolve_prompt_format
+from ...models.loading import availability_problems
 from ...models.registry import ModelSpec, RegistryError, registry
 
 METRICS = ("token_mwlr", "token_logratio", "word_mwlr", "word_logratio", "word_sum", "word_mean")
@@ -125,6 +126,9 @@ class Params(StageParams):
         if len(self.contrast) != 2 or self.contrast[0] == self.contrast[1] or not all(self.contrast):
             problems.append(f"contrast={self.contrast!r}: give two different words, e.g. ['freedom', 'love']")
         problems += self._planted_problems(reg)
+        if not problems:
+            wanted = [*self.models, *([self.planted_model] if self.planted_model else [])]
+            problems += availability_problems(list(dict.fromkeys(wanted)), self.extra_registry)
         if self.device == "cuda":
             import torch
 
