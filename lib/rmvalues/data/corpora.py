@@ -593,6 +593,19 @@ def load_corpora(
     return pd.concat(frames, ignore_index=True)
 
 
+def entries_used(names: Iterable[str]) -> dict[str, Any]:
+    """The registry entries of the corpora ``names``, their files' checksums and the word list (for up-to-date
+    keys)."""
+    import dataclasses
+
+    reg = registry()
+    out: dict[str, Any] = {"wordlist": vars(wordlist_config())}
+    for n in names:
+        if n in reg:
+            out[n] = {**dataclasses.asdict(reg[n]), "sha256": reg[n].sha256()}
+    return out
+
+
 def scorable(corpus: pd.DataFrame) -> pd.DataFrame:
     """The rows that are scored (``status == "ok"``): one per (corpus, word, category, subcategory)."""
     return corpus[corpus["status"] == "ok"].reset_index(drop=True)

@@ -283,6 +283,16 @@ def get_spec(name: str | ModelSpec, extra: Extra = ()) -> ModelSpec:
     return reg[name]
 
 
+def entries_used(names: Sequence[str], extra: Extra = ()) -> dict[str, dict[str, Any]]:
+    """The registry entries of ``names`` as data (for up-to-date keys: a run depends on the entries of the
+    models it uses, not on the rest of the registry); unknown names are left out."""
+    reg = registry(extra=extra)
+    drop = {"notes", "registry_file"}
+    return {
+        n: {k: v for k, v in dataclasses.asdict(reg[n]).items() if k not in drop} for n in names if n in reg
+    }
+
+
 def names_of_kind(kind: str, extra: Extra = ()) -> list[str]:
     """Registered model names of one ``kind`` (``causal-lm`` or ``reward-model``), sorted."""
     return sorted(n for n, s in registry(extra=extra).items() if s.kind == kind)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ...core.params import StageParams, param
 from ...data.corpora import CorpusError, config_path, list_corpora
+from ...data.corpora import entries_used as corpora_entries
+from ...data.datasets import get as get_dataset
+from ...data.norms import NORMS_DATASET
 from ...models.loading import availability_problems
-from ...models.registry import RegistryError, registry
+from ...models.registry import RegistryError, entries_used, registry
 
 
 class Params(StageParams):
@@ -30,6 +33,14 @@ class Params(StageParams):
     wordlist_size: int = param(
         50000, help="size of the wordfreq list that wildcard stems are expanded against", ge=1
     )
+
+    def config_used(self) -> dict[str, Any]:
+        """The corpus entries, files and word list, the tokenizers' registry entries and the norms file."""
+        return {
+            "corpora": corpora_entries(self.corpora),
+            "models": entries_used(self.models),
+            "norms": get_dataset(NORMS_DATASET).sha256,
+        }
 
     def check(self) -> list[str]:
         problems = super().check()

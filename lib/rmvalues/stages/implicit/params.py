@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ...core.handoff import StageInput
 from ...core.params import StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem, list_corpora
-from ...data.prompts import FRAMINGS, framing_of, prompt_ids, prompt_problem
+from ...data.prompts import FRAMINGS, framing_of, prompt_ids, prompt_problem, prompts_checksum
 from ...engine.inputs import PROMPT_FORMATS, PromptFormatError, resolve_prompt_format
 from ...models.loading import availability_problems
-from ...models.registry import ModelSpec, RegistryError, registry
+from ...models.registry import ModelSpec, RegistryError, entries_used, registry
 
 METRICS = ("token_mwlr", "token_logratio", "word_mwlr", "word_logratio", "word_sum", "word_mean")
 PAIR_METRICS = ("token_mwlr", "token_logratio", "word_mwlr", "word_logratio")
@@ -102,6 +102,11 @@ class Params(StageParams):
 
     def reads(self) -> list[StageInput]:
         return [self.corpora_input()]
+
+    def config_used(self) -> dict[str, Any]:
+        """The registry entries of the models (and the planted model) and the prompts file."""
+        names = [*self.models, *([self.planted_model] if self.planted_model else [])]
+        return {"models": entries_used(names, self.extra_registry), "prompts": prompts_checksum()}
 
     def format_of(self, model: str) -> str:
         """The requested prompt format of ``model`` (before ``auto`` is resolved)."""

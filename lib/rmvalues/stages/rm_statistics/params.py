@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ...core.handoff import StageInput
 from ...core.params import StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
-from ...data.prompts import prompt_problem
-from ...data.scores import published_corpora, published_families
+from ...data.prompts import prompt_problem, prompts_checksum
+from ...data.scores import published_corpora, published_families, published_inputs, published_rm_table
 
 SCORE_CHOICES = ("published", "live", "both")
 #: The scoring stage's output the chapter analyses when ``scores`` is live or both.
@@ -50,6 +50,17 @@ class Params(StageParams):
             param="scoring_run",
             requires=(("corpora", tuple(self.corpora)),),
         )
+
+    def config_used(self) -> dict[str, Any]:
+        """The published RMs' mapping and score files (published scores) and the prompts file."""
+        if self.scores == "live":
+            return {"prompts": prompts_checksum()}
+        known = [c for c in self.corpora if c in published_corpora()]
+        return {
+            "published_rms": published_rm_table().to_dict("records"),
+            "files": published_inputs(known),
+            "prompts": prompts_checksum(),
+        }
 
     def reads(self) -> list[StageInput]:
         scoring = self.scoring_input()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ...core.handoff import StageInput
 from ...core.params import StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
-from ...data.prompts import prompt_problem
+from ...data.prompts import prompt_problem, prompts_checksum
 from ...models.loading import availability_problems
-from ...models.registry import DTYPES, unknown_models_problem
+from ...models.registry import DTYPES, entries_used, unknown_models_problem
 
 CANDIDATE_KINDS = ("words", "vocab")
 DTYPE_CHOICES = ("auto", *DTYPES)
@@ -95,6 +95,13 @@ class Params(StageParams):
         training = self.training_input()
         files = [str(training.folder(self.results_root) / TRAINING_REGISTRY)] if training is not None else []
         return [*files, *self.extra_registry]
+
+    def config_used(self) -> dict[str, Any]:
+        """The registry entries of the scored RMs (the training run's included) and the prompts file."""
+        from ...core import paths
+
+        files = [f for f in self.registry_files() if paths.resolve(f).is_file()]
+        return {"models": entries_used(self.models, files), "prompts": prompts_checksum()}
 
     def selected_prompts(self) -> list[str]:
         from ...data.prompts import select_prompts
