@@ -523,3 +523,34 @@ def test_a_registry_file_named_twice_is_read_once(tmp_path):
     extra.write_text(yaml.safe_dump({"models": {"copy-of-first": entry}}))
     merged = models.registry(extra=[extra, str(extra)])
     assert "copy-of-first" in merged and len(merged) == len(base) + 1
+
+
+LLAMA31_DATE = (
+    "{%- if not date_string is defined %}{%- if strftime_now is defined %}"
+    '{%- set date_string = strftime_now("%d %b %Y") %}{%- else %}{%- set date_string = "26 Jul 2024" %}'
+    "{%- endif %}{%- endif %}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if loop.first %}{{ 'Today Date: ' + date_string + '\\n' }}{% endif %}"
+    "{{ message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+)
+
+
+def test_a_template_that_reads_the_date_needs_a_pinned_date():
+    """Llama 3.1+ templates print today's date: a prompt would change with the day it is rendered."""
+    tok = tm.tiny_tokenizer("llama")
+    tok.chat_template = LLAMA31_DATE
+    with pytest.raises(
+        RegistryError, match=r"reads today's date \(strftime_now\).*template_date: 26 Jul 2024"
+    ):
+        models.configure_tokenizer(tok, _spec(chat_template="tokenizer", pad_token="<|endoftext|>"))
+    spec = _spec(chat_template="tokenizer", pad_token="<|endoftext|>", template_date="01 Jan 2025")
+    tok = models.configure_tokenizer(tok, spec)
+    models.configure_tokenizer(tok, spec)  # configuring twice pins once
+    text = models.render_chat(tok, [{"role": "user", "content": "Hi"}])
+    assert "Today Date: 01 Jan 2025" in text
+    assert tok.chat_template.count("rmvalues: pinned date") == 1
+    # a template calling strftime_now directly is pinned too
+    tok.chat_template = "{{ strftime_now('%Y-%m-%d') }}{{ messages[0]['content'] }}"
+    tok = models.configure_tokenizer(tok, spec)
+    assert models.render_chat(tok, [{"role": "user", "content": "Hi"}]) == "01 Jan 2025Hi"
+    assert all(s.template_date for n, s in models.registry().items() if "llama3.1" in n or "llama3.2" in n)

@@ -301,8 +301,19 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
+def pin_template_date(template: str, date: str) -> str:
+    """A chat template that prints ``date`` where it would print today's date: ``date_string`` is set (the
+    Llama 3.x templates print it) and ``strftime_now`` answers ``date`` whatever the format asked for."""
+    escaped = date.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        f'{{%- set date_string = "{escaped}" -%}}'
+        f'{{%- macro strftime_now(format) -%}}{escaped}{{%- endmacro -%}}' + template
+    )
+
+
 def configure_tokenizer(tokenizer: PreTrainedTokenizerBase, spec: str | ModelSpec) -> PreTrainedTokenizerBase:
-    """Apply the registry's chat template, pad-token rule and padding side to ``tokenizer`` (in place)."""
+    """Apply the registry's chat template (with a pinned date where the template reads today's date), pad-token
+    rule and padding side to ``tokenizer`` (in place)."""
     spec = get_spec(spec)
     where = f"model {spec.name!r}"
     if spec.chat_template == "none":
@@ -314,6 +325,15 @@ def configure_tokenizer(tokenizer: PreTrainedTokenizerBase, spec: str | ModelSpe
             f"{where}: chat_template is 'tokenizer' but the tokenizer has none; "
             f"valid values: {', '.join(CHAT_TEMPLATE_CHOICES)}"
         )
+    template = tokenizer.chat_template
+    if isinstance(template, str) and "strftime_now" in template and "rmvalues: pinned date" not in template:
+        if not spec.template_date:
+            raise RegistryError(
+                f"{where}: its chat template reads today's date (strftime_now), so a prompt would change with the "
+                "day it is rendered; pin the date in the registry entry, e.g. template_date: 26 Jul 2024 (the "
+                "Llama 3.1 template's own fallback)"
+            )
+        tokenizer.chat_template = "{#- rmvalues: pinned date -#}" + pin_template_date(template, spec.template_date)
 
     rule = spec.pad_token
     if rule == "keep":
@@ -454,6 +474,8 @@ def model_info(name: str | ModelSpec, dtype: str | None = None) -> dict[str, Any
         )
     if spec.score_readout:
         info["score_readout"] = spec.score_readout
+    if spec.template_date:
+        info["template_date"] = spec.template_date
     info["local_folder"] = str(ensure_local(spec))
     return info
 

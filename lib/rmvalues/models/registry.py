@@ -141,6 +141,7 @@ class ModelSpec:
     pad_token: str = "keep"
     padding_side: str = "right"
     score_readout: str | None = None
+    template_date: str | None = None  # the date a chat template that reads today's date prints, pinned
     notes: str = ""
     registry_file: str | None = field(default=None, compare=False)
 
@@ -212,7 +213,7 @@ def parse_entry(name: str, raw: Any, registry_file: str) -> ModelSpec:
         raise RegistryError(f"{where}: missing required field(s) {missing}")
     values = dict(raw)
     values["source"] = _parse_source(where, raw["source"])
-    for key in ("family", "architecture", "hub_id", "revision", "size", "pad_token", "notes"):
+    for key in ("family", "architecture", "hub_id", "revision", "size", "pad_token", "notes", "template_date"):
         if values.get(key) is not None:
             values[key] = str(values[key]).strip()
     spec = ModelSpec(name=name, registry_file=registry_file, **values)
