@@ -43,6 +43,7 @@ from .features import (
     pair_features,
     word_features_cached,
 )
+from .params import REGISTRY_FILE
 from .trainer import cell_data, on_gpu, tidy_history, train_reward_model, training_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,12 +52,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 CELL_MARKER = "cell.json"
-#: The trained RMs of a run, as an extra model-registry file.
-REGISTRY_FILE = "registry.yaml"
 
 __all__ = [
     "CELL_MARKER",
-    "REGISTRY_FILE",
     "CellPaths",
     "GridResult",
     "cell_key",

@@ -34,8 +34,8 @@ from ...models.registry import get_spec
 from . import analysis, paper
 from .config import GridSpec
 from .features import score_model_words
-from .grid import REGISTRY_FILE, run_grid
-from .params import Params
+from .grid import run_grid
+from .params import REGISTRY_FILE, Params
 
 __all__ = ["CONSISTENCY_TOLERANCE", "ConsistencyError", "Results", "run"]
 
@@ -97,10 +97,12 @@ class Results:
 
     @property
     def mover_balance(self) -> pd.DataFrame:
+        """How many top risers and fallers are Agency or Communion words (:func:`.analysis.mover_balance`)."""
         return analysis.mover_balance(self.movers)
 
     @property
     def timing_table(self) -> pd.DataFrame:
+        """Seconds per kind of work and base model (:func:`.analysis.timing_summary`)."""
         return analysis.timing_summary(self.timings, self.spec.models)
 
 
@@ -124,7 +126,7 @@ def _train(
     with record.timed("grid"):
         grid = run_grid(
             spec,
-            params.output_path(),
+            record.output_dir,
             labels,
             prompts,
             extra_registry=params.extra_registry,
