@@ -1,5 +1,7 @@
-"""(being converted)"""
+"""Chapter 4, training ablations: reward models from two base models on identical data."""
 
+from . import figures, text
 from .params import Params
+from .run import Results, run
 
-__all__ = ["Params"]
+__all__ = ["Params", "Results", "figures", "run", "text"]

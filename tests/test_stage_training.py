@@ -1,4 +1,6 @@
-"""Training ablations on tiny random models: determinism, pad handling, subsampling, resume, bad input."""
+"""Training ablations (``rmvalues.stages.training``) on tiny random models: determinism, pad handling,
+subsampling, resume, bad input, the chapter's analyses and its run. Hermetic: extra model registries are passed
+explicitly and the words come from the ``corpora_results`` fixture."""
 
 from __future__ import annotations
 
@@ -19,8 +21,15 @@ from tinymodels import (
     write_registry,
 )
 
-from rmvalues import preferences as prefs
-from rmvalues import training as tr
+from rmvalues.core.errors import ParameterError
+from rmvalues.data import preferences as prefs
+from rmvalues.data.corpora import corpora_input, read_corpora_table
+from rmvalues.data.prompts import prompt_table
+from rmvalues.data.scores import SCORE_COLUMNS, labels_of
+from rmvalues.engine import RewardScorer
+from rmvalues.models import get_spec, load_reward_model, load_sequence_classifier
+from rmvalues.stages import training
+from rmvalues.stages.training import analysis, artifacts, config, features, grid, paper, trainer
 
 # -- helpers ----------------------------------------------------------------------------------------------
 
@@ -41,7 +50,7 @@ def _pairs(n: int = 40) -> pd.DataFrame:
     return prefs.pairs_from_records(pd.DataFrame(_records(n)), "messages", "test data")
 
 
-def _settings(**kw) -> tr.TrainSettings:
+def _settings(**kw) -> config.TrainSettings:
     base = dict(
         method="head",
         learning_rate=1e-2,
@@ -53,7 +62,7 @@ def _settings(**kw) -> tr.TrainSettings:
         checkpoint_every=2,
         feature_cache=False,
     )
-    return tr.make_settings({**base, **kw})
+    return config.make_settings({**base, **kw})
 
 
 def _data(n_train: int = 8, n_eval: int = 4):
@@ -61,7 +70,7 @@ def _data(n_train: int = 8, n_eval: int = 4):
     sel = prefs.select_pairs(
         _pairs(), {"tiny": tok}, n_eval=n_eval, n_train=n_train, max_length=200, source="t"
     )
-    return tok, tr.cell_data(sel, "tiny", n_train)
+    return tok, trainer.cell_data(sel, "tiny", n_train)
 
 
 def _fresh_model(tok, family: str = "llama"):
@@ -189,11 +198,11 @@ def test_quantity_larger_than_the_data_is_a_clear_error():
 
 
 def test_repository_config_and_grids_are_valid():
-    cfg = tr.load_config()
+    cfg = config.load_config()
     assert {"default", "tiny", "full"} <= set(cfg.grids)
-    default = tr.grid_spec("default", config=cfg)
+    default = config.grid_spec("default", config=cfg)
     assert len(default.models) >= 2 and len(default.quantities) >= 2 and len(default.seeds) >= 3
-    full = tr.grid_spec("full", config=cfg)
+    full = config.grid_spec("full", config=cfg)
     s = full.settings
     assert (s.method, s.lora_r, s.lora_alpha, s.lora_dropout) == ("lora", 32, 64, 0.05)
     assert set(s.lora_target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
@@ -224,24 +233,26 @@ def test_repository_config_and_grids_are_valid():
         ({"sources": ["wiki"]}, r"unknown source\(s\) \['wiki'\]; sources: hh"),
         ({"prompts": ["greatest_thing"]}, r"unknown prompt id"),
         ({"corpus": "nope"}, r"unknown corpus 'nope'"),
-        ({"epochs": 3}, r"unknown parameter\(s\) \['epochs'\]"),
+        ({"epochs": 3}, r"unknown parameter 'epochs'; valid parameters of the training stage"),
         ({"settings": {"batch_size": 10, "per_device_batch_size": 4}}, r"multiple of per_device_batch_size"),
     ],
 )
 def test_check_parameters_rejects_bad_input(params, message):
-    with pytest.raises(ValueError, match=message):
-        tr.check_parameters(params)
+    with pytest.raises(ParameterError, match=message):
+        training.Params.build(params)
 
 
 def test_check_parameters_accepts_the_defaults_and_the_full_grid_with_the_paper_models():
-    tr.check_parameters(dict(tr.DEFAULT_PARAMETERS))
+    training.Params.build()
     with pytest.raises(
-        ValueError, match=r"unknown base model\(s\) \['gemma-2-2b-it', 'llama-3.2-3b-instruct'\]"
+        ParameterError, match=r"unknown base model\(s\) \['gemma-2-2b-it', 'llama-3.2-3b-instruct'\]"
     ):
-        tr.check_parameters({"grid": "full"})
-    tr.check_parameters({"grid": "full", "extra_registry": ["config/paper_models.yaml"]})
-    with pytest.raises(ValueError, match=r"extra_registry: registry file\(s\) \['nope.yaml'\] do not exist"):
-        tr.check_parameters({"extra_registry": ["nope.yaml"]})
+        training.Params.build(grid="full")
+    training.Params.build(grid="full", extra_registry=["config/paper_models.yaml"])
+    with pytest.raises(
+        ParameterError, match=r"extra_registry: registry file\(s\) \['nope.yaml'\] do not exist"
+    ):
+        training.Params.build(extra_registry=["nope.yaml"])
 
 
 # -- pad handling -------------------------------------------------------------------------------------------
@@ -250,8 +261,8 @@ def test_check_parameters_accepts_the_defaults_and_the_full_grid_with_the_paper_
 def test_pad_equal_to_eos_is_refused():
     tok = tiny_tokenizer("llama")
     tok.pad_token = tok.eos_token
-    with pytest.raises(tr.TrainingConfigError, match=r"pad token '<\|im_end\|>' is the EOS token"):
-        tr.check_pad_token(tok, "tiny")
+    with pytest.raises(config.TrainingConfigError, match=r"pad token '<\|im_end\|>' is the EOS token"):
+        trainer.check_pad_token(tok, "tiny")
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma"])
@@ -273,10 +284,8 @@ def test_chosen_and_rejected_are_read_at_their_own_last_token(family):
     seqs = [c for c, _ in pairs] + [r for _, r in pairs]
     alone = _rewards(model, seqs, tok.pad_token_id)
     np.testing.assert_allclose(batched, alone, atol=1e-5)
-    feats = tr.sequence_features(model, seqs, batch_size=4, pad_id=tok.pad_token_id)
-    np.testing.assert_allclose(
-        feats.numpy() @ model.score.weight.detach().numpy().T, alone[:, None], atol=1e-5
-    )
+    feats = RewardScorer(model, tok).last_hidden(seqs, batch_size=4)
+    np.testing.assert_allclose(feats @ model.score.weight.detach().numpy().T, alone[:, None], atol=1e-5)
     # with pad = eos the last real token of a ChatML sequence (eos then newline) would not be found the same way
     if family == "llama":
         model.config.pad_token_id = tok.eos_token_id
@@ -294,7 +303,7 @@ def test_same_seed_gives_identical_rewards_and_other_seeds_differ(tmp_path):
     runs = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         model = _fresh_model(tok)
-        out = tr.train_reward_model(model, tok, data, _settings(epochs=1), seed, tmp_path / name)
+        out = trainer.train_reward_model(model, tok, data, _settings(epochs=1), seed, tmp_path / name)
         runs[name] = _rewards(out.model, probe, tok.pad_token_id)
         assert out.n_train_used == len(data.train) and out.n_eval_used == len(data.eval)
     np.testing.assert_array_equal(runs["a"], runs["b"])
@@ -303,7 +312,7 @@ def test_same_seed_gives_identical_rewards_and_other_seeds_differ(tmp_path):
 
 def test_head_on_cached_features_equals_head_on_the_full_model(tmp_path):
     tok, data = _data()
-    full = tr.train_reward_model(_fresh_model(tok), tok, data, _settings(), 3, tmp_path / "full")
+    full = trainer.train_reward_model(_fresh_model(tok), tok, data, _settings(), 3, tmp_path / "full")
     model = _fresh_model(tok)
     seqs = (
         [c for c, _ in data.train]
@@ -311,16 +320,16 @@ def test_head_on_cached_features_equals_head_on_the_full_model(tmp_path):
         + [c for c, _ in data.eval]
         + [r for _, r in data.eval]
     )
-    f = tr.sequence_features(model, seqs, batch_size=3, pad_id=tok.pad_token_id)
+    f = torch.from_numpy(RewardScorer(model, tok).last_hidden(seqs, batch_size=3))
     n, m = len(data.train), len(data.eval)
     feats = {"train": (f[:n], f[n : 2 * n]), "eval": (f[2 * n : 2 * n + m], f[2 * n + m :])}
-    cached = tr.train_reward_model(
+    cached = trainer.train_reward_model(
         model, tok, data, _settings(feature_cache=True), 3, tmp_path / "cached", feats
     )
     assert sorted(full.heads) == sorted(cached.heads) == [0, 2, 4]
     for step in full.heads:
         np.testing.assert_allclose(full.heads[step], cached.heads[step], atol=1e-6)
-    a, b = tr.tidy_history(full.log_history), tr.tidy_history(cached.log_history)
+    a, b = trainer.tidy_history(full.log_history), trainer.tidy_history(cached.log_history)
     assert list(a["step"]) == list(b["step"]) and a["split"].tolist().count("eval") == 3  # steps 0, 2, 4
     np.testing.assert_allclose(a["loss"], b["loss"], atol=1e-5)
     assert a.loc[a["split"] == "eval", "step"].tolist() == [0, 2, 4]
@@ -333,30 +342,30 @@ def test_lora_trains_adapter_and_head_and_saves_a_loadable_merged_rm(tmp_path):
     model = _fresh_model(tok)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     s = _settings(method="lora", learning_rate=5e-3, lora_r=4, lora_alpha=8)
-    out = tr.train_reward_model(model, tok, data, s, 0, tmp_path / "cell")
+    out = trainer.train_reward_model(model, tok, data, s, 0, tmp_path / "cell")
     trainable = [n for n, p in out.model.named_parameters() if p.requires_grad]
     assert any("lora_A" in n for n in trainable) and any("score" in n for n in trainable)
     assert not any("embed_tokens" in n for n in trainable)
     assert sorted(out.checkpoints) == [0, 2, 4]
-    folder = tr.save_full_rm(out.model, tok, tmp_path / "rm")
+    folder = artifacts.save_full_rm(out.model, tok, tmp_path / "rm")
     loaded = AutoModelForSequenceClassification.from_pretrained(folder)
     probe = [c for c, _ in data.eval]
     np.testing.assert_allclose(_rewards(loaded, probe, 0), _rewards(out.model, probe, 0), atol=1e-5)
     assert not torch.equal(loaded.state_dict()["score.weight"], before["score.weight"])
 
 
-def test_head_rm_folder_shares_the_base_weights_and_loads(tmp_path, monkeypatch):
+def test_head_rm_folder_shares_the_base_weights_and_loads(tmp_path):
     import os
 
     from transformers import AutoModelForSequenceClassification
 
     base = save_tiny_model(tmp_path / "tiny-base", "llama")
     reg = write_registry(tmp_path / "models.yaml", {"tiny-base": registry_entry(base, "llama")})
-    monkeypatch.setenv("RMVALUES_MODEL_REGISTRY", str(reg))
-    tok = tr.training_tokenizer("tiny-base")
-    model = tr.load_classifier("tiny-base", tok)
+    spec = get_spec("tiny-base", extra=[reg])
+    tok = trainer.training_tokenizer(spec)
+    model = load_sequence_classifier(spec, tok)
     w = np.linspace(-1, 1, model.config.hidden_size).astype(np.float32)
-    folder = tr.save_head_rm("tiny-base", model, w, tok, tmp_path / "rm")
+    folder = artifacts.save_head_rm(spec, model, w, tok, tmp_path / "rm")
     assert os.path.samefile(folder / "base.safetensors", base / "model.safetensors")
     loaded = AutoModelForSequenceClassification.from_pretrained(folder)
     assert type(loaded).__name__ == "LlamaForSequenceClassification"
@@ -370,11 +379,18 @@ def test_head_rm_folder_shares_the_base_weights_and_loads(tmp_path, monkeypatch)
 # -- the grid: resume and registry --------------------------------------------------------------------------
 
 
+def _words(results_root, corpus: str = "big2_nouns") -> pd.DataFrame:
+    """The labels of ``corpus`` from the corpora run ``default`` under ``results_root`` (verified hand-off)."""
+    table, _ = read_corpora_table(corpora_input("default"), results_root, [corpus])
+    return labels_of(table, [corpus])
+
+
 @pytest.fixture
-def tiny_grid(tmp_path, monkeypatch, shared_mirror):
+def tiny_grid(tmp_path, corpora_results):
+    """A training configuration with grid ``g`` on a registered tiny llama (the registry passed explicitly), and
+    the keyword arguments of :func:`run_grid` for it (the words of big2_nouns, one prompt)."""
     base = save_tiny_model(tmp_path / "tiny-llama", "llama")
     reg = write_registry(tmp_path / "models.yaml", {"tiny-llama": registry_entry(base, "llama")})
-    monkeypatch.setenv("RMVALUES_MODEL_REGISTRY", str(reg))
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in _records(40)), encoding="utf-8")
     cfg = {
@@ -401,23 +417,28 @@ def tiny_grid(tmp_path, monkeypatch, shared_mirror):
     }
     file = tmp_path / "training.yaml"
     file.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return tr.load_config(file), tmp_path
+    cfg = config.load_config(file)
+    kw = dict(
+        labels=_words(corpora_results),
+        prompts=prompt_table(["greatest_ever_one"]),
+        extra_registry=[reg],
+        config=cfg,
+        progress=False,
+    )
+    return cfg, tmp_path, kw
 
 
 def test_grid_trains_registers_and_resumes_only_unfinished_cells(tiny_grid):
-    from rmvalues import models
-
-    cfg, tmp = tiny_grid
-    spec = tr.grid_spec("g", config=cfg)
+    cfg, tmp, kw = tiny_grid
+    spec = config.grid_spec("g", config=cfg)
     out = tmp / "run"
-    kw = dict(prompts=["greatest_ever_one"], results_root=tmp / "results", config=cfg, progress=False)
-    first = tr.run_grid(spec, out, **kw)
+    first = grid.run_grid(spec, out, **kw)
     assert first.cells["status"].tolist() == ["trained now", "trained now"]
     assert first.cells["n_train_used"].tolist() == [8, 8] and first.cells["steps"].tolist() == [2, 2]
     names = first.cells["cell"].tolist()
     assert names == ["tiny-llama-toy-head-n8-s0", "tiny-llama-toy-head-n8-s1"]
     # registered: loadable by name through the registry file
-    spec0 = models.get_spec(names[0], extra=[first.registry])
+    spec0 = get_spec(names[0], extra=[first.registry])
     assert spec0.kind == "reward-model" and spec0.architecture == "LlamaForSequenceClassification"
     # trajectories: every checkpoint (0, 1, 2) of every cell scored on the corpus words
     traj = first.trajectories
@@ -426,7 +447,7 @@ def test_grid_trains_registers_and_resumes_only_unfinished_cells(tiny_grid):
     # interrupt the second cell: its marker is gone; the first must not be retrained
     marker0 = (out / "cells" / names[0] / "cell.json").stat().st_mtime_ns
     (out / "cells" / names[1] / "cell.json").unlink()
-    again = tr.run_grid(spec, out, **kw)
+    again = grid.run_grid(spec, out, **kw)
     assert again.cells["status"].tolist() == ["reused", "trained now"]
     assert (out / "cells" / names[0] / "cell.json").stat().st_mtime_ns == marker0
     pd.testing.assert_frame_equal(
@@ -438,30 +459,25 @@ def test_grid_trains_registers_and_resumes_only_unfinished_cells(tiny_grid):
         ),
     )
     # a changed setting retrains
-    spec2 = tr.grid_spec("g", {"seeds": [0], "settings": {"learning_rate": 2e-2}}, config=cfg)
-    third = tr.run_grid(spec2, out, **kw)
+    spec2 = config.grid_spec("g", {"seeds": [0], "settings": {"learning_rate": 2e-2}}, config=cfg)
+    third = grid.run_grid(spec2, out, **kw)
     assert third.cells["status"].tolist() == ["trained now"]
 
 
 def test_lora_grid_scores_every_saved_checkpoint(tiny_grid):
-    from rmvalues import models, scores
-
-    cfg, tmp = tiny_grid
+    cfg, tmp, kw = tiny_grid
     settings = {"method": "lora", "lora_r": 4, "lora_alpha": 8, "learning_rate": 5e-3}
-    spec = tr.grid_spec("g", {"seeds": [0], "settings": settings}, config=cfg)
-    out = tr.run_grid(
-        spec, tmp / "lora", prompts=["greatest_ever_one"], results_root=tmp / "r", config=cfg, progress=False
-    )
+    spec = config.grid_spec("g", {"seeds": [0], "settings": settings}, config=cfg)
+    out = grid.run_grid(spec, tmp / "lora", **kw)
     traj = out.trajectories
     assert sorted(traj["step"].unique()) == [0, 1, 2]
     # the registered (merged) RM scores exactly like the last checkpoint
-    spec0 = models.get_spec(out.cells["cell"].iloc[0], extra=[out.registry])
-    from rmvalues.scoring import load_reward_model
-
+    spec0 = get_spec(out.cells["cell"].iloc[0], extra=[out.registry])
     model, tok, _ = load_reward_model(spec0)
-    prompt = scores.load_prompts().set_index("prompt_id").loc[["greatest_ever_one"]].reset_index()
     words = sorted(traj["word"].unique())
-    live = tr.score_model_words(model, tok, prompt, words)["greatest_ever_one"]
+    live = features.score_model_words(model, tok, prompt_table(["greatest_ever_one"]), words)[
+        "greatest_ever_one"
+    ]
     last = traj[traj["step"] == 2].drop_duplicates("word").set_index("word").loc[words, "score"].to_numpy()
     np.testing.assert_allclose(live, last, atol=1e-4)
     first = traj[traj["step"] == 0].drop_duplicates("word").set_index("word").loc[words, "score"].to_numpy()
@@ -469,11 +485,86 @@ def test_lora_grid_scores_every_saved_checkpoint(tiny_grid):
 
 
 def test_grid_refuses_bad_data_before_training(tiny_grid):
-    cfg, tmp = tiny_grid
-    spec = tr.grid_spec("g", {"quantities": [500]}, config=cfg)
+    cfg, tmp, kw = tiny_grid
+    spec = config.grid_spec("g", {"quantities": [500]}, config=cfg)
     with pytest.raises(prefs.PreferenceDataError, match=r"lower the quantities"):
-        tr.run_grid(spec, tmp / "run", prompts=["greatest_ever_one"], config=cfg, progress=False)
+        grid.run_grid(spec, tmp / "run", **kw)
     assert not (tmp / "run" / "cells").exists()
+
+
+# -- the chapter's run -------------------------------------------------------------------------------------
+
+
+def _run_params(tmp_path, corpora_results, **kw) -> training.Params:
+    """Grid ``tiny`` on a registered tiny llama (registry passed explicitly) with a results root of its own
+    that holds the corpora run ``default``."""
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(corpora_results / "corpora", root / "corpora")
+    base = save_tiny_model(tmp_path / "tiny-llama", "llama")
+    reg = write_registry(tmp_path / "models.yaml", {"tiny-llama": registry_entry(base, "llama")})
+    values = dict(
+        grid="tiny",
+        models=["tiny-llama"],
+        extra_registry=[str(reg)],
+        quantities=[8],
+        settings={"max_length": 256, "eval_pairs": 4},
+        prompts=["best_ever_one", "worst_ever_one"],
+        results_root=str(root),
+    )
+    return training.Params.build({**values, **kw})
+
+
+def test_run_writes_every_output_and_hands_off_the_registry(tmp_path, corpora_results):
+    from rmvalues.core.handoff import StageInput, verify
+    from rmvalues.core.manifest import read_manifest
+
+    params = _run_params(tmp_path, corpora_results)
+    res = training.run(params)
+    out = params.output_path()
+    manifest = read_manifest(out)
+    expected = {
+        "cells",
+        "data",
+        "history",
+        "trajectories",
+        "category_trajectories",
+        "seed_summary",
+        "gaps",
+        "word_movers",
+        "paper_training_gaps",
+        "paper_vs_ours",
+    }
+    assert set(manifest["outputs"]) == {f"{n}.parquet" for n in expected} | {"registry.yaml"}
+    assert res.comparison is None  # one base model
+    # the scoring stage reads the registry through a verified hand-off and finds the trained RM by name
+    inp = StageInput("training", params.run_name, ("registry.yaml",))
+    assert verify(inp, params.results_root) == {
+        "training/default/registry.yaml": manifest["outputs"]["registry.yaml"]
+    }
+    name = "tiny-llama-hh-head-n8-s0"
+    assert res.cells["cell"].tolist() == [name] and res.registry == out / "registry.yaml"
+    assert get_spec(name, extra=[res.registry]).kind == "reward-model"
+    # the words are the corpora run's, the prompts in the design's order; the RM loaded by name agrees
+    assert manifest["inputs"]["corpora/default/corpora.parquet"]
+    assert res.words_origin == "corpora/default/corpora.parquet" and res.n_words > 200
+    assert res.consistency["rm"] == name and res.consistency["prompt_id"] == "best_ever_one"
+    assert res.consistency["max_abs_difference"] < 1e-4
+    assert sorted(manifest["seeds"]) == ["data_seed", name]
+    assert {"grid: data", "grid: load tiny-llama", f"grid: train {name}"} <= set(manifest["timings_s"])
+    assert set(res.timing_table["work"]) >= {"data", "load base model", "word features", "train"}
+
+
+def test_run_without_the_corpora_run_is_a_missing_input(tmp_path, corpora_results):
+    from rmvalues.core.errors import MissingInputError
+
+    params = _run_params(tmp_path, corpora_results, corpora_run="other")
+    with pytest.raises(
+        MissingInputError, match=r"corpora/other: manifest.json does not exist.*run stage 'corpora'"
+    ):
+        training.run(params)
+    assert not (params.output_path() / "cells").exists()
 
 
 # -- analysis -------------------------------------------------------------------------------------------------
@@ -481,8 +572,6 @@ def test_grid_refuses_bad_data_before_training(tiny_grid):
 
 def _toy_trajectories() -> pd.DataFrame:
     """Two cells of one base, 4 words (2 per category), one prompt, steps 0 and 1."""
-    from rmvalues.scores import SCORE_COLUMNS
-
     rows = []
     scores = {  # seed -> step -> word -> score
         0: {0: {"a1": 4, "a2": 3, "c1": 2, "c2": 1}, 1: {"a1": 1, "a2": 2, "c1": 3, "c2": 4}},
@@ -521,16 +610,16 @@ def _toy_trajectories() -> pd.DataFrame:
 
 def test_category_trajectories_gaps_and_seed_summary_by_hand():
     traj = _toy_trajectories()
-    cats = tr.category_trajectories(traj)
+    cats = analysis.category_trajectories(traj)
     got = cats.set_index(["seed", "step", "category"])["median_rank"]
     # seed 0, step 0: ranks a1=1, a2=2, c1=3, c2=4 -> Agency 1.5, Communion 3.5; step 1 reversed
     assert got[(0, 0, "Agency")] == 1.5 and got[(0, 0, "Communion")] == 3.5
     assert got[(0, 1, "Agency")] == 3.5 and got[(0, 1, "Communion")] == 1.5
     # seed 1, step 0: a1=1, c1=2, c2=3, a2=4 -> Agency 2.5, Communion 2.5
     assert got[(1, 0, "Agency")] == 2.5 and got[(1, 0, "Communion")] == 2.5
-    gaps = tr.category_gaps(cats).set_index(["seed", "step"])["gap"]
+    gaps = analysis.category_gaps(cats).set_index(["seed", "step"])["gap"]
     assert gaps[(0, 0)] == -2.0 and gaps[(0, 1)] == 2.0 and gaps[(1, 0)] == 0.0 and gaps[(1, 1)] == -2.0
-    summ = tr.seed_summary(cats).set_index(["step", "category"])
+    summ = analysis.seed_summary(cats).set_index(["step", "category"])
     row = summ.loc[(0, "Agency")]
     assert row["mean"] == 2.0 and row["n_seeds"] == 2
     # t interval with 1 degree of freedom: mean +- 12.706 * sd / sqrt(2), sd = 0.7071
@@ -541,7 +630,7 @@ def test_category_trajectories_gaps_and_seed_summary_by_hand():
 
 
 def test_word_movers_rank_changes_by_hand():
-    movers = tr.word_movers(_toy_trajectories(), top=1)
+    movers = analysis.word_movers(_toy_trajectories(), top=1)
     rose = movers[movers["direction"] == "rose"].iloc[0]
     fell = movers[movers["direction"] == "fell"].iloc[0]
     # seed 0: c2 4->1 (-3), a1 1->4 (+3); seed 1: c2 3->4 (+1), a2 4->2 (-2), a1 1->1, c1 2->3 (+1)
@@ -551,13 +640,13 @@ def test_word_movers_rank_changes_by_hand():
 
 
 def test_paper_training_results(shared_mirror):
-    results, files = tr.load_paper_training_results()
+    results, files = paper.load_paper_training_results()
     info = files.set_index("dataset")
     assert info.loc["uf_13", "identical_to"] == "uf_27" and info.loc["uf_27", "identical_to"] == "uf_13"
     assert info.loc["uf_100", "duplicate_rows_dropped"] > 0
     assert set(results["category"]) == {"Agency", "Communion"}
     assert "unknown" not in set(results["base_model"])
-    gaps = tr.paper_gaps(results)
+    gaps = paper.paper_gaps(results)
     sky = gaps[(gaps["dataset"] == "sky_80k") & (gaps["base_model"] == "Gemma")].sort_values("checkpoint")
     assert sky["gap"].iloc[0] == 789.5 - 644.0 and sky["is_first"].iloc[0] and sky["is_last"].iloc[-1]
 
@@ -571,7 +660,7 @@ def test_timing_summary_groups_by_work_and_model():
         "train m-a-x-head-n8-s1": 2.5,
         "train m-x-head-n8-s0": 4.0,
     }
-    got = tr.timing_summary(t, ["m", "m-a"]).set_index(["work", "model"])
+    got = analysis.timing_summary(t, ["m", "m-a"]).set_index(["work", "model"])
     assert got.loc[("train", "m-a"), "seconds"] == 4.0 and got.loc[("train", "m-a"), "n"] == 2
     assert got.loc[("train", "m"), "seconds"] == 4.0
     assert (

@@ -1,0 +1,275 @@
+"""Trajectories of the trained RMs: the long scores table per checkpoint, category median ranks (paper Fig. 4),
+their mean across seeds with t intervals (the paper had one seed), the Agency - Communion gap, the comparison
+of base models, and the words that rose or fell most (paper Fig. 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ...data.prompts import framing_of
+from ...data.scores import SCORE_COLUMNS, conform
+from .config import Cell
+
+__all__ = [
+    "category_gaps",
+    "category_trajectories",
+    "compare_bases",
+    "mover_balance",
+    "per_cell_category",
+    "seed_summary",
+    "timing_summary",
+    "trajectory_table",
+    "word_movers",
+]
+
+#: Columns that identify a checkpoint of a cell in the trajectory tables.
+META = ["cell", "base_model", "data", "method", "quantity", "seed", "step"]
+
+
+def trajectory_table(
+    cell: Cell,
+    family: str,
+    steps: Sequence[int],
+    rewards: Mapping[str, np.ndarray],
+    words: Sequence[str],
+    labels: pd.DataFrame,
+    n_tokens: Mapping[str, Sequence[int]] | None = None,
+) -> pd.DataFrame:
+    """Long scores table (:data:`rmvalues.data.scores.SCORE_COLUMNS` + ``cell, base_model, data, method,
+    quantity, seed, step``) from ``rewards[prompt]`` of shape ``(n_words, n_steps)``. ``model`` is
+    ``<cell>@<step>``."""
+    frames = []
+    for pid, r in rewards.items():
+        r = np.asarray(r, dtype=np.float64).reshape(len(words), len(steps))
+        for j, step in enumerate(steps):
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "word": list(words),
+                        "prompt_id": pid,
+                        "step": int(step),
+                        "score": r[:, j],
+                        "n_tokens": list(n_tokens[pid]) if n_tokens else [pd.NA] * len(words),
+                    }
+                )
+            )
+    df = pd.concat(frames, ignore_index=True)
+    df = df.merge(labels[["corpus", "word", "category", "subcategory"]], on="word", how="inner")
+    df["model"] = cell.name + "@" + df["step"].astype(str)
+    df["revision"] = None
+    df["family"] = family
+    df["source"] = "live"
+    df["framing"] = df["prompt_id"].map(framing_of)
+    out = conform(df)
+    for key, value in (
+        ("cell", cell.name),
+        ("base_model", cell.model),
+        ("data", cell.source),
+        ("method", cell.method),
+        ("quantity", cell.quantity),
+        ("seed", cell.seed),
+    ):
+        out[key] = value
+    out["step"] = df["step"].to_numpy()
+    return out
+
+
+def category_trajectories(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """Median rank of each category per cell, checkpoint and prompt (the paper's Fig. 4 unit), through
+    :func:`rmvalues.stats.rank_scores` and :func:`rmvalues.stats.median_ranks` (rank 1 = the highest reward;
+    every checkpoint ranks the words anew). Returns ``cell, base_model, data, method, quantity, seed, family,
+    step, prompt_id, framing, category, median_rank, n_words``."""
+    from ...stats import median_ranks, rank_scores
+
+    ranked = rank_scores(trajectories[list(SCORE_COLUMNS)])
+    med = median_ranks(ranked, split=False)
+    meta = trajectories[["model", *META]].drop_duplicates("model")
+    out = med.merge(meta, on="model", how="left")
+    cols = [*META[:-1], "family", "step", "prompt_id", "framing", "category", "median_rank", "n_words"]
+    return out[cols].sort_values(["cell", "step", "prompt_id", "category"]).reset_index(drop=True)
+
+
+def per_cell_category(cat: pd.DataFrame) -> pd.DataFrame:
+    """Median ranks averaged over the prompts of each framing: one value per cell, step, framing, category."""
+    keys = [
+        "cell",
+        "base_model",
+        "family",
+        "data",
+        "method",
+        "quantity",
+        "seed",
+        "step",
+        "framing",
+        "category",
+    ]
+    return cat.groupby(keys, sort=True, observed=True)["median_rank"].mean().reset_index()
+
+
+def seed_summary(cat: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Across seeds: mean median rank per base model, data, quantity, step, framing and category, with sd
+    and a t confidence interval (``n_seeds`` values each; :func:`rmvalues.stats.mean_ci`)."""
+    from ...stats import mean_ci
+
+    per_cell = per_cell_category(cat)
+    keys = ["base_model", "family", "data", "method", "quantity", "step", "framing", "category"]
+    rows = []
+    for key, g in per_cell.groupby(keys, sort=True, observed=True):
+        mean, sd, lo, hi, n = mean_ci(g["median_rank"], confidence)
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "mean": mean,
+                "sd": sd,
+                "ci_low": lo,
+                "ci_high": hi,
+                "n_seeds": n,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def category_gaps(cat: pd.DataFrame, first: str = "Agency", second: str = "Communion") -> pd.DataFrame:
+    """Per cell, step and framing: ``gap = median rank(first) - median rank(second)`` (averaged over prompts).
+
+    Positive: the ``second`` category's words get more reward (lower ranks) than the ``first``'s. A corpus
+    without both categories is a ``ValueError``.
+    """
+    per_cell = per_cell_category(cat)
+    have = set(per_cell["category"])
+    if not {first, second} <= have:
+        raise ValueError(
+            f"categories {first!r} and {second!r} are needed for a gap; the corpus has {sorted(have)}"
+        )
+    keys = ["cell", "base_model", "family", "data", "method", "quantity", "seed", "step", "framing"]
+    wide = per_cell.pivot_table(
+        index=keys, columns="category", values="median_rank", observed=True
+    ).reset_index()
+    wide["gap"] = wide[first] - wide[second]
+    return wide[[*keys, "gap"]]
+
+
+def compare_bases(gaps: pd.DataFrame, n_permutations: int = 9999, seed: int = 0) -> pd.DataFrame:
+    """Between every two base models, per data, quantity and framing, at the first and last checkpoint: the
+    difference of mean gaps across seeds, Welch's t confidence interval, a permutation Welch test and Cohen's d
+    (:func:`rmvalues.stats.permutation_welch`, :func:`rmvalues.stats.cohens_d`). With 3 seeds per base the
+    exact permutation test cannot go below p = 0.1: the seeds show spread, not significance."""
+    rows = []
+    for (data, quantity, framing), g in gaps.groupby(["data", "quantity", "framing"], sort=True):
+        bases = sorted(g["base_model"].unique())
+        for i, a in enumerate(bases):
+            for b in bases[i + 1 :]:
+                for when in ("first", "last"):
+                    row = {"data": data, "quantity": quantity, "framing": framing, "checkpoint": when}
+                    rows.append(
+                        row
+                        | _compare_two(a, _gaps_at(g, a, when), b, _gaps_at(g, b, when), n_permutations, seed)
+                    )
+    return pd.DataFrame(rows)
+
+
+def _compare_two(
+    a: str, x: np.ndarray, b: str, y: np.ndarray, n_permutations: int, seed: int
+) -> dict[str, object]:
+    from scipy import stats
+
+    from ...stats import cohens_d, permutation_welch
+
+    row: dict[str, object] = {
+        "base_a": a,
+        "base_b": b,
+        "gap_a": float(np.mean(x)),
+        "gap_b": float(np.mean(y)),
+        "difference": float(np.mean(x) - np.mean(y)),
+        "n_a": len(x),
+        "n_b": len(y),
+    }
+    if len(x) >= 2 and len(y) >= 2:
+        ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
+        _, p = permutation_welch(x, y, n_permutations, seed)
+        row.update(ci_low=float(ci.low), ci_high=float(ci.high), p_perm=p, d=cohens_d(x, y))
+    return row
+
+
+def _gaps_at(g: pd.DataFrame, base: str, when: str) -> np.ndarray:
+    """The gaps of ``base``'s cells at their first or last checkpoint."""
+    sub = g[g["base_model"] == base]
+    step = sub.groupby("cell")["step"].transform("min" if when == "first" else "max")
+    return sub.loc[sub["step"] == step, "gap"].to_numpy(float)
+
+
+def word_movers(trajectories: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """The words whose rank rose or fell most between the first and the last checkpoint (paper Fig. 5).
+
+    Per cell: each word's rank averaged over prompts at the first and last step; ``change = rank_last -
+    rank_first`` (negative: the word rose, i.e. gained reward relative to the others). Averaged over seeds
+    per base model, data and quantity; the ``top`` risers and fallers of each are returned with ``direction``.
+    """
+    from ...stats import rank_scores
+
+    ranked = rank_scores(trajectories[list(SCORE_COLUMNS)])
+    meta = trajectories[["model", *META]].drop_duplicates("model")
+    ranked = ranked.drop_duplicates(["model", "prompt_id", "word"]).merge(meta, on="model")
+    first = ranked.groupby("cell")["step"].transform("min")
+    last = ranked.groupby("cell")["step"].transform("max")
+    ranked = ranked[(ranked["step"] == first) | (ranked["step"] == last)].copy()
+    ranked["when"] = np.where(ranked["step"] == first[ranked.index], "first", "last")
+    per = (
+        ranked.groupby(["base_model", "data", "quantity", "seed", "word", "when"])["rank"]
+        .mean()
+        .unstack("when")
+    )
+    per["change"] = per["last"] - per["first"]
+    per = per.reset_index()
+    agg = (
+        per.groupby(["base_model", "data", "quantity", "word"])
+        .agg(
+            rank_first=("first", "mean"),
+            rank_last=("last", "mean"),
+            change=("change", "mean"),
+            change_sd=("change", "std"),
+            n_seeds=("change", "size"),
+        )
+        .reset_index()
+    )
+    cats = trajectories.groupby("word")["category"].agg(lambda s: "/".join(sorted(set(s))))
+    agg["category"] = agg["word"].map(cats)
+    out = []
+    for _, g in agg.groupby(["base_model", "data", "quantity"], sort=True):
+        g = g.sort_values("change")
+        out.append(g.head(top).assign(direction="rose"))
+        out.append(g.tail(top).iloc[::-1].assign(direction="fell"))
+    return pd.concat(out, ignore_index=True)
+
+
+def mover_balance(movers: pd.DataFrame) -> pd.DataFrame:
+    """How many of the top risers and fallers are Agency or Communion words, per base model and data."""
+    return (
+        movers.groupby(["base_model", "data", "quantity", "direction", "category"])
+        .size()
+        .rename("n_words")
+        .reset_index()
+    )
+
+
+def timing_summary(timings: Mapping[str, float], models: Sequence[str]) -> pd.DataFrame:
+    """Seconds per kind of work (data, loading, features, training, trajectories) and base model, with the
+    number of timed items (cells for training and trajectories)."""
+    labels = {"load": "load base model", "word": "word features", "pair": "pair features"}
+    rows = []
+    for key, sec in timings.items():
+        kind, _, rest = key.partition(" ")
+        rest = rest.removeprefix("features ")
+        model = next(
+            (m for m in sorted(models, key=len, reverse=True) if rest == m or rest.startswith(m + "-")), ""
+        )
+        rows.append({"work": labels.get(kind, kind), "model": model or "(all)", "seconds": sec, "n": 1})
+    df = (
+        pd.DataFrame(rows)
+        .groupby(["work", "model"], sort=False)
+        .agg(seconds=("seconds", "sum"), n=("n", "sum"))
+    )
+    return df.reset_index()

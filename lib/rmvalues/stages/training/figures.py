@@ -1,0 +1,213 @@
+"""Figures of the training chapter (base models coloured by family, :mod:`rmvalues.core.style`)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ...core.style import FAMILY_COLORS, family_color, label_colors
+from .paper import PAPER_TRAINING_FILES, PAPER_TRAINING_LABELS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "base_colors",
+    "plot_heldout_accuracy",
+    "plot_paper_trajectories",
+    "plot_training_curves",
+    "plot_trajectories",
+    "plot_word_movers",
+]
+
+
+def base_colors(frame: pd.DataFrame) -> dict[str, str]:
+    """Colour of each ``base_model`` of ``frame``: its family's colour when every base has its own known
+    family (``family`` column), else fixed colours per base model name."""
+    bases = sorted(frame["base_model"].unique())
+    if "family" in frame.columns:
+        fam = frame.drop_duplicates("base_model").set_index("base_model")["family"].astype(str)
+        families = [fam[b] for b in bases]
+        known = all(f.lower() in FAMILY_COLORS for f in families)
+        if known and len(set(families)) == len(families):
+            return {b: family_color(fam[b]) for b in bases}
+    return label_colors(bases)
+
+
+def plot_training_curves(history: pd.DataFrame, cells: pd.DataFrame) -> Figure:
+    """Loss, accuracy and margin over steps (rows) per quantity (columns): training batches (thin lines,
+    mean over seeds) and held-out pairs (markers, mean over seeds), one colour per base model."""
+    import matplotlib.pyplot as plt
+
+    h = history.merge(cells[["cell", "base_model", "family", "quantity", "seed"]], on="cell")
+    quantities = sorted(h["quantity"].unique())
+    metrics = ["loss", "accuracy", "margin"]
+    colors = base_colors(cells)
+    fig, axes = plt.subplots(
+        len(metrics), len(quantities), figsize=(3.6 * len(quantities) + 1, 6.8), sharex="col", squeeze=False
+    )
+    for j, q in enumerate(quantities):
+        for i, metric in enumerate(metrics):
+            ax = axes[i][j]
+            for base, g in h[h["quantity"] == q].groupby("base_model"):
+                tr = g[g["split"] == "train"].groupby("step")[metric].mean()
+                ev = g[g["split"] == "eval"].groupby("step")[metric].mean()
+                ax.plot(tr.index, tr.to_numpy(), color=colors[base], lw=0.8, alpha=0.6)
+                ax.plot(ev.index, ev.to_numpy(), color=colors[base], marker="o", ms=4, lw=1.5, label=base)
+            if metric == "accuracy":
+                ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+            if metric == "loss":
+                ax.axhline(math.log(2), color="grey", lw=0.6, ls=":")
+            ax.set_ylabel(metric if j == 0 else "")
+            if i == 0:
+                ax.set_title(f"{q} training pairs")
+            if i == len(metrics) - 1:
+                ax.set_xlabel("optimizer step")
+    axes[0][-1].legend(fontsize=8, title="held-out (markers)", title_fontsize=8)
+    fig.suptitle(
+        "Training curves (thin: training batches; markers: held-out pairs; means over seeds)", fontsize=10
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_heldout_accuracy(cells: pd.DataFrame) -> Figure:
+    """Held-out preference accuracy of every trained RM before (step 0) and after training, per seed."""
+    import matplotlib.pyplot as plt
+
+    colors = base_colors(cells)
+    groups = list(cells.groupby(["base_model", "quantity"], sort=True))
+    fig, ax = plt.subplots(figsize=(1.2 * len(groups) + 2.5, 3.4))
+    for k, ((base, _q), g) in enumerate(groups):
+        for _, r in g.iterrows():
+            ax.plot(
+                [k - 0.15, k + 0.15],
+                [r["eval_accuracy_start"], r["eval_accuracy_end"]],
+                color=colors[base],
+                alpha=0.7,
+            )
+            ax.scatter([k + 0.15], [r["eval_accuracy_end"]], color=colors[base], s=18, zorder=3)
+            ax.scatter(
+                [k - 0.15],
+                [r["eval_accuracy_start"]],
+                facecolor="white",
+                edgecolor=colors[base],
+                s=18,
+                zorder=3,
+            )
+    ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+    ax.set_xticks(range(len(groups)), [f"{b}\n{q} pairs" for (b, q), _ in groups], fontsize=8)
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(
+        "Held-out preference accuracy: step 0 (open) and after training (filled), one line per seed",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_trajectories(summary: pd.DataFrame) -> Figure:
+    """Mean median rank of each category over training steps (lower = more reward), per base model, with the
+    t confidence band across seeds; columns: quantities, rows: framings (paper Fig. 4, with seeds)."""
+    import matplotlib.pyplot as plt
+
+    quantities = sorted(summary["quantity"].unique())
+    framings = [f for f in ("positive", "negative") if f in set(summary["framing"])]
+    colors = base_colors(summary)
+    styles = {
+        c: s for c, s in zip(sorted(summary["category"].unique()), ["-", "--", ":", "-."] * 4, strict=False)
+    }
+    fig, axes = plt.subplots(
+        len(framings),
+        len(quantities),
+        figsize=(3.8 * len(quantities) + 1.5, 3.0 * len(framings) + 0.6),
+        squeeze=False,
+        sharey="row",
+    )
+    for i, fr in enumerate(framings):
+        for j, q in enumerate(quantities):
+            ax = axes[i][j]
+            sub = summary[(summary["framing"] == fr) & (summary["quantity"] == q)]
+            for (base, cat), g in sub.groupby(["base_model", "category"]):
+                g = g.sort_values("step")
+                ax.plot(
+                    g["step"], g["mean"], color=colors[base], ls=styles[cat], lw=1.6, label=f"{base} · {cat}"
+                )
+                if g["ci_low"].notna().any():
+                    ax.fill_between(
+                        g["step"], g["ci_low"], g["ci_high"], color=colors[base], alpha=0.12, lw=0
+                    )
+            if j == 0:
+                ax.invert_yaxis()
+                ax.set_ylabel("median rank (1 = most reward)")
+            ax.set_title(f"{fr} prompts · {q} pairs", fontsize=9)
+            ax.set_xlabel("optimizer step")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def plot_word_movers(movers: pd.DataFrame, data: str | None = None, quantity: int | None = None) -> Figure:
+    """Top risers and fallers per base model (paper Fig. 5): mean rank change over seeds, coloured by category."""
+    import matplotlib.pyplot as plt
+
+    m = movers
+    if data is not None:
+        m = m[m["data"] == data]
+    if quantity is not None:
+        m = m[m["quantity"] == quantity]
+    bases = sorted(m["base_model"].unique())
+    cat_colors = label_colors(list(m["category"].unique()))
+    fig, axes = plt.subplots(
+        1,
+        len(bases),
+        figsize=(4.4 * len(bases), 0.24 * m.groupby("base_model").size().max() + 1.2),
+        squeeze=False,
+    )
+    for ax, base in zip(axes[0], bases, strict=True):
+        g = m[m["base_model"] == base].sort_values("change")
+        y = np.arange(len(g))
+        ax.barh(
+            y,
+            g["change"],
+            color=[cat_colors[c] for c in g["category"]],
+            xerr=g["change_sd"].fillna(0),
+            ecolor="grey",
+            error_kw={"lw": 0.6},
+        )
+        ax.set_yticks(y, g["word"], fontsize=7)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.invert_yaxis()
+        ax.set_title(base, fontsize=9)
+        ax.set_xlabel("rank change, last - first checkpoint\n(negative: rose)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in cat_colors.values()]
+    fig.legend(handles, list(cat_colors), loc="lower center", ncol=len(cat_colors), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plot_paper_trajectories(gaps: pd.DataFrame) -> Figure:
+    """The paper's released training runs: Agency - Communion gap of the median ranks per checkpoint."""
+    import matplotlib.pyplot as plt
+
+    g = gaps[gaps["dataset"] != "grm_80k"]
+    datasets = [d for d in PAPER_TRAINING_FILES if d in set(g["dataset"])]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.0 * len(datasets), 3.0), squeeze=False, sharey=True)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        sub = g[g["dataset"] == ds]
+        for (base, _model_id), h in sub.groupby(["base_model", "model_id"]):
+            h = h.sort_values("checkpoint")
+            ax.plot(h["checkpoint"], h["gap"], marker="o", ms=3, color=family_color(base), label=base)
+        ax.axhline(0, color="grey", lw=0.6, ls=":")
+        ax.set_title(PAPER_TRAINING_LABELS.get(ds, ds), fontsize=9)
+        ax.set_xlabel("training step")
+    axes[0][0].set_ylabel("Agency - Communion\n(median rank; > 0: Communion favoured)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=False))
+    fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=len(uniq), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig

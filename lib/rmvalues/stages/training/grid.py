@@ -1,0 +1,469 @@
+"""The grid: one trained RM per (base model x source x quantity x seed) cell, resumable, registered by name.
+
+* **Data.** Held-out and nested training pairs per source, eligible under every base model of the grid
+  (:func:`prepare_data`; :func:`rmvalues.data.preferences.select_pairs`).
+* **Resume.** Each cell writes its artifacts into ``<output_dir>/cells/<cell>/`` and its model folder into
+  ``<output_dir>/models/<cell>/``, then a ``cell.json`` marker with a key of everything that determines it
+  (:func:`cell_key`: base model, data ids, settings, seed). A rerun skips cells whose marker matches; a cell
+  without marker (interrupted) or with another key is trained again.
+* **Trajectories.** Every checkpoint (step 0 included) is scored on the corpus words x prompts with the scoring
+  engine's token-exact inputs (:mod:`.features`), stored per cell with a key of the prompts and words.
+* **Registry.** The trained RMs are listed in ``<output_dir>/registry.yaml`` (:mod:`.artifacts`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ...core.files import atomic_write_bytes, atomic_write_parquet
+from ...core.manifest import Timer
+from ...data import preferences
+from ...data.preferences import PairSelection
+from ...models.loading import load_sequence_classifier
+from ...models.registry import ModelSpec, get_spec
+from .analysis import trajectory_table
+from .artifacts import registry_entry, save_full_rm, save_head_rm, write_registry
+from .config import Cell, GridSpec, TrainingConfig, TrainSettings, check_models, load_config
+from .features import (
+    WordFeatures,
+    checkpoint_rewards,
+    digest,
+    pair_features,
+    word_features_cached,
+)
+from .params import REGISTRY_FILE
+from .trainer import cell_data, on_gpu, tidy_history, train_reward_model, training_tokenizer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+CELL_MARKER = "cell.json"
+
+__all__ = [
+    "CELL_MARKER",
+    "CellPaths",
+    "GridResult",
+    "cell_key",
+    "finished",
+    "prepare_data",
+    "run_grid",
+    "train_cell",
+]
+
+PairFeatures = Mapping[int, tuple[np.ndarray, np.ndarray]]
+
+
+def cell_key(
+    cell: Cell, base: ModelSpec, settings: TrainSettings, selection: PairSelection
+) -> dict[str, Any]:
+    """Everything that determines a trained cell (its marker must match for a rerun to skip it)."""
+    ids = selection.subset(cell.quantity)
+    return {
+        "cell": cell.name,
+        "model": dataclasses.asdict(base.source) | {"name": base.name, "pad_token": base.pad_token},
+        "chat_template": base.chat_template,
+        "source": cell.source,
+        "source_sha256": selection.sha256,
+        "train_ids": selection.digest(ids),
+        "eval_ids": selection.digest(selection.eval_ids),
+        "settings": {k: v for k, v in settings.as_dict().items() if k != "feature_batch_size"},
+        "seed": cell.seed,
+    }
+
+
+@dataclass
+class CellPaths:
+    """Where one cell keeps its artifacts (``dir``), its model folder and its marker."""
+
+    root: Path
+    cell: Cell
+
+    @property
+    def dir(self) -> Path:
+        return self.root / "cells" / self.cell.name
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "models" / self.cell.name
+
+    @property
+    def marker(self) -> Path:
+        return self.dir / CELL_MARKER
+
+
+def finished(cell_paths: CellPaths, key: Mapping[str, Any]) -> bool:
+    """Whether a cell's marker exists and matches ``key`` (and its model folder is there)."""
+    try:
+        marker = json.loads(cell_paths.marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        marker.get("key") == json.loads(json.dumps(key, default=str))
+        and (cell_paths.model_dir / "config.json").is_file()
+    )
+
+
+def _trajectory_ok(cp: CellPaths, key: Mapping[str, Any]) -> bool:
+    try:
+        stored = json.loads((cp.dir / "trajectory.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return stored == json.loads(json.dumps(key)) and (cp.dir / "trajectory.parquet").is_file()
+
+
+def _load_heads(cp: CellPaths) -> dict[int, np.ndarray]:
+    with np.load(cp.dir / "heads.npz") as npz:
+        return {int(s): npz["heads"][i] for i, s in enumerate(npz["steps"])}
+
+
+def prepare_data(
+    spec: GridSpec,
+    tokenizers: Mapping[str, PreTrainedTokenizerBase],
+    cfg: TrainingConfig | None = None,
+) -> dict[str, PairSelection]:
+    """Held-out and nested training pairs per source, eligible under every base model of the grid."""
+    cfg = cfg or load_config()
+    out = {}
+    for source in spec.sources:
+        out[source] = preferences.select_pairs(
+            preferences.load_pairs(cfg.sources[source]),
+            tokenizers,
+            n_eval=spec.settings.eval_pairs,
+            n_train=max(spec.quantities),
+            max_length=spec.settings.max_length,
+            data_seed=spec.settings.data_seed,
+            source=source,
+        )
+    return out
+
+
+# -- training one cell -----------------------------------------------------------------------------------------
+
+
+def _cell_inputs(
+    cell: Cell,
+    settings: TrainSettings,
+    data_ids: tuple[Sequence[int], Sequence[int]],
+    base: ModelSpec,
+    base_model: PreTrainedModel | None,
+    tok: PreTrainedTokenizerBase,
+    feats: PairFeatures | None,
+) -> tuple[PreTrainedModel, dict[str, Any] | None]:
+    """The model a cell trains (the shared frozen base, or a fresh copy for lora/full) and, for head-only
+    training with the feature cache, its ``train`` / ``eval`` (chosen, rejected) feature tensors."""
+    if settings.method == "head" and settings.feature_cache:
+        if feats is None:
+            raise ValueError(
+                f"cell {cell.name}: head-only training with feature_cache needs the pair features"
+            )
+        import torch
+
+        def stack(ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            if not ids:
+                return torch.empty(0), torch.empty(0)
+            return (
+                torch.tensor(np.stack([feats[i][0] for i in ids])),
+                torch.tensor(np.stack([feats[i][1] for i in ids])),
+            )
+
+        return base_model, {"train": stack(data_ids[0]), "eval": stack(data_ids[1])}
+    if settings.method in ("lora", "full"):
+        model = load_sequence_classifier(base, tok)  # a fresh copy of the base for every cell
+        if on_gpu():
+            model.to("cuda")
+        return model, None
+    return base_model, None
+
+
+def _eval_curve(history: pd.DataFrame) -> dict[str, float]:
+    ev = history[history["split"] == "eval"].sort_values("step")
+    if ev.empty:
+        return {"eval_accuracy_start": np.nan, "eval_accuracy_end": np.nan, "eval_margin_end": np.nan}
+    return {
+        "eval_accuracy_start": float(ev["accuracy"].iloc[0]),
+        "eval_accuracy_end": float(ev["accuracy"].iloc[-1]),
+        "eval_margin_end": float(ev["margin"].iloc[-1]),
+    }
+
+
+def _write_marker(
+    cp: CellPaths, key: Mapping[str, Any], cell: Cell, outcome: Any, history: pd.DataFrame
+) -> None:
+    train_hist = history[history["split"] == "train"]
+    metrics = {
+        **_eval_curve(history),
+        "train_loss_end": float(train_hist["loss"].iloc[-1]) if len(train_hist) else np.nan,
+        "train_accuracy_end": float(train_hist["accuracy"].iloc[-1]) if len(train_hist) else np.nan,
+    }
+    marker = {
+        "key": json.loads(json.dumps(key, default=str)),
+        "cell": dataclasses.asdict(cell),
+        "registry_name": cell.name,
+        "n_pairs_requested": cell.quantity,
+        "n_train_used": outcome.n_train_used,
+        "n_eval_used": outcome.n_eval_used,
+        "steps": int(outcome.trainer.state.global_step),
+        "train_seconds": round(outcome.seconds, 3),
+        "metrics": metrics,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_bytes(cp.marker, json.dumps(marker, indent=2).encode("utf-8"))
+
+
+def train_cell(
+    cell: Cell,
+    cp: CellPaths,
+    key: Mapping[str, Any],
+    settings: TrainSettings,
+    selection: PairSelection,
+    base: ModelSpec,
+    base_model: PreTrainedModel | None,
+    tok: PreTrainedTokenizerBase,
+    feats: PairFeatures | None = None,
+) -> None:
+    """Train, save and mark one cell (everything written before the marker; the marker last).
+
+    ``base_model``: the shared frozen base (head method); ``feats``: pair id -> (chosen, rejected) last-token
+    features (head-only with the feature cache)."""
+    shutil.rmtree(cp.dir, ignore_errors=True)
+    shutil.rmtree(cp.model_dir, ignore_errors=True)
+    cp.dir.mkdir(parents=True)
+    data = cell_data(selection, cell.model, cell.quantity)
+    model, features = _cell_inputs(
+        cell, settings, (data.train_ids, data.eval_ids), base, base_model, tok, feats
+    )
+    outcome = train_reward_model(model, tok, data, settings, cell.seed, cp.dir, features)
+    history = tidy_history(outcome.log_history)
+    atomic_write_parquet(history, cp.dir / "history.parquet")
+    if settings.method == "head":
+        steps = sorted(outcome.heads)
+        np.savez(
+            cp.dir / "heads.npz", steps=np.asarray(steps), heads=np.stack([outcome.heads[s] for s in steps])
+        )
+        save_head_rm(base, base_model, outcome.heads[steps[-1]], tok, cp.model_dir)
+        # the shared base must stay untouched for the next cell
+        base_model.score.weight.requires_grad_(False)
+    else:
+        save_full_rm(outcome.model, tok, cp.model_dir)
+    shutil.rmtree(cp.dir / "trainer" / "runs", ignore_errors=True)
+    _write_marker(cp, key, cell, outcome, history)
+
+
+# -- the grid ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GridResult:
+    """Tables of one grid run (the chapter's data)."""
+
+    grid: GridSpec
+    cells: pd.DataFrame  # one row per cell: status, times, n pairs, final metrics, registry name
+    data: pd.DataFrame  # one row per source: eligibility counts
+    history: pd.DataFrame  # per cell and step: train/eval loss, accuracy, margin
+    trajectories: pd.DataFrame  # long scores table per cell and checkpoint
+    registry: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # ``preferences:<source>`` -> sha256 of its file
+
+
+@dataclass
+class _Grid:
+    """One run of a grid: its inputs and what is left to do."""
+
+    spec: GridSpec
+    root: Path
+    bases: dict[str, ModelSpec]
+    tokenizers: dict[str, PreTrainedTokenizerBase]
+    selections: dict[str, PairSelection]
+    labels: pd.DataFrame
+    prompts: pd.DataFrame
+    words: list[str]
+    timer: Timer
+    progress: bool
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    todo: list[Cell] = field(default_factory=list)
+    traj_key: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cells(self) -> list[Cell]:
+        return self.spec.cells()
+
+
+def _frozen_base(
+    g: _Grid, name: str, todo: Sequence[Cell]
+) -> tuple[PreTrainedModel | None, WordFeatures | None, dict[str, PairFeatures]]:
+    """Head-only grids: the frozen base (one serves every cell), its word features and pair features."""
+    settings = g.spec.settings
+    if settings.method != "head":
+        return None, None, {}
+    tok, base = g.tokenizers[name], g.bases[name]
+    with g.timer.step(f"load {name}"):
+        base_model = load_sequence_classifier(base, tok)
+        if on_gpu():
+            base_model.to("cuda")
+    with g.timer.step(f"word features {name}"):
+        wf = word_features_cached(base_model, tok, base, g.prompts, g.words, g.root)
+    pair_feats: dict[str, PairFeatures] = {}
+    if settings.feature_cache:
+        for source in sorted({c.source for c in todo}):
+            sel = g.selections[source]
+            ids = list(sel.eval_ids) + list(sel.subset(max(g.spec.quantities)))
+            with g.timer.step(f"pair features {name}"):
+                pair_feats[source] = pair_features(
+                    base_model, tok, base, sel, ids, g.root, settings.feature_batch_size, g.progress
+                )
+    return base_model, wf, pair_feats
+
+
+def _write_trajectory(g: _Grid, cell: Cell, cp: CellPaths, wf: WordFeatures | None) -> None:
+    """Score every checkpoint of a cell on the words (head-only: features times each stored head)."""
+    family = g.bases[cell.model].family
+    if wf is not None:
+        heads = _load_heads(cp)
+        steps = sorted(heads)
+        rewards = wf.rewards(np.stack([heads[s] for s in steps]))
+        traj = trajectory_table(cell, family, steps, rewards, g.words, g.labels, wf.n_tokens)
+    else:
+        ckpts = {int(p.name.split("-")[1]): p for p in (cp.dir / "trainer").glob("checkpoint-*")}
+        steps, rewards = checkpoint_rewards(
+            g.bases[cell.model], ckpts, g.tokenizers[cell.model], g.prompts, g.words
+        )
+        traj = trajectory_table(cell, family, steps, rewards, g.words, g.labels)
+    atomic_write_parquet(traj, cp.dir / "trajectory.parquet")
+    atomic_write_bytes(cp.dir / "trajectory.json", json.dumps(g.traj_key).encode("utf-8"))
+
+
+def _run_model(g: _Grid, name: str, bar: Any) -> None:
+    """Train the unfinished cells of one base model and score the checkpoints that need it."""
+    mcells = [c for c in g.cells if c.model == name]
+    need_traj = [c for c in mcells if not _trajectory_ok(CellPaths(g.root, c), g.traj_key)]
+    mtodo = [c for c in g.todo if c.model == name]
+    bar.update(len(mcells) - len(set(mtodo) | set(need_traj)))
+    if not mtodo and not need_traj:
+        return
+    base_model, wf, pair_feats = _frozen_base(g, name, mtodo)
+    for cell in mcells:
+        cp = CellPaths(g.root, cell)
+        if cell in mtodo:
+            with g.timer.step(f"train {cell.name}"):
+                train_cell(
+                    cell,
+                    cp,
+                    g.keys[cell.name],
+                    g.spec.settings,
+                    g.selections[cell.source],
+                    g.bases[name],
+                    base_model,
+                    g.tokenizers[name],
+                    pair_feats.get(cell.source),
+                )
+        if cell in mtodo or cell in need_traj:
+            with g.timer.step(f"trajectory {cell.name}"):
+                _write_trajectory(g, cell, cp, wf)
+            bar.update(1)
+
+
+def _collect(g: _Grid) -> GridResult:
+    """Every cell's stored marker, history and trajectory in one set of tables; the registry file."""
+    rows, histories, trajs, entries = [], [], [], {}
+    for cell in g.cells:
+        cp = CellPaths(g.root, cell)
+        marker = json.loads(cp.marker.read_text(encoding="utf-8"))
+        hist = pd.read_parquet(cp.dir / "history.parquet")
+        hist.insert(0, "cell", cell.name)
+        histories.append(hist)
+        trajs.append(pd.read_parquet(cp.dir / "trajectory.parquet"))
+        entries[cell.name] = registry_entry(cell, g.bases[cell.model], cp.model_dir, g.spec.settings)
+        rows.append(
+            {
+                "cell": cell.name,
+                "base_model": cell.model,
+                "family": g.bases[cell.model].family,
+                "data": cell.source,
+                "method": cell.method,
+                "quantity": cell.quantity,
+                "seed": cell.seed,
+                "status": "trained now" if cell in g.todo else "reused",
+                **{k: marker[k] for k in ("n_train_used", "n_eval_used", "steps", "train_seconds")},
+                **marker["metrics"],
+            }
+        )
+    return GridResult(
+        grid=g.spec,
+        cells=pd.DataFrame(rows),
+        data=pd.DataFrame([sel.summary() for sel in g.selections.values()]),
+        history=pd.concat(histories, ignore_index=True),
+        trajectories=pd.concat(trajs, ignore_index=True),
+        registry=write_registry(entries, g.root / REGISTRY_FILE),
+        timings=g.timer.seconds,
+        inputs={f"preferences:{s.source}": s.sha256 for s in g.selections.values() if s.sha256},
+    )
+
+
+def run_grid(
+    spec: GridSpec,
+    output_dir: str | os.PathLike[str],
+    labels: pd.DataFrame,
+    prompts: pd.DataFrame,
+    *,
+    extra_registry: Sequence[str | os.PathLike[str]] = (),
+    config: TrainingConfig | None = None,
+    timer: Timer | None = None,
+    progress: bool = False,
+) -> GridResult:
+    """Train every unfinished cell of ``spec``, register the RMs and score all checkpoints on the words of
+    ``labels`` (``corpus, word, category, subcategory``, e.g. :func:`rmvalues.data.scores.labels_of` of the
+    corpora stage's output) under ``prompts`` (``prompt_id, text`` rows, in order).
+
+    Base models are resolved in ``config/models.yaml`` and the ``extra_registry`` files. Bad input is refused
+    before any training: unknown base models, pad = eos, data files with missing columns or empty pairs,
+    quantities larger than the eligible data. Finished cells (marker matches) are skipped; their stored
+    history and trajectories are reused. ``timer`` receives the seconds per step (data, loading, features,
+    training and trajectories per cell).
+    """
+    from tqdm import tqdm
+
+    cfg = config or load_config()
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    timer = timer if timer is not None else Timer()
+    check_models(spec.models, [str(f) for f in extra_registry])
+    bases = {m: get_spec(m, extra=extra_registry) for m in spec.models}
+    with timer.step("data"):
+        tokenizers = {m: training_tokenizer(bases[m]) for m in spec.models}
+        selections = prepare_data(spec, tokenizers, cfg)
+    words = sorted(labels["word"].unique())
+    g = _Grid(spec, root, bases, tokenizers, selections, labels, prompts, words, timer, progress)
+    g.keys = {c.name: cell_key(c, bases[c.model], spec.settings, selections[c.source]) for c in g.cells}
+    g.todo = [c for c in g.cells if not finished(CellPaths(root, c), g.keys[c.name])]
+    g.traj_key = {
+        "prompts": list(prompts["prompt_id"]),
+        "words_digest": digest(words),
+        "corpus": _corpus(labels),
+    }
+    log.info("grid %s: %d cells, %d to train", spec.name, len(g.cells), len(g.todo))
+    bar = tqdm(total=len(g.cells), desc=f"grid {spec.name}", unit="cell", disable=not progress)
+    for name in spec.models:
+        _run_model(g, name, bar)
+    bar.close()
+    return _collect(g)
+
+
+def _corpus(labels: pd.DataFrame) -> str:
+    """The corpus of the words (the trajectory key names it, as before)."""
+    names = sorted(labels["corpus"].unique())
+    return names[0] if len(names) == 1 else ",".join(names)
