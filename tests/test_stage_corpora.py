@@ -1,4 +1,4 @@
-"""Tests of rmvalues.corpora: readers, wildcard expansion, validation, bad input, tokens, balance, real corpora."""
+"""Tests of the corpora: readers, wildcard expansion, validation, bad input (rmvalues.data) and the chapter's tokens and balance (rmvalues.stages.corpora)."""
 
 from __future__ import annotations
 

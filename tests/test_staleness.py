@@ -29,7 +29,9 @@ def _edit_models(config, mutate):
 
 
 def test_an_edit_elsewhere_in_the_registry_leaves_other_runs_alone(config_copy, shared_mirror):
-    before = {s.STAGE: s.build({}).config_used() for s in (corpora.Params, implicit.Params, rm_statistics.Params)}
+    before = {
+        s.STAGE: s.build({}).config_used() for s in (corpora.Params, implicit.Params, rm_statistics.Params)
+    }
     # a new reward model, and a changed note of a used model: nothing these runs use
     _edit_models(
         config_copy,
@@ -38,10 +40,14 @@ def test_an_edit_elsewhere_in_the_registry_leaves_other_runs_alone(config_copy, 
             m["gemma3-270m"].update(notes="edited"),
         ),
     )
-    after = {s.STAGE: s.build({}).config_used() for s in (corpora.Params, implicit.Params, rm_statistics.Params)}
+    after = {
+        s.STAGE: s.build({}).config_used() for s in (corpora.Params, implicit.Params, rm_statistics.Params)
+    }
     assert after == before
     # a quirk of a model they use (its dtype) changes the runs that load it, not statistics
     _edit_models(config_copy, lambda m: m["gemma3-270m"].update(dtype="bfloat16"))
-    changed = {s.STAGE: s.build({}).config_used() for s in (corpora.Params, implicit.Params, rm_statistics.Params)}
+    changed = {
+        s.STAGE: s.build({}).config_used() for s in (corpora.Params, implicit.Params, rm_statistics.Params)
+    }
     assert changed["implicit"] != before["implicit"] and changed["corpora"] != before["corpora"]
     assert changed["statistics"] == before["statistics"]

@@ -307,7 +307,7 @@ def pin_template_date(template: str, date: str) -> str:
     escaped = date.replace("\\", "\\\\").replace('"', '\\"')
     return (
         f'{{%- set date_string = "{escaped}" -%}}'
-        f'{{%- macro strftime_now(format) -%}}{escaped}{{%- endmacro -%}}' + template
+        f"{{%- macro strftime_now(format) -%}}{escaped}{{%- endmacro -%}}" + template
     )
 
 
@@ -333,7 +333,9 @@ def configure_tokenizer(tokenizer: PreTrainedTokenizerBase, spec: str | ModelSpe
                 "day it is rendered; pin the date in the registry entry, e.g. template_date: 26 Jul 2024 (the "
                 "Llama 3.1 template's own fallback)"
             )
-        tokenizer.chat_template = "{#- rmvalues: pinned date -#}" + pin_template_date(template, spec.template_date)
+        tokenizer.chat_template = "{#- rmvalues: pinned date -#}" + pin_template_date(
+            template, spec.template_date
+        )
 
     rule = spec.pad_token
     if rule == "keep":

@@ -213,7 +213,16 @@ def parse_entry(name: str, raw: Any, registry_file: str) -> ModelSpec:
         raise RegistryError(f"{where}: missing required field(s) {missing}")
     values = dict(raw)
     values["source"] = _parse_source(where, raw["source"])
-    for key in ("family", "architecture", "hub_id", "revision", "size", "pad_token", "notes", "template_date"):
+    for key in (
+        "family",
+        "architecture",
+        "hub_id",
+        "revision",
+        "size",
+        "pad_token",
+        "notes",
+        "template_date",
+    ):
         if values.get(key) is not None:
             values[key] = str(values[key]).strip()
     spec = ModelSpec(name=name, registry_file=registry_file, **values)
