@@ -8,7 +8,9 @@ from ...core import paths
 from ...core.handoff import StageInput
 from ...core.params import StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem, list_corpora
-from ...data.prompts import prompt_problem
+from ...data.prompts import prompt_problem, prompts_checksum
+from ...models.loading import availability_problems
+from ...models.registry import entries_used
 from .config import GridSpec, TrainingConfigError, check_models, grid_spec
 
 #: The trained RMs of a run, as an extra model-registry file (read by the scoring stage).
@@ -47,6 +49,29 @@ class Params(StageParams):
     def grid_spec(self) -> GridSpec:
         return grid_spec(self.grid, self.overrides())
 
+    def config_used(self) -> dict[str, Any]:
+        """The grid with its overrides (settings, models, sources), the base models' registry entries, the
+        preference sources' entries and the prompts file."""
+        from .config import load_config
+
+        try:
+            spec = self.grid_spec()
+        except Exception:
+            return {"grid": self.grid}
+        cfg = load_config()
+        return {
+            "grid": {
+                "models": spec.models,
+                "sources": spec.sources,
+                "quantities": spec.quantities,
+                "seeds": spec.seeds,
+            },
+            "settings": spec.settings.as_dict(),
+            "sources": {s: vars(cfg.sources[s]) for s in spec.sources if s in cfg.sources},
+            "models": entries_used(spec.models, self.extra_registry),
+            "prompts": prompts_checksum(),
+        }
+
     def corpora_input(self) -> StageInput:
         return corpora_input(self.corpora_run, "the words every checkpoint is scored on", [self.corpus])
 
@@ -66,6 +91,7 @@ class Params(StageParams):
             spec = self.grid_spec()
             if not missing:
                 check_models(spec.models, self.extra_registry)
+                problems += availability_problems(spec.models, self.extra_registry)
         except TrainingConfigError as exc:
             problems.append(str(exc))
         known = list_corpora()
