@@ -1,5 +1,5 @@
-"""Every stage notebook has the book's anatomy and declares exactly its stage's parameter schema; the TOC matches
-the config; every profile validates (with a temporary results root: planned upstream runs have not run)."""
+"""Every stage notebook has the book's anatomy and declares exactly its stage's parameter schema; every profile
+validates (with a temporary results root: planned upstream runs have not run)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import pytest
 
 from rmvalues.book import runner
 from rmvalues.book.config import load_config
-from rmvalues.book.toc import toc_text
-from rmvalues.core import paths
 from rmvalues.core.params import INJECTED
 
 CONFIG = load_config()
@@ -75,11 +73,6 @@ def test_the_parameters_cell_declares_exactly_the_schema(stage):
         assert ast.literal_eval(info["default"]) == defaults[name], f"{stage}: default of {name} differs"
     for name, field in schema.model_fields.items():
         assert field.description, f"{stage}: parameter {name} has no help text"
-
-
-def test_toc_is_in_sync_with_run_config():
-    committed = (paths.project_root() / "_toc.yml").read_text(encoding="utf-8")
-    assert committed == toc_text(CONFIG), "run `python -m rmvalues toc` and commit _toc.yml"
 
 
 @pytest.mark.parametrize("profile", list(CONFIG.profiles))
