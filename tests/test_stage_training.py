@@ -242,12 +242,20 @@ def test_check_parameters_rejects_bad_input(params, message):
         training.Params.build(params)
 
 
-def test_check_parameters_accepts_the_defaults_and_the_full_grid_with_the_paper_models():
+def test_check_parameters_accepts_the_defaults_and_the_full_grid_with_the_paper_models(monkeypatch):
     training.Params.build()
     with pytest.raises(
         ParameterError, match=r"unknown base model\(s\) \['gemma-2-2b-it', 'llama-3.2-3b-instruct'\]"
     ):
         training.Params.build(grid="full")
+    # offline, the paper's hub models are not in the cache: an error before any work, with the fix
+    with pytest.raises(ParameterError, match=r"'gemma-2-2b-it' .* is not in the local Hugging Face cache"):
+        training.Params.build(grid="full", extra_registry=["config/paper_models.yaml"])
+    # where the hub can be reached (HF_HUB_OFFLINE unset), the full grid is valid
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     training.Params.build(grid="full", extra_registry=["config/paper_models.yaml"])
     with pytest.raises(
         ParameterError, match=r"extra_registry: registry file\(s\) \['nope.yaml'\] do not exist"
