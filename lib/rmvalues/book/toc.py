@@ -51,7 +51,14 @@ def toc(config: RunConfig | None = None, only_existing: bool = True) -> dict[str
     if found:
         parts.append({"caption": "Chapters", "numbered": 1, "chapters": found})
     parts.append(
-        {"caption": "Reference", "chapters": [{"file": "book/reproducibility"}, {"file": "book/references"}]}
+        {
+            "caption": "Reference",
+            "chapters": [
+                {"file": "book/reproducibility"},
+                {"file": "book/cite"},
+                {"file": "book/references"},
+            ],
+        }
     )
     return {"format": "jb-book", "root": "book/intro", "parts": parts}
 

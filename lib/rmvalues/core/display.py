@@ -1,0 +1,113 @@
+"""What a chapter shows a reader: formatted tables with captions and a CSV download, collapsed diagnostics,
+numbers glued for the prose, p-values and intervals written the same way everywhere.
+
+The book renders Markdown outputs as MyST (``nb_render_markdown_format: myst`` in ``_config.yml``), so the
+objects built here can carry numbered table captions (``{table}`` directive, referable with ``{numref}``),
+``{download}`` links and collapsed ``dropdown`` sections. Numbers that prose cites are glued with
+:func:`glue` (myst-nb's ``glue``) and pasted with ``{glue:text}`` roles: no number is typed by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import paths
+
+#: At most this many rows of a table stand in the reading flow; longer tables are cut (the full table is a
+#: download) or shown collapsed.
+MAX_ROWS = 15
+
+
+def pvalue(p: float) -> str:
+    """``< 0.001``, ``0.012``, ``0.12``; ``n/a`` for NaN."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+
+
+def number(x: float, digits: int = 2) -> str:
+    """A number with ``digits`` decimals and a true minus sign; ``n/a`` for NaN."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}".replace("-", "\u2212")
+
+
+def interval(low: float, high: float, digits: int = 2) -> str:
+    """``[low, high]`` as :func:`number` writes them."""
+    return f"[{number(low, digits)}, {number(high, digits)}]"
+
+
+def reader_table(
+    df: pd.DataFrame,
+    columns: Mapping[str, str] | None = None,
+    digits: int | Mapping[str, int] = 2,
+    pvalues: Sequence[str] = (),
+) -> pd.DataFrame:
+    """A table for readers: selected columns with readable names (``columns``: source name -> shown name),
+    numbers rounded (``digits`` per column or for all), p-values as :func:`pvalue` writes them."""
+    cols = dict(columns) if columns is not None else {c: c.replace("_", " ") for c in df.columns}
+    out = df[list(cols)].copy()
+    for col in out.columns:
+        if col in pvalues:
+            out[col] = out[col].map(pvalue)
+        elif pd.api.types.is_float_dtype(out[col]):
+            d = digits.get(col, 2) if isinstance(digits, Mapping) else digits
+            out[col] = out[col].map(lambda x, d=d: number(x, d))
+    return out.rename(columns=cols).reset_index(drop=True)
+
+
+def _relative_to_page(target: Path, page_dir: Path) -> str:
+    return os.path.relpath(target, page_dir).replace(os.sep, "/")
+
+
+def _download(csv: str | os.PathLike[str] | None) -> str:
+    if csv is None:
+        return ""
+    path = paths.resolve(csv)
+    page_dir = paths.project_root() / "book" / "generated"
+    return f"\n\n{{download}}`Download the full table (CSV, {path.name}) <{_relative_to_page(path, page_dir)}>`"
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, disable_numparse=True)
+
+
+def table(
+    df: pd.DataFrame,
+    caption: str,
+    name: str,
+    csv: str | os.PathLike[str] | None = None,
+    max_rows: int = MAX_ROWS,
+) -> Any:
+    """A numbered table with a caption (``{numref}`name``` refers to it), at most ``max_rows`` rows in the
+    reading flow (a note says how many more the CSV holds), and a download link to ``csv``."""
+    from IPython.display import Markdown
+
+    shown = df.head(max_rows)
+    more = len(df) - len(shown)
+    note = f"\n\nThe first {len(shown)} of {len(df)} rows; the download holds all of them." if more > 0 else ""
+    body = f":::{{table}} {caption}\n:name: {name}\n:align: left\n\n{_markdown(shown)}\n:::"
+    return Markdown(body + note + _download(csv))
+
+
+def collapsed(title: str, df: pd.DataFrame | None = None, text: str = "", csv: str | None = None) -> Any:
+    """A collapsed section (diagnostics: timings, collisions, per-cell logs): closed until the reader opens it."""
+    from IPython.display import Markdown
+
+    inner = text + ("\n\n" + _markdown(df) if df is not None and not df.empty else "") + _download(csv)
+    return Markdown(f"::::{{dropdown}} {title}\n{inner.strip()}\n::::")
+
+
+def glue(values: Mapping[str, Any]) -> None:
+    """Glue every value (a number or a short text) for ``{glue:text}`` roles in the page's prose, without
+    displaying it."""
+    from myst_nb import glue as myst_glue
+
+    for key, value in values.items():
+        myst_glue(key, value, display=False)
