@@ -1,6 +1,9 @@
 """Checks of the built HTML book: pages, figures, tables, internal links, no CDN, and a headless-Chromium pass.
 
-Used by the test suite and by ``python -m rmvalues check-book`` after the main job's build.
+A chapter reads as a publication: at least one numbered figure with a caption, no code input visible unless
+the reader opens it (inputs are removed or inside a collapsed ``<details>``), and no table in the reading
+flow longer than :data:`MAX_TABLE_ROWS` rows (longer ones are downloads or collapsed). Used by the test suite
+and by ``python -m rmvalues check-book`` after the main job's build.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ CHROMIUM_FLAGS = (
 )
 
 
+#: Rows a table may show in the reading flow (outside collapsed sections).
+MAX_TABLE_ROWS = 15
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
 @dataclass
 class PageInfo:
     path: Path
@@ -36,6 +44,10 @@ class PageInfo:
     tables: int = 0
     external_assets: list[str] = field(default_factory=list)  # scripts/stylesheets/images loaded from http(s)
     h1: list[str] = field(default_factory=list)
+    numbered_figures: list[str] = field(default_factory=list)  # caption numbers of <figure>s ("Fig. 3.1")
+    visible_code_inputs: int = 0  # code inputs not inside a collapsed <details>
+    long_tables: list[int] = field(default_factory=list)  # row counts of tables over the limit in the flow
+    downloads: list[str] = field(default_factory=list)  # href of download links
 
 
 class _Parser(HTMLParser):
@@ -45,9 +57,45 @@ class _Parser(HTMLParser):
         self._in_h1 = False
         self._h1_text: list[str] = []
         self._article_depth = 0  # headings count only inside the page's <article> (not the print-only header)
+        self._stack: list[tuple[str, set[str]]] = []  # open elements: (tag, classes)
+        self._rows: list[int] = []  # rows of the open tables (outside <details>)
+        self._caption: list[str] | None = None  # text of an open <figcaption>'s caption number
+
+    def _inside(self, tag: str, cls: str | None = None) -> bool:
+        return any(t == tag and (cls is None or cls in c) for t, c in self._stack)
+
+    def _publication(self, tag: str, a: dict[str, str], classes: set[str]) -> None:
+        if tag == "div" and "cell_input" in classes and not self._inside("details"):
+            self.info.visible_code_inputs += 1
+        elif tag == "table" and not self._inside("details"):
+            self._rows.append(0)
+        elif tag == "tr" and self._rows and self._inside("tbody"):
+            self._rows[-1] += 1
+        elif tag == "span" and "caption-number" in classes and self._inside("figcaption"):
+            self._caption = []
+        elif tag == "a" and "download" in classes:
+            self.info.downloads.append(a.get("href", ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "span" and self._caption is not None:
+            self.info.numbered_figures.append("".join(self._caption).strip())
+            self._caption = None
+        if tag == "table" and self._rows and not self._inside("details"):
+            rows = self._rows.pop()
+            if rows > MAX_TABLE_ROWS:
+                self.info.long_tables.append(rows)
+        for i in range(len(self._stack) - 1, -1, -1):
+            if self._stack[i][0] == tag:
+                del self._stack[i:]
+                break
+        self._end(tag)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
+        classes = set(a.get("class", "").split())
+        self._publication(tag, a, classes)
+        if tag not in VOID:
+            self._stack.append((tag, classes))
         if "id" in a:
             self.info.ids.add(a["id"])
         if tag == "a" and "href" in a:
@@ -75,7 +123,7 @@ class _Parser(HTMLParser):
             self._in_h1 = True
             self._h1_text = []
 
-    def handle_endtag(self, tag: str) -> None:
+    def _end(self, tag: str) -> None:
         if tag == "article" and self._article_depth:
             self._article_depth -= 1
         elif tag == "h1" and self._in_h1:
@@ -85,6 +133,8 @@ class _Parser(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._in_h1:
             self._h1_text.append(data)
+        if self._caption is not None:
+            self._caption.append(data)
 
 
 def parse_page(path: Path) -> PageInfo:
@@ -173,6 +223,23 @@ def png_is_blank(png: Path) -> bool:
     return extrema[0] == extrema[1]
 
 
+def publication_problems(entry: str, info: PageInfo) -> list[str]:
+    """A chapter page that does not read as a publication: no numbered, captioned figure; code visible
+    without opening it; tables longer than :data:`MAX_TABLE_ROWS` rows in the reading flow."""
+    out = []
+    if not info.numbered_figures:
+        out.append(f"{entry}: no numbered figure with a caption")
+    if info.visible_code_inputs:
+        out.append(
+            f"{entry}: {info.visible_code_inputs} code input(s) visible by default (tag them hide-input)"
+        )
+    if info.long_tables:
+        out.append(
+            f"{entry}: tables of {info.long_tables} rows in the reading flow (at most {MAX_TABLE_ROWS})"
+        )
+    return out
+
+
 def check_book(
     html_dir: Path,
     chapter_pages: list[str],
@@ -216,6 +283,7 @@ def check_book(
             problems.append(f"{entry}: no figure rendered")
         if info.tables == 0:
             problems.append(f"{entry}: no table rendered")
+        problems += publication_problems(entry, info)
         if browser is not None and screenshots is not None:
             screenshots.mkdir(parents=True, exist_ok=True)
             png = screenshots / (entry.replace("/", "_") + ".png")

@@ -1,0 +1,39 @@
+"""The book check reads a page as a publication: numbered captioned figures, hidden code, table lengths."""
+
+from __future__ import annotations
+
+from rmvalues.book import check
+
+
+def _rows(n: int) -> str:
+    return "".join(f"<tr><td>{i}</td></tr>" for i in range(n))
+
+
+PAGE = f"""<html><body><article>
+<h1>Chapter</h1>
+<details class="hide above-input"><summary>Show code</summary><div class="cell_input docutils container">x</div></details>
+<div class="cell_input docutils container">visible()</div>
+<figure id="fig-a"><img src="a.png"><figcaption><p><span class="caption-number">Fig. 3.1 </span>
+<span class="caption-text">What is plotted.</span></p></figcaption></figure>
+<table><thead><tr><th>h</th></tr></thead><tbody>{_rows(20)}</tbody></table>
+<details class="sd-dropdown"><summary>Timings</summary><table><tbody>{_rows(40)}</tbody></table></details>
+<table><tbody>{_rows(3)}</tbody></table>
+<a class="reference download internal" download="" href="../_downloads/x/panel.csv">csv</a>
+</article></body></html>"""
+
+
+def test_a_page_is_read_for_figures_code_and_tables(tmp_path):
+    page = tmp_path / "p.html"
+    page.write_text(PAGE)
+    info = check.parse_page(page)
+    assert info.numbered_figures == ["Fig. 3.1"]
+    assert info.visible_code_inputs == 1  # the one outside <details>
+    assert info.long_tables == [20]  # the collapsed 40-row table does not count
+    assert info.downloads == ["../_downloads/x/panel.csv"] and info.tables == 3
+    problems = check.publication_problems("p", info)
+    assert any("1 code input(s) visible" in p for p in problems)
+    assert any("tables of [20] rows" in p for p in problems)
+    assert not any("no numbered figure" in p for p in problems)
+    bare = tmp_path / "q.html"
+    bare.write_text("<html><body><article><h1>T</h1><figure><img src='a.png'></figure></article></body></html>")
+    assert check.publication_problems("q", check.parse_page(bare)) == ["q: no numbered figure with a caption"]
