@@ -154,12 +154,17 @@ def restore_snapshot(spec: RunSpec, log: Log = print) -> bool:
 
 
 # -- execution ------------------------------------------------------------------------------------------------
-def _retitle(nb_path: Path, suffix: str) -> None:
-    """Append a run title to the notebook's H1 (forks and named runs get distinct page titles)."""
+def _finish_page(nb_path: Path, suffix: str | None) -> None:
+    """The executed notebook as a book page: the parameters papermill injected are collapsed like the
+    notebook's own parameters cell, and a fork's or named run's title carries its run (``suffix``)."""
     import nbformat
 
     nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
+    for cell in nb.cells if suffix else []:
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
             first, _, rest = cell.source.lstrip().partition("\n")
             cell.source = f"{first} — {suffix}\n{rest}".rstrip("\n")
@@ -249,8 +254,7 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log: Log =
         if isinstance(exc, RunFailed | KeyboardInterrupt):
             raise
         raise _failure(spec, exc, failed) from None
-    if spec.run != "default":  # forks and named runs: distinct page titles
-        _retitle(Path(tmp), run_title(spec, config))
+    _finish_page(Path(tmp), run_title(spec, config) if spec.run != "default" else None)
     page.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, page)
     elapsed = round(time.perf_counter() - t0, 1)

@@ -7,6 +7,7 @@ chapter), ``tokenization.parquet``, ``validation.parquet`` and ``balance.parquet
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -26,6 +27,7 @@ class Results:
     """Every table of the chapter (see :func:`run`)."""
 
     params: Params
+    output_dir: Path
     wordlist: str
     raw: pd.DataFrame  # the corpus model: every row of every file, plus wildcard expansions
     summary: pd.DataFrame
@@ -50,6 +52,10 @@ class Results:
     def issue_counts(self) -> pd.DataFrame:
         return checks.issue_counts(self.issues)
 
+    def csv(self, name: str) -> Path:
+        """The CSV download of one of the chapter's tables."""
+        return self.output_dir / "tables" / f"{name}.csv"
+
     @property
     def all_balance(self) -> pd.DataFrame:
         """Between-category and within-category comparisons in one table (``balance.parquet``)."""
@@ -69,6 +75,7 @@ def _load_and_validate(params: Params, record: RunRecord) -> Results:
         both = {"big2_dictionary", "big2_expanded"} <= set(params.corpora)
         return Results(
             params=params,
+            output_dir=record.output_dir,
             wordlist=wl.describe(),
             raw=raw,
             summary=checks.corpus_summary(raw),
@@ -113,11 +120,31 @@ def _tokenize(res: Results, record: RunRecord) -> None:
         res.token_share = analysis.token_share_by_category(res.tokens, res.table)
 
 
+#: The chapter's tables, as the CSV downloads the book offers beside them (``tables/<name>.csv``).
+READER_TABLES = (
+    "summary",
+    "duplicates",
+    "cross_category",
+    "sizes",
+    "stems",
+    "multiword",
+    "non_ascii",
+    "coverage",
+    "token_summary",
+    "token_share",
+)
+
+
 def _write(res: Results, record: RunRecord) -> None:
     record.write_parquet(res.table, "corpora.parquet")
     record.write_parquet(res.tokens, "tokenization.parquet")
     record.write_parquet(res.issues, "validation.parquet")
     record.write_parquet(res.all_balance, "balance.parquet")
+    record.write_csv(res.all_balance, "tables/balance.csv")
+    for name in READER_TABLES:
+        record.write_csv(getattr(res, name), f"tables/{name}.csv")
+    if res.word_sets is not None:
+        record.write_csv(res.word_sets, "tables/word_sets.csv")
     record.finish()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -48,3 +50,49 @@ def findings(
                 f"are one token only with the space, {part['one_token_bare_only'].sum()} only without it."
             )
     return "\n".join(lines)
+
+
+def _row(balance: pd.DataFrame, corpus: str, variable: str) -> pd.Series | None:
+    rows = balance[
+        (balance["corpus"] == corpus) & (balance["variable"] == variable) & (balance["group_b"] != "rest")
+    ]
+    if "category" in rows.columns:
+        rows = rows[rows["category"].isna()]
+    return rows.iloc[0] if len(rows) else None
+
+
+def key_numbers(results: Any) -> dict[str, str]:
+    """The numbers the chapter's prose cites, as text to glue (every key always present; ``n/a`` where the
+    run has no such number, e.g. a run without the Big Two nouns)."""
+    from ...core.display import number, pvalue
+
+    table, issues = results.table, results.issues
+    out = {
+        "n_corpora": str(table["corpus"].nunique()),
+        "n_entries": f"{len(table):,}",
+        "n_words": f"{table['word'].nunique():,}",
+        "n_findings": f"{len(issues):,}",
+        "n_duplicates": f"{int((issues['check'] == 'duplicate').sum()):,}",
+        "n_two_labels": f"{int((issues['check'] == 'two_categories').sum()):,}",
+        "n_stems": f"{len(results.stems):,}",
+        "n_stems_empty": f"{int((results.stems['n_expansions'] == 0).sum()) if len(results.stems) else 0:,}",
+        "valence_coverage": f"{table['valence'].notna().mean():.0%}",
+    }
+    for var, key in (("valence", "valence"), ("zipf_frequency", "frequency")):
+        r = _row(results.balance, "big2_nouns", var)
+        out[f"big2_{key}_d"] = number(r["cohen_d"]) if r is not None else "n/a"
+        out[f"big2_{key}_p"] = pvalue(r["p_value"]) if r is not None else "n/a"
+        out[f"big2_{key}_means"] = (
+            f"{number(r['mean_a'])} vs {number(r['mean_b'])}" if r is not None else "n/a"
+        )
+    ts = results.token_summary
+    shares = (
+        ts.groupby("model")[["one_token_space", "n_words"]].sum()
+        if not ts.empty
+        else pd.DataFrame(columns=["one_token_space", "n_words"])
+    )
+    out["one_token_shares"] = (
+        ", ".join(f"{m} {r.one_token_space / r.n_words:.0%}" for m, r in shares.iterrows())
+        or "n/a (no tokenizers)"
+    )
+    return out
