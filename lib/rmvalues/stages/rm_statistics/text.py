@@ -209,7 +209,7 @@ def describe_conclusion(rm_level: pd.DataFrame, models: pd.DataFrame, contrasts:
             elif r["verdict"] == VERDICTS[1]:
                 text += (
                     f". At the RM level the {r['n_rms_a'] + r['n_rms_b']} RMs do not establish it: exact p "
-                    f"{_p(r['p_corrected'])}, and the 95% CI {_ci(r['ci_low'], r['ci_high'])} includes no difference."
+                    f"{_p(r['p_corrected'])}, and the 95% CI {_ci(r['ci_low'], r['ci_high'])} includes 0 (no difference)."
                 )
             else:
                 text += ". At the RM level it " + _verdict_text(rt) + "."
