@@ -72,7 +72,7 @@ def describe_coding(coding: pd.DataFrame, three_way: pd.DataFrame, framing_refer
         + ", ".join(parts)
         + ". Families and categories take R's default alphabetical order, as in the paper's `nlme::lme` call "
         f"(its `base_model` and `Category` are character columns); the framing is {why}. "
-        "Each coefficient is therefore a contrast of cell means in this balanced design: `family[T.b]` is "
+        "When every RM has the same prompts, each coefficient is a contrast of cell means: `family[T.b]` is "
         "the difference between the families in the reference cell, and a term with `framing[T.x]` is a "
         "change from the reference framing to the other."
     )
