@@ -9,10 +9,13 @@ import pandas as pd
 from rmvalues.data.prompts import framing_of
 from rmvalues.data.scores import conform
 
-__all__ = ["THREE_WAY", "medians_table", "scores_table", "synthetic_scores", "valence_driven"]
+__all__ = ["THREE_WAY", "THREE_WAY_R", "medians_table", "scores_table", "synthetic_scores", "valence_driven"]
 
-#: The family x category x framing term of the mixed model on these tables.
+#: The family x category x framing term of the mixed model on these tables, in the paper's coding (positive
+#: prompts the reference framing, as its script sets them).
 THREE_WAY = "family[T.llama]:category[T.Communion]:framing[T.negative]"
+#: The same term in R's default alphabetical coding (negative prompts the reference): the opposite sign.
+THREE_WAY_R = "family[T.llama]:category[T.Communion]:framing[T.positive]"
 
 
 def scores_table(rows: list[tuple]) -> pd.DataFrame:
@@ -56,19 +59,31 @@ def synthetic_scores(
     return scores_table(rows)
 
 
-def medians_table(n_rm: int = 10, n_prompts: int = 27, effect: float = 0.0, seed: int = 0) -> pd.DataFrame:
-    """Median-rank table like the paper's (RM x prompt x category points) with a planted 3-way effect."""
+def medians_table(
+    n_rm: int = 10,
+    n_prompts: int = 27,
+    effect: float = 0.0,
+    seed: int = 0,
+    slope_sd: float = 0.0,
+    categories: tuple[str, ...] = ("Agency", "Communion"),
+) -> pd.DataFrame:
+    """Median-rank table like the paper's (RM x prompt x category points) with a planted 3-way effect:
+    ``effect`` ranks added to llama RMs' last category under negative prompts; ``slope_sd``: each RM's own
+    shift of that cell (a random category x framing slope per RM)."""
     rng = np.random.default_rng(seed)
     rows = []
     for m in range(n_rm):
         fam = "gemma" if m < 4 else "llama"
         u = rng.normal(0, 5)
+        slope = rng.normal(0, slope_sd) if slope_sd > 0 else 0.0
         for framing in ("positive", "negative"):
             for p in range(n_prompts):
-                for cat in ("Agency", "Communion"):
+                for cat in categories:
                     y = 130 + u + rng.normal(0, 10)
-                    if fam == "llama" and cat == "Communion" and framing == "negative":
+                    if fam == "llama" and cat == categories[-1] and framing == "negative":
                         y += effect
+                    if cat == categories[-1] and framing == "negative":
+                        y += slope
                     rows.append(("toy", "pooled", f"rm{m}", fam, f"{framing}_{p}", framing, cat, None, y))
     df = pd.DataFrame(
         rows,

@@ -11,13 +11,16 @@ import numpy as np
 import pandas as pd
 import pingouin as pg
 import pytest
-from synthetic_scores import THREE_WAY, medians_table, synthetic_scores, valence_driven
+from synthetic_scores import THREE_WAY, THREE_WAY_R, medians_table, synthetic_scores, valence_driven
 
 from rmvalues.core.errors import MissingInputError, ParameterError
 from rmvalues.core.manifest import RunRecord
+from rmvalues.data.corpora import corpora_input, read_corpora_table
+from rmvalues.data.scores import labels_of, load_published_scores
 from rmvalues.stages import rm_statistics as stage
 from rmvalues.stages.rm_statistics import analysis as an
-from rmvalues.stats import fit_mixed_model
+from rmvalues.stages.rm_statistics import rm_level as rl
+from rmvalues.stats import all_median_ranks, fit_mixed_model, rank_scores
 
 # ---------------------------------------------------------------------------------------------------------
 # Upstream runs written for the tests (each with its manifest, as the hand-off checks require)
@@ -73,8 +76,26 @@ def test_panel_tests_numbers_and_bonferroni():
     assert planted["d"] > 2
     # RM level: 210 relabellings of 4 vs 6 RMs, enumerated; separable RMs reach the minimum 2/210
     assert planted["p_perm_rm"] == pytest.approx(2 / 210)
+    # after Bonferroni over the 4 panels the smallest attainable p is 4 x 2/210 < 0.05: testable
+    assert np.allclose(panels["p_rm_min"], 8 / 210)
+    assert planted["p_rm_corrected"] == pytest.approx(8 / 210) and planted["rm_verdict"] == "significant"
+    assert set(panels["rm_verdict"]) <= {"significant", "not significant"}
+    # the interval over RMs then prompts is wider than the one over points, and holds the difference
+    width_hb = panels["diff_hb_ci_high"] - panels["diff_hb_ci_low"]
+    assert (width_hb > panels["diff_ci_high"] - panels["diff_ci_low"]).all()
+    assert (
+        (panels["diff_hb_ci_low"] < panels["difference"]) & (panels["difference"] < panels["diff_hb_ci_high"])
+    ).all()
     again = an.panel_tests(med, n_permutations=199, n_bootstrap=200, seed=0)
     pd.testing.assert_frame_equal(panels, again)
+    # ten panels (five categories): 10 x 2/210 > 0.05, so no RM-level verdict is possible
+    five = an.panel_tests(
+        medians_table(seed=1, n_prompts=4, categories=("A", "B", "C", "D", "E")),
+        n_permutations=19,
+        n_bootstrap=50,
+    )
+    assert len(five) == 10 and np.allclose(five["p_rm_min"], 20 / 210)
+    assert set(five["rm_verdict"]) == {"cannot be tested at this n"}
 
 
 def test_split_vs_pooled_flags_a_reversal():
@@ -95,6 +116,8 @@ def test_split_vs_pooled_flags_a_reversal():
                 "d": 0.5,
                 "diff_ci_low": 1,
                 "diff_ci_high": 9,
+                "diff_hb_ci_low": -3,
+                "diff_hb_ci_high": 13,
             },
             {
                 **base,
@@ -104,6 +127,8 @@ def test_split_vs_pooled_flags_a_reversal():
                 "d": 1,
                 "diff_ci_low": 8,
                 "diff_ci_high": 16,
+                "diff_hb_ci_low": 2,
+                "diff_hb_ci_high": 22,
             },
             {
                 **base,
@@ -113,13 +138,24 @@ def test_split_vs_pooled_flags_a_reversal():
                 "d": -0.4,
                 "diff_ci_low": -7,
                 "diff_ci_high": -1,
+                "diff_hb_ci_low": np.nan,
+                "diff_hb_ci_high": np.nan,
             },
         ]
     )
-    out = an.split_vs_pooled(panels).iloc[0]
+    # over (RM, prompt) points: vice reverses the pooled reading
+    out = an.split_vs_pooled(panels, basis="(RM, prompt) points").iloc[0]
     assert out["reading_pooled"] == "gemma ranks higher"
     assert out["reading_virtue"] == "gemma ranks higher" and out["reading_vice"] == "llama ranks higher"
     assert bool(out["changes_reading"]) and out["changed_in"] == "vice"
+    # the verdicts (the default) rest on the intervals over RMs then prompts: pooled is unclear there, the
+    # virtue panel reads gemma, and the vice panel has no such interval (one RM in a family), so it cannot
+    # change a reading
+    out = an.split_vs_pooled(panels).iloc[0]
+    assert out["basis"] == "RMs within family, then prompts within RM"
+    assert (out["reading_pooled"], out["reading_virtue"]) == ("unclear", "gemma ranks higher")
+    assert out["reading_vice"] == "cannot be tested at this n"
+    assert bool(out["changes_reading"]) and out["changed_in"] == "virtue"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -135,10 +171,20 @@ def test_leave_one_rm_out_one_row_per_rm():
     assert loo.set_index("dropped_rm")["dropped_family"].to_dict() == {
         f"rm{m}": ("gemma" if m < 4 else "llama") for m in range(10)
     }
-    full = fit_mixed_model(med).table.set_index("term").loc[THREE_WAY, "coef"]
+    full = fit_mixed_model(med, levels=an.coding_levels(med)).table.set_index("term").loc[THREE_WAY, "coef"]
     assert loo["coef_all"].unique().tolist() == pytest.approx([full])
     assert loo["change"].to_numpy() == pytest.approx((loo["coef"] - full).to_numpy())
     assert (loo["ci_low"] < 20).all() and (loo["ci_high"] > 20).all()
+    assert an.loo_skipped(med, ["gemma", "llama"]) == []
+    # one RM per family: nothing can be left out; an empty table with its columns, and the analysis named
+    two = med[med["rm"].isin(["rm0", "rm9"])]
+    empty = an.leave_one_rm_out(two)
+    assert empty.empty and list(empty.columns) == an.LOO_COLUMNS
+    assert an.loo_skipped(two, ["gemma", "llama"]) == ["toy"]
+    assert (
+        stage.text.describe_loo(empty, ["toy"])
+        == "- Leave-one-RM-out needs two RMs per family: skipped for toy."
+    )
 
 
 def test_covariate_model_absorbs_a_valence_driven_gap():
@@ -239,11 +285,40 @@ def test_run_on_live_scores_writes_outputs(tmp_path):
     assert {"mixed_model.csv", "panel_tests.csv", "null_baseline.csv", "median_ranks.parquet"} <= set(
         manifest["outputs"]
     )
-    assert set(res.timings) >= {"load_scores", "ranks", "mixed_model", "panel_tests", "null_baseline"}
+    assert set(res.timings) >= {
+        "load_scores",
+        "ranks",
+        "mixed_model",
+        "panel_tests",
+        "null_baseline",
+        "rm_level",
+    }
+    rm = pd.read_csv(out / "rm_level_interaction.csv")
+    assert list(rm.columns[:12]) == [
+        "corpus",
+        "subcategory",
+        "statistic",
+        "family_a",
+        "family_b",
+        "mean_a",
+        "mean_b",
+        "difference",
+        "p_exact",
+        "n_splits",
+        "ci_low",
+        "ci_high",
+    ]
+    assert rm[["statistic", "n_splits"]].values.tolist() == [["D(B)", 20]]  # 3 vs 3 RMs: C(6, 3) splits
+    assert {"rm_level_interaction.csv", "interaction_models.csv", "model_coding.csv"} <= set(
+        manifest["outputs"]
+    )
+    # the families are checked against the scoring run's scores before any work
     with pytest.raises(
-        ValueError, match="family \\['qwen'\\] has no scores; families present: \\['gemma', 'llama'\\]"
+        ParameterError,
+        match=r"families: \['qwen'\] have no scores: the scoring run 'default' has scores of families "
+        r"\['gemma', 'llama'\]; set families=\[\.\.\.\]",
     ):
-        stage.run(stage.Params.build(values, families=["gemma", "qwen"]))
+        stage.Params.build(values, families=["gemma", "qwen"])
 
 
 def test_run_covariates_from_the_corpora_stage(tmp_path):
@@ -301,3 +376,172 @@ def test_run_on_published_and_both(corpora_results, tmp_path):
     assert len(both.scores) == len(pub.scores) + len(live)
     assert both.unlabelled_words == pub.unlabelled_words
     assert any(rm.endswith(" [live]") for rm in both.medians["rm"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The central interaction at the RM level, and the paper's coding on the released data
+# ---------------------------------------------------------------------------------------------------------
+
+
+def rm_cell_means(med: pd.DataFrame) -> pd.DataFrame:
+    return (
+        med.groupby(["rm", "family", "framing", "category"])["median_rank"]
+        .mean()
+        .unstack(["framing", "category"])
+    )
+
+
+def test_rm_contrasts_by_hand_and_the_exact_split_test():
+    med = medians_table(effect=40.0, seed=2)
+    con = rl.rm_contrasts(med, ["gemma", "llama"])
+    assert list(con.columns) == rl.INTERACTION_COLUMNS and set(con["statistic"]) == {"D(Communion)"}
+    m = rm_cell_means(med)
+    by_hand = (m[("positive", "Agency")] - m[("positive", "Communion")]) - (
+        m[("negative", "Agency")] - m[("negative", "Communion")]
+    )
+    got = con.set_index("rm")["D"]
+    for (rm, _), value in by_hand.items():
+        assert got[rm] == pytest.approx(value)
+    tests = rl.rm_level_tests(con, ["gemma", "llama"], n_bootstrap=200)
+    assert list(tests.columns) == rl.RM_LEVEL_COLUMNS and len(tests) == 1
+    r = tests.iloc[0]
+    assert (r["n_rms_a"], r["n_rms_b"], r["n_splits"], r["n_tests"]) == (4, 6, 210, 1)
+    assert r["difference"] == pytest.approx(r["mean_b"] - r["mean_a"])
+    # planted +40 on llama Communion under negative prompts: every llama RM above every gemma RM
+    assert r["p_exact"] == pytest.approx(2 / 210) and r["verdict"] == "significant"
+    assert r["ci_low"] < 40 < r["ci_high"] and r["ci_low"] > 0
+    # in the paper's coding the three-way coefficient IS the family difference of mean D (balanced design)
+    levels = an.coding_levels(med)
+    fit = fit_mixed_model(med, levels=levels)
+    assert fit.table.set_index("term").loc[THREE_WAY, "coef"] == pytest.approx(r["difference"], rel=1e-9)
+    # side by side: three methods, one estimate; the paper's model far more certain than the RMs allow
+    side, tried, slope = rl.interaction_models(
+        med, tests, {("toy", "pooled", None): fit}, ["gemma", "llama"], levels
+    )
+    assert side["method"].str.split(" ").str[0].tolist() == ["random", "random", "RM"]
+    assert side["estimate"].to_numpy() == pytest.approx([r["difference"]] * 3, rel=1e-6)
+    assert side["se"].iloc[0] < side["se"].iloc[1]
+    assert side["n_units"].tolist() == [1080, 10, 10] and side["df"].iloc[1] == 8
+    assert set(tried["status"]) <= {"fitted", "not needed"} and THREE_WAY in set(slope["term"])
+
+
+def test_rm_contrasts_with_more_than_two_categories():
+    med = medians_table(seed=5, n_prompts=5, categories=("A", "B", "C"))
+    con = rl.rm_contrasts(med, ["gemma", "llama"])
+    assert sorted(con["statistic"].unique()) == ["D(A)", "D(B)", "D(C)"]
+    m = rm_cell_means(med).loc["rm3"].iloc[0]
+    gain = {fr: (m[(fr, "A")] + m[(fr, "C")]) / 2 - m[(fr, "B")] for fr in ("positive", "negative")}
+    row = con[(con["rm"] == "rm3") & (con["statistic"] == "D(B)")].iloc[0]
+    assert row["D"] == pytest.approx(gain["positive"] - gain["negative"]) and row["versus"] == "A, C"
+    # D sums to zero over the categories, up to the factor K/(K-1)
+    assert con.groupby("rm")["D"].sum().abs().max() < 1e-9
+    tests = rl.rm_level_tests(con, ["gemma", "llama"], n_bootstrap=100)
+    assert (tests["n_tests"] == 3).all() and np.allclose(tests["p_min_corrected"], 6 / 210)
+    assert np.allclose(tests["p_corrected"], np.minimum(1, 3 * tests["p_exact"]))
+    # the model contrast with the same weights gives the same estimate
+    levels = an.coding_levels(med)
+    fit = fit_mixed_model(med, levels=levels)
+    side, _, _ = rl.interaction_models(med, tests, {("toy", "pooled", None): fit}, ["gemma", "llama"], levels)
+    for stat_, grp in side.groupby("statistic"):
+        assert grp["estimate"].to_numpy() == pytest.approx(
+            [tests.set_index("statistic").loc[stat_, "difference"]] * 3, rel=1e-6
+        )
+
+
+def test_paper_coding_on_the_released_big_two_scores(corpora_results):
+    """Regression on the released data (all 54 prompts): the model's three-way term equals the contrast of
+    cell means computed by hand, in the paper's coding (gemma, Agency, positive prompts the references)."""
+    table, _ = read_corpora_table(
+        corpora_input("default", "test", ["big2_nouns"]), corpora_results, ["big2_nouns"]
+    )
+    scores = load_published_scores(labels_of(table, ["big2_nouns"]), ["big2_nouns"], None)
+    med = all_median_ranks(rank_scores(scores))
+    assert len(med) == 10 * 54 * 2 and med.groupby("rm")["prompt_id"].nunique().eq(54).all()  # balanced
+    levels = an.coding_levels(med)
+    fit = fit_mixed_model(med, levels=levels)
+    assert fit.reference == {"family": "gemma", "category": "Agency", "framing": "positive"}
+    coef = fit.table.set_index("term")["coef"]
+    cell = med.groupby(["family", "category", "framing"])["median_rank"].mean()
+
+    def gap_change(fam: str) -> float:  # (Communion - Agency) under negative minus under positive prompts
+        return (cell[(fam, "Communion", "negative")] - cell[(fam, "Agency", "negative")]) - (
+            cell[(fam, "Communion", "positive")] - cell[(fam, "Agency", "positive")]
+        )
+
+    three_way = gap_change("llama") - gap_change("gemma")
+    assert coef[THREE_WAY] == pytest.approx(three_way, rel=1e-9)
+    assert coef[THREE_WAY] == pytest.approx(-19.828, abs=1e-3)  # the released data's value
+    assert coef["Intercept"] == pytest.approx(cell[("gemma", "Agency", "positive")], rel=1e-9)
+    assert coef["family[T.llama]"] == pytest.approx(
+        cell[("llama", "Agency", "positive")] - cell[("gemma", "Agency", "positive")], rel=1e-9
+    )
+    # R's alphabetical default (negative prompts the reference) reads the same term with the opposite sign
+    r_default = fit_mixed_model(med).table.set_index("term")["coef"]
+    assert r_default[THREE_WAY_R] == pytest.approx(-three_way, rel=1e-9)
+    # the RM-level statistic: the family difference of mean D is the same number; its exact p is 16/210
+    tests = rl.rm_level_tests(rl.rm_contrasts(med, ["gemma", "llama"]), ["gemma", "llama"], n_bootstrap=100)
+    r = tests.iloc[0]
+    assert r["difference"] == pytest.approx(three_way, rel=1e-9)
+    assert (r["n_splits"], r["p_exact"]) == (210, pytest.approx(16 / 210))
+    assert r["verdict"] == "not significant" and r["ci_low"] < 0 < r["ci_high"]
+
+
+def test_run_on_live_scores_with_one_rm_per_family(tmp_path):
+    """The scoring stage's default hands over one RM per family (gemma, smollm): the chapter runs, says what
+    it cannot test, and its text renders."""
+    sc = synthetic_scores(n_rm=2, planted=2.0, seed=3)
+    sc["family"] = sc["family"].replace({"llama": "smollm"})
+    write_scoring_run(tmp_path, sc)
+    write_corpora_run(tmp_path, corpora_table(sc))
+    values = {
+        "scores": "live",
+        "corpora": ["toy"],
+        "n_permutations": 19,
+        "n_bootstrap": 50,
+        "n_null": 10,
+        "results_root": str(tmp_path),
+        "output_dir": str(tmp_path / "out"),
+    }
+    # the default families are not in the live scores: a problem before any work, naming the fix
+    with pytest.raises(ParameterError, match=r"has scores of families \['gemma', 'smollm'\]; set families="):
+        stage.Params.build(values)
+    res = stage.run(stage.Params.build(values, families=["gemma", "smollm"]))
+    out = tmp_path / "out"
+    for name in (
+        "rm_level_interaction.csv",
+        "loo_family_effect.csv",
+        "random_slope_fits.csv",
+        "panel_tests.csv",
+    ):
+        assert (out / name).is_file()
+    r = res.rm_level.iloc[0]
+    assert (r["n_splits"], r["p_min"], r["verdict"]) == (2, 1.0, "cannot be tested at this n")
+    assert np.isnan(r["ci_low"]) and np.isnan(r["boot_ci_low"])
+    assert res.loo.empty and res.loo_skipped == ["toy"]
+    assert set(res.panels["rm_verdict"]) == {"cannot be tested at this n"}
+    assert res.panels["diff_hb_ci_low"].isna().all()
+    assert set(res.slope_fits["status"]) == {"skipped"}
+    assert res.models["method"].tolist() == ["random intercept (paper)", "RM level, exact split test"]
+    text = stage.text
+    assert "Leave-one-RM-out needs two RMs per family: skipped for toy" in text.describe_loo(
+        res.loo, res.loo_skipped
+    )
+    assert "**cannot be tested at this n**" in text.describe_rm_level(res.rm_level, res.models)
+    assert "cannot be tested at this n" in text.describe_conclusion(res.rm_level, res.models, res.contrasts)
+    assert "2/2 = 1.0000" in text.describe_attainable(res.panels, res.rm_level)
+    assert "at least 2 RMs per family" in text.describe_random_slopes(res.slope_fits)
+    assert "cannot be tested at this n" in text.describe_panels(res.panels, "toy")
+    summary = text.describe_summary(res)
+    assert "Leave-one-RM-out: skipped" in summary and "not significant" not in summary.replace(
+        "0 not significant", ""
+    )
+    for md in (
+        text.describe_coding(res.coding, res.three_way, res.params.framing_reference),
+        text.describe_confounds(res.scores, res.families),
+        text.describe_bootstrap_vs_exact(res.panels),
+        text.describe_split(res.split, res.split_points),
+    ):
+        assert isinstance(md, str) and md
+    import matplotlib.pyplot as plt
+
+    plt.close(stage.figures.plot_rm_contrasts(res.contrasts, res.rm_level, "toy"))

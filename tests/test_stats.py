@@ -9,7 +9,7 @@ import pingouin as pg
 import pytest
 from scipy import stats
 from statsmodels.stats.multitest import fdrcorrection
-from synthetic_scores import THREE_WAY, medians_table, scores_table, synthetic_scores
+from synthetic_scores import THREE_WAY, THREE_WAY_R, medians_table, scores_table, synthetic_scores
 
 from rmvalues import stats as st
 
@@ -142,24 +142,189 @@ def test_bonferroni_and_bootstrap_ci():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Few sampled units: exact split tests, their intervals, the hierarchical bootstrap
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_split_test_by_hand_and_against_scipy():
+    # x = {0, 1}, y = {2, 3, 4}: 10 splits; T = mean(second) - mean(first) = 10/3 - 5/6 * sum(first), so the
+    # observed 2.5 is the single largest of the 10 values: two-sided p = 2 * 1/10
+    res = st.split_test([0.0, 1.0], [2.0, 3.0, 4.0])
+    assert (res.difference, res.n_splits, res.exact) == (2.5, 10, True)
+    assert res.p == pytest.approx(0.2) and res.p_min == pytest.approx(0.2)
+    # 4 vs 6 units: C(10, 4) = 210 splits, the smallest two-sided p is 2/210
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 4), rng.normal(0.8, 1, 6)
+    res = st.split_test(a, b)
+    assert res.n_splits == 210 and res.p_min == pytest.approx(2 / 210)
+    ref = stats.permutation_test(
+        (a, b),
+        lambda x, y, axis: np.mean(y, axis=axis) - np.mean(x, axis=axis),
+        n_resamples=np.inf,
+        vectorized=True,
+    )
+    assert res.p == pytest.approx(ref.pvalue) and res.difference == pytest.approx(b.mean() - a.mean())
+    assert st.split_test([1.0, 2.0, 3.0, 4.0], [11.0, 12.0, 13.0, 14.0, 15.0, 16.0]).p == pytest.approx(
+        2 / 210
+    )
+    # one unit per group: two splits, p = 1 whatever the data
+    assert (st.split_test([0.0], [100.0]).p, st.split_test([0.0], [100.0]).n_splits) == (1.0, 2)
+
+
+def test_smallest_attainable_p_after_bonferroni():
+    assert st.n_splits(4, 6) == 210
+    assert st.smallest_p(4, 6) == pytest.approx(2 / 210)
+    assert st.smallest_p(4, 6, 4) == pytest.approx(8 / 210) and st.can_reach(st.smallest_p(4, 6, 4))
+    assert st.smallest_p(4, 6, 5) == pytest.approx(10 / 210) and st.can_reach(st.smallest_p(4, 6, 5))
+    assert st.smallest_p(4, 6, 10) == pytest.approx(20 / 210) and not st.can_reach(st.smallest_p(4, 6, 10))
+    assert st.smallest_p(1, 1) == 1.0 and st.smallest_p(2, 2) == pytest.approx(1 / 3)
+
+
+def test_split_interval_inverts_the_test():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(0, 1, 4), rng.normal(2, 1, 6)
+    lo, hi = st.split_interval(a, b)
+    assert lo < b.mean() - a.mean() < hi
+    eps = 1e-7 * (hi - lo)
+    # just inside the interval the shifted test does not reject, just outside it does
+    assert st.split_test(a, b - (lo + eps)).p > 0.05 >= st.split_test(a, b - (lo - eps)).p
+    assert st.split_test(a, b - (hi - eps)).p > 0.05 >= st.split_test(a, b - (hi + eps)).p
+    # 0 outside the interval exactly when the test rejects at 5%
+    assert (lo > 0 or hi < 0) == (st.split_test(a, b).p <= 0.05)
+    # too few splits to reject any shift: no interval
+    assert all(np.isnan(st.split_interval([0.0, 1.0], [2.0, 3.0, 4.0])))
+
+
+def test_cluster_bootstrap_resamples_units_then_observations():
+    rng = np.random.default_rng(2)
+    # units with large offsets and 27 noisy observations each: the interval must carry the offsets
+    units_a = [rng.normal(u, 1, 27) for u in rng.normal(0, 10, 4)]
+    units_b = [rng.normal(u, 1, 27) for u in rng.normal(5, 10, 6)]
+    lo, hi = st.cluster_bootstrap_ci(units_a, units_b, 2000, seed=1)
+    flat_lo, flat_hi = st.bootstrap_ci(
+        np.concatenate(units_b), np.concatenate(units_a), "difference", 2000, 1
+    )
+    truth = np.mean([u.mean() for u in units_b]) - np.mean([u.mean() for u in units_a])
+    assert lo < truth < hi
+    assert (hi - lo) > 4 * (flat_hi - flat_lo)  # points as independent: far too narrow
+    assert st.cluster_bootstrap_ci(units_a, units_b, 2000, seed=1) == (lo, hi)  # seeded
+    # constant units: every resample gives the same difference
+    assert st.cluster_bootstrap_ci([[0.0, 0.0]] * 3, [[1.0, 1.0]] * 3, 200, 0) == (1.0, 1.0)
+    # fewer than two units in a group: the variation between units cannot be estimated
+    assert all(np.isnan(st.cluster_bootstrap_ci(units_a[:1], units_b, 200, 0)))
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Mixed model
 # ---------------------------------------------------------------------------------------------------------
 
 
+#: The paper's coding: positive prompts the reference framing (its script's ``levels = c("positive","negative")``).
+PAPER = {"framing": "positive"}
+
+
+def cell_means(df: pd.DataFrame) -> pd.Series:
+    return df.groupby(["family", "category", "framing"])["median_rank"].mean()
+
+
 def test_mixed_model_recovers_planted_three_way_effect():
-    fit = st.fit_mixed_model(medians_table(effect=20.0, seed=0))
+    med = medians_table(effect=20.0, seed=0)
+    levels = st.treatment_levels(med, first=PAPER)
+    fit = st.fit_mixed_model(med, levels=levels)
     t = fit.table.set_index("term")
     assert list(fit.table.columns) == ["term", "coef", "se", "z", "p", "ci_low", "ci_high"]
     assert fit.formula == "median_rank ~ family * category * framing"
     assert (fit.n_obs, fit.n_groups, fit.converged) == (1080, 10, True)
+    assert fit.reference == {"family": "gemma", "category": "Agency", "framing": "positive"}
     assert t.loc[THREE_WAY, "ci_low"] < 20 < t.loc[THREE_WAY, "ci_high"]
     assert t.loc[THREE_WAY, "p"] < 1e-6
     assert t.loc[THREE_WAY, "z"] == pytest.approx(t.loc[THREE_WAY, "coef"] / t.loc[THREE_WAY, "se"])
-    null = st.fit_mixed_model(medians_table(effect=0.0, seed=0)).table.set_index("term")
+    null = st.fit_mixed_model(medians_table(effect=0.0, seed=0), levels=levels).table.set_index("term")
     assert null.loc[THREE_WAY, "ci_low"] < 0 < null.loc[THREE_WAY, "ci_high"]
     # one framing only: the formula drops framing
     pos = medians_table(seed=0).query("framing == 'positive'")
     assert st.fit_mixed_model(pos).formula == "median_rank ~ family * category"
+
+
+def test_coding_is_explicit_and_the_three_way_term_is_a_contrast_of_cell_means():
+    med = medians_table(effect=20.0, seed=0)
+    # R's default: every factor alphabetical, so negative prompts are the reference framing
+    assert st.treatment_levels(med) == {
+        "family": ["gemma", "llama"],
+        "category": ["Agency", "Communion"],
+        "framing": ["negative", "positive"],
+    }
+    assert st.treatment_levels(med, first=PAPER)["framing"] == ["positive", "negative"]
+    # the reference family never depends on the order of the contrast
+    rev = st.fit_mixed_model(med, families=("llama", "gemma"))
+    assert rev.reference["family"] == "gemma" and THREE_WAY_R in set(rev.table["term"])
+    r_default = st.fit_mixed_model(med).table.set_index("term")
+    paper = st.fit_mixed_model(med, levels=st.treatment_levels(med, first=PAPER)).table.set_index("term")
+    # balanced design: the three-way term is the difference-in-differences-in-differences of cell means
+    m = cell_means(med)
+
+    def did(fam: str) -> float:
+        gap = {fr: m[(fam, "Communion", fr)] - m[(fam, "Agency", fr)] for fr in ("positive", "negative")}
+        return gap["negative"] - gap["positive"]
+
+    by_hand = did("llama") - did("gemma")
+    assert paper.loc[THREE_WAY, "coef"] == pytest.approx(by_hand, rel=1e-9)
+    assert r_default.loc[THREE_WAY_R, "coef"] == pytest.approx(-by_hand, rel=1e-9)
+    assert r_default.loc[THREE_WAY_R, "se"] == pytest.approx(paper.loc[THREE_WAY, "se"], rel=1e-6)
+    assert paper.loc["Intercept", "coef"] == pytest.approx(m[("gemma", "Agency", "positive")])
+    assert r_default.loc["Intercept", "coef"] == pytest.approx(m[("gemma", "Agency", "negative")])
+    # cell_contrast: the same contrast from the model's cell means, with the term's SE
+    fit = st.fit_mixed_model(med, levels=st.treatment_levels(med, first=PAPER))
+    cells = pd.DataFrame(
+        [
+            (
+                f,
+                c,
+                fr,
+                (1 if f == "llama" else -1)
+                * (1 if c == "Communion" else -1)
+                * (1 if fr == "negative" else -1),
+            )
+            for f in ("gemma", "llama")
+            for c in ("Agency", "Communion")
+            for fr in ("positive", "negative")
+        ],
+        columns=["family", "category", "framing", "weight"],
+    )
+    c = st.cell_contrast(fit, cells, df=8)
+    assert c["estimate"] == pytest.approx(by_hand, rel=1e-9)
+    assert c["se"] == pytest.approx(paper.loc[THREE_WAY, "se"], rel=1e-6)
+    assert c["p_t"] == pytest.approx(2 * stats.t.sf(abs(c["z"]), 8)) and c["p_t"] > c["p"]
+
+
+def test_random_slopes_widen_the_interaction_when_rms_differ():
+    med = medians_table(effect=20.0, seed=3, slope_sd=15.0)
+    levels = st.treatment_levels(med, first=PAPER)
+    fit, tried = st.fit_random_slopes(med, levels=levels)
+    assert list(tried["structure"]) == list(st.SLOPE_STRUCTURES)
+    assert (
+        fit is not None
+        and fit.converged
+        and fit.structure == tried.loc[tried["status"] == "fitted", "structure"].iloc[-1]
+    )
+    assert tried.loc[0, "n_cov_params"] == 10  # 4 random effects (2 categories x 2 framings) per RM
+    ri = st.fit_mixed_model(med, levels=levels).table.set_index("term").loc[THREE_WAY]
+    rs = fit.table.set_index("term").loc[THREE_WAY]
+    assert rs["coef"] == pytest.approx(ri["coef"], rel=1e-6)  # balanced: the same estimate
+    assert rs["se"] > 2 * ri["se"]  # the RMs' own slopes are now part of the uncertainty
+    # five categories: 10 random effects per RM = 55 covariance parameters from 10 RMs, not attempted
+    five = medians_table(seed=1, n_prompts=6, categories=("A", "B", "C", "D", "E"))
+    fit5, tried5 = st.fit_random_slopes(five)
+    assert (
+        tried5.loc[0, "status"] == "skipped"
+        and "55 covariance parameters from 10 RMs" in tried5.loc[0, "note"]
+    )
+    assert fit5 is None or fit5.structure == "variance components"
+    # one RM per family: nothing to fit, and the reason is reported
+    two = med[med["rm"].isin(["rm0", "rm9"])]
+    none, why = st.fit_random_slopes(two)
+    assert none is None and set(why["status"]) == {"skipped"}
+    assert "at least 2 RMs per family (gemma: 1, llama: 1)" in why["note"].iloc[0]
 
 
 def test_mixed_model_falls_back_to_derivative_free_optimizers():

@@ -1,21 +1,27 @@
 """Statistics layer (no chapter code): ranks and median ranks (:mod:`.ranks`), two-group tests, effect sizes,
-bootstrap and corrections (:mod:`.twogroup`), mixed models (:mod:`.mixed`), the ANOVA variant (:mod:`.anova`)
-and label-permutation nulls (:mod:`.nulls`). Imports only third-party statistics packages."""
+bootstrap and corrections (:mod:`.twogroup`), inference over few sampled units (exact split tests, their
+intervals, the hierarchical bootstrap: :mod:`.units`), mixed models with an explicit coding and random slopes
+(:mod:`.mixed`), the ANOVA variant (:mod:`.anova`) and label-permutation nulls (:mod:`.nulls`). Imports only
+third-party statistics packages."""
 
 from .anova import anova_3way, welch_posthocs
 from .mixed import (
     BLAS_THREADS,
-    FRAMINGS,
+    FACTORS,
     OPTIMIZERS,
+    SLOPE_STRUCTURES,
     MixedFit,
+    cell_contrast,
     default_formula,
     design,
     fit_mixed_model,
+    fit_random_slopes,
     fit_with_fallback,
     top_family_terms,
+    treatment_levels,
 )
 from .nulls import family_gaps, gap_statistics, null_baseline, permute_within
-from .ranks import POINT_KEY, RANK_KEY, all_median_ranks, median_ranks, rank_scores
+from .ranks import FRAMINGS, POINT_KEY, RANK_KEY, all_median_ranks, median_ranks, rank_scores
 from .twogroup import (
     bootstrap_ci,
     check_families,
@@ -29,17 +35,34 @@ from .twogroup import (
     stable_seed,
     welch_t,
 )
+from .units import (
+    MAX_SPLITS,
+    SplitTest,
+    can_reach,
+    cluster_bootstrap_ci,
+    n_splits,
+    smallest_p,
+    split_interval,
+    split_test,
+)
 
 __all__ = [
     "BLAS_THREADS",
+    "FACTORS",
     "FRAMINGS",
+    "MAX_SPLITS",
     "OPTIMIZERS",
     "POINT_KEY",
     "RANK_KEY",
+    "SLOPE_STRUCTURES",
     "MixedFit",
+    "SplitTest",
     "all_median_ranks",
     "anova_3way",
     "bootstrap_ci",
+    "can_reach",
+    "cell_contrast",
+    "cluster_bootstrap_ci",
     "check_families",
     "cohen_d_vectorized",
     "cohens_d",
@@ -48,18 +71,24 @@ __all__ = [
     "design",
     "family_gaps",
     "fit_mixed_model",
+    "fit_random_slopes",
     "fit_with_fallback",
     "gap_statistics",
     "mean_ci",
     "mean_difference",
     "median_ranks",
+    "n_splits",
     "null_baseline",
     "permutation_test",
     "permutation_welch",
     "permute_within",
     "rank_scores",
+    "smallest_p",
+    "split_interval",
+    "split_test",
     "stable_seed",
     "top_family_terms",
+    "treatment_levels",
     "welch_posthocs",
     "welch_t",
 ]

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .mixed import FRAMINGS
-from .ranks import RANK_KEY
+from .ranks import FRAMINGS, RANK_KEY
 from .twogroup import check_families
 
 

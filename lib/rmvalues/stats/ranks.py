@@ -12,6 +12,9 @@ import pandas as pd
 
 #: The ranking unit: words are ranked within each of these groups.
 RANK_KEY = ["corpus", "source", "model", "prompt_id"]
+#: The framings in display order (positive first). The display order only: the models' coding is explicit
+#: (:func:`rmvalues.stats.treatment_levels`).
+FRAMINGS: tuple[str, ...] = ("positive", "negative")
 #: The columns that identify one point of the analysis (one RM under one prompt).
 POINT_KEY = ["corpus", "source", "model", "rm", "family", "prompt_id", "framing"]
 

@@ -2,8 +2,8 @@
 and what it lacks). The package is ``rm_statistics`` because a module named ``statistics`` would shadow the
 standard library; the stage, its results folder and its page are ``statistics``."""
 
-from . import figures, text
+from . import analysis, figures, rm_level, text
 from .params import Params
 from .run import Results, run
 
-__all__ = ["Params", "Results", "figures", "run", "text"]
+__all__ = ["Params", "Results", "analysis", "figures", "rm_level", "run", "text"]

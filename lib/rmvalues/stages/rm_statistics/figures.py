@@ -124,9 +124,12 @@ SPLIT_MARKERS = {"pooled": "D", "virtue": "o", "vice": "s"}
 SPLIT_COLORS = {"pooled": "black", "virtue": "#2a9d8f", "vice": "#e76f51"}
 
 
-def plot_split(panels: pd.DataFrame, corpus: str = "mfd2") -> Figure:
-    """The family difference (b - a, rank units, 95% bootstrap CI) per foundation and framing: pooled over
-    virtue and vice, and each apart."""
+def plot_split(
+    panels: pd.DataFrame, corpus: str = "mfd2", low: str = "diff_hb_ci_low", high: str = "diff_hb_ci_high"
+) -> Figure:
+    """The family difference (b - a, rank units) per foundation and framing, pooled over virtue and vice and
+    each apart, with the 95% bootstrap CI in ``low``/``high`` (default: RMs resampled within family, then
+    prompts within RM; a point without a bar has no such interval)."""
     import matplotlib.pyplot as plt
 
     df = panels[panels["corpus"] == corpus].copy()
@@ -152,10 +155,11 @@ def plot_split(panels: pd.DataFrame, corpus: str = "mfd2") -> Figure:
                     continue
                 r = row.iloc[0]
                 y = c + (v - (len(versions) - 1) / 2) * 0.22
+                err = [[r["difference"] - r[low]], [r[high] - r["difference"]]]
                 ax.errorbar(
                     r["difference"],
                     y,
-                    xerr=[[r["difference"] - r["diff_ci_low"]], [r["diff_ci_high"] - r["difference"]]],
+                    xerr=None if pd.isna(r[low]) else err,
                     fmt=SPLIT_MARKERS.get(ver, "o"),
                     color=SPLIT_COLORS.get(ver, "grey"),
                     ms=4,
@@ -169,6 +173,57 @@ def plot_split(panels: pd.DataFrame, corpus: str = "mfd2") -> Figure:
         fa, fb = df["family_a"].iloc[0], df["family_b"].iloc[0]
         ax.set_xlabel(f"{fb} - {fa} mean median rank\n(> 0: {fa} ranks the words higher)")
     axes[0, -1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rm_contrasts(
+    contrasts: pd.DataFrame, rm_level: pd.DataFrame, corpus: str, analysis: str = "pooled"
+) -> Figure:
+    """Each RM's ``D`` (how much a category gains in rank, relative to the others, from negative to positive
+    prompts) by family, one panel per statistic (and subcategory); the family means as black diamonds,
+    and in the title the difference with its exact p over all splits of the RMs."""
+    import matplotlib.pyplot as plt
+
+    df = contrasts[(contrasts["corpus"] == corpus) & (contrasts["analysis"] == analysis)]
+    if df.empty:
+        raise ValueError(f"no RM-level contrasts for corpus {corpus!r}, analysis {analysis!r}")
+    df = df.assign(version=df["subcategory"].astype(object).fillna("").astype(str))
+    keys = list(
+        df[["version", "statistic"]]
+        .drop_duplicates()
+        .sort_values(["version", "statistic"])
+        .itertuples(index=False, name=None)
+    )
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.1 * len(keys) + 0.8, 3.0), squeeze=False, sharey=True)
+    rng = np.random.default_rng(0)
+    for ax, (version, statistic) in zip(axes[0], keys, strict=True):
+        cell = df[(df["version"] == version) & (df["statistic"] == statistic)]
+        families = [cell["family"].iloc[0]] if cell["family"].nunique() == 1 else None
+        test = rm_level[
+            (rm_level["corpus"] == corpus)
+            & (rm_level["analysis"] == analysis)
+            & (rm_level["subcategory"].astype(object).fillna("").astype(str) == version)
+            & (rm_level["statistic"] == statistic)
+        ]
+        if not test.empty:
+            families = [test["family_a"].iloc[0], test["family_b"].iloc[0]]
+        families = families or sorted(cell["family"].unique())
+        for x, fam in enumerate(families):
+            vals = cell.loc[cell["family"] == fam, "D"].to_numpy(float)
+            ax.scatter(x + rng.uniform(-0.1, 0.1, vals.size), vals, s=16, color=family_color(fam), alpha=0.8)
+            if vals.size:
+                ax.scatter([x], [vals.mean()], marker="D", color="black", s=22, zorder=3)
+        ax.axhline(0, color="grey", lw=0.7)
+        ax.set_xticks(range(len(families)), families)
+        ax.set_xlim(-0.6, len(families) - 0.4)
+        title = statistic + (f" ({version})" if version else "")
+        if not test.empty:
+            r = test.iloc[0]
+            title += f"\ndiff {r['difference']:.1f}, exact p {r['p_exact']:.3f}"
+        ax.set_title(title, fontsize=8)
+    axes[0, 0].set_ylabel("D per RM (ranks)")
+    fig.suptitle(f"{corpus}: the central interaction per reward model", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import pandas as pd
+
 from ...core.handoff import StageInput
 from ...core.params import StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
@@ -28,6 +30,11 @@ class Params(StageParams):
     prompts: list[str] = param([], help="prompt ids ([] = all 54)")
     families: list[str] = param(
         ["gemma", "llama"], help="the two base families to contrast (b - a: second minus first)"
+    )
+    framing_reference: Literal["positive", "negative"] = param(
+        "positive",
+        help="reference framing of the models' coding: 'positive' as the paper's script "
+        "(levels = c('positive','negative')); 'negative' = R's alphabetical default",
     )
     n_permutations: int = param(9999, help="permutations of the panel tests", ge=9)
     n_bootstrap: int = param(2000, help="bootstrap resamples of the intervals", ge=50)
@@ -90,4 +97,25 @@ class Params(StageParams):
             bad = [f for f in self.families if f not in known]
             if bad:
                 problems.append(f"families: {bad} not among the published RMs' families {known}")
+        else:
+            problems += self._live_family_problems(known)
         return problems
+
+    def _live_family_problems(self, published: list[str]) -> list[str]:
+        """When the scoring run's output exists: a problem naming the families it has when ``families``
+        asks for one it lacks (published families count too when ``scores`` is both)."""
+        scoring = self.scoring_input()
+        path = scoring.folder(self.results_root) / LIVE_SCORES if scoring is not None else None
+        if path is None or not path.is_file():
+            return []  # an absent run is a missing input (or a planned run): checked when it is read
+        live = sorted(pd.read_parquet(path, columns=["family"])["family"].dropna().unique())
+        have = sorted(set(live) | (set(published) if self.scores == "both" else set()))
+        bad = [f for f in self.families if f not in have]
+        if not bad:
+            return []
+        where = f"the scoring run {self.scoring_run!r} has scores of families {live}"
+        if self.scores == "both":
+            where += f" (and the published RMs of {published})"
+        return [
+            f"families: {bad} have no scores: {where}; set families=[...] to two of them, e.g. families={have[:2]}"
+        ]

@@ -2,10 +2,12 @@
 
 ``run(params)`` reads the words' labels, frequency and valence from a corpora run, the scores (the paper's
 published scores of ten RMs, a scoring run's live scores, or both), and writes ``median_ranks.parquet``,
-``mixed_model.csv``, ``panel_tests.csv``, ``split_vs_pooled.csv``, ``null_baseline.csv``,
-``null_distribution.parquet``, ``loo_family_effect.csv``, ``per_rm.csv``, ``anova_lm.csv``,
-``anova_posthocs.csv`` and ``covariate_model.csv`` (when some corpus has normed words), with a
-``manifest.json``. BLAS runs single-threaded meanwhile (:data:`rmvalues.stats.BLAS_THREADS`).
+``model_coding.csv``, ``mixed_model.csv``, ``panel_tests.csv``, ``split_vs_pooled.csv``,
+``rm_contrasts.csv``, ``rm_level_interaction.csv``, ``interaction_models.csv``, ``random_slope_fits.csv``,
+``random_slope_model.csv``, ``null_baseline.csv``, ``null_distribution.parquet``, ``loo_family_effect.csv``,
+``per_rm.csv``, ``anova_lm.csv``, ``anova_posthocs.csv`` and ``covariate_model.csv`` (when some corpus has
+normed words), with a ``manifest.json``. BLAS runs single-threaded meanwhile
+(:data:`rmvalues.stats.BLAS_THREADS`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ...stats import (
     null_baseline,
     rank_scores,
 )
-from . import analysis
+from . import analysis, rm_level
 from .params import LIVE_SCORES, Params
 
 __all__ = ["Results", "run"]
@@ -40,12 +42,21 @@ class Results:
     corpora: pd.DataFrame  # the corpora run's table, restricted to params.corpora
     ranked: pd.DataFrame = field(default_factory=pd.DataFrame)
     medians: pd.DataFrame = field(default_factory=pd.DataFrame)  # median_ranks.parquet
+    levels: dict[str, list[str]] = field(default_factory=dict)  # the models' coding (first = reference)
+    coding: pd.DataFrame = field(default_factory=pd.DataFrame)  # model_coding.csv
     mixed: pd.DataFrame = field(default_factory=pd.DataFrame)  # mixed_model.csv
+    fits: dict = field(default_factory=dict)  # {(corpus, analysis, subcategory): MixedFit} of mixed
     panels: pd.DataFrame = field(default_factory=pd.DataFrame)  # panel_tests.csv
     split: pd.DataFrame = field(default_factory=pd.DataFrame)  # split_vs_pooled.csv
+    contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # rm_contrasts.csv
+    rm_level: pd.DataFrame = field(default_factory=pd.DataFrame)  # rm_level_interaction.csv
+    models: pd.DataFrame = field(default_factory=pd.DataFrame)  # interaction_models.csv
+    slope_fits: pd.DataFrame = field(default_factory=pd.DataFrame)  # random_slope_fits.csv
+    slope_model: pd.DataFrame = field(default_factory=pd.DataFrame)  # random_slope_model.csv
     null_summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # null_baseline.csv
     null_draws: pd.DataFrame = field(default_factory=pd.DataFrame)  # null_distribution.parquet
     loo: pd.DataFrame = field(default_factory=pd.DataFrame)  # loo_family_effect.csv
+    loo_skipped: list[str] = field(default_factory=list)  # analyses with one RM per family
     per_rm: pd.DataFrame = field(default_factory=pd.DataFrame)  # per_rm.csv
     anova: pd.DataFrame = field(default_factory=pd.DataFrame)  # anova_lm.csv
     posthocs: pd.DataFrame = field(default_factory=pd.DataFrame)  # anova_posthocs.csv
@@ -71,6 +82,11 @@ class Results:
     def three_way(self) -> pd.DataFrame:
         """The family x category x framing rows of the mixed models."""
         return analysis.three_way_table(self.mixed)
+
+    @property
+    def split_points(self) -> pd.DataFrame:
+        """``split_vs_pooled`` read from intervals over (RM, prompt) points (for comparison)."""
+        return analysis.split_vs_pooled(self.panels, basis="(RM, prompt) points")
 
     @property
     def split_corpora(self) -> list[str]:
@@ -109,10 +125,25 @@ def _paper_analysis(res: Results, record: RunRecord) -> None:
         res.ranked = rank_scores(res.scores)
         res.medians = all_median_ranks(res.ranked)
     with record.timed("mixed_model"):
-        res.mixed, _ = analysis.mixed_models(res.medians, res.families)
+        res.levels = analysis.coding_levels(res.medians, p.framing_reference)
+        res.mixed, res.fits = analysis.mixed_models(res.medians, res.families, res.levels)
+        res.coding = analysis.coding_table(res.fits)
     with record.timed("panel_tests"):
         res.panels = analysis.panel_tests(res.medians, res.families, p.n_permutations, p.n_bootstrap, p.seed)
         res.split = analysis.split_vs_pooled(res.panels)
+
+
+def _rm_level(res: Results, record: RunRecord) -> None:
+    """The central interaction per RM: the exact split tests, side by side with the paper's model and the
+    random-slope model."""
+    p = res.params
+    with record.timed("rm_level"):
+        res.contrasts = rm_level.rm_contrasts(res.medians, res.families)
+        res.rm_level = rm_level.rm_level_tests(res.contrasts, res.families, p.n_bootstrap, p.seed)
+    with record.timed("random_slopes"):
+        res.models, res.slope_fits, res.slope_model = rm_level.interaction_models(
+            res.medians, res.rm_level, res.fits, res.families, res.levels
+        )
 
 
 def _robustness(res: Results, record: RunRecord) -> None:
@@ -121,7 +152,8 @@ def _robustness(res: Results, record: RunRecord) -> None:
     with record.timed("null_baseline"):
         res.null_summary, res.null_draws = null_baseline(res.ranked, res.families, p.n_null, p.seed)
     with record.timed("leave_one_rm_out"):
-        res.loo = analysis.leave_one_rm_out(res.medians, res.families)
+        res.loo = analysis.leave_one_rm_out(res.medians, res.families, res.levels)
+        res.loo_skipped = analysis.loo_skipped(res.medians, res.families)
     with record.timed("anova"):
         res.anova, res.posthocs = analysis.anova_tables(res.medians, res.families)
     res.per_rm = analysis.per_rm_summary(res.medians)
@@ -135,7 +167,7 @@ def _covariates(res: Results, record: RunRecord) -> None:
         have, lacking = analysis.normed_corpora(cov, p.corpora)
         if have:
             ranked = res.ranked[res.ranked["corpus"].isin(have)]
-            res.covariates = analysis.covariate_model(ranked, cov, res.families)
+            res.covariates = analysis.covariate_model(ranked, cov, res.families, res.levels)
         note = f"covariate model fitted for {', '.join(have)}" if have else "covariate model skipped"
         if lacking:
             note += (
@@ -150,6 +182,8 @@ def _write(res: Results, record: RunRecord) -> None:
         {
             "seed": res.params.seed,
             "panel_tests": "numpy default_rng([seed, crc32(corpus|analysis|category|subcategory|framing)])",
+            "rm_level_interaction": "bootstrap: numpy default_rng([seed, crc32(corpus|analysis|subcategory|"
+            "statistic|category|versus)]); the split tests enumerate every split",
             "null_baseline": "numpy default_rng(seed)",
         }
     )
@@ -157,14 +191,22 @@ def _write(res: Results, record: RunRecord) -> None:
         {
             "covariate_model": res.covariate_note,
             "unlabelled_words": res.unlabelled_words,
+            "coding": {f: {"reference": lv[0], "levels": lv} for f, lv in res.levels.items()},
+            "loo_skipped": res.loo_skipped,
             "rms": sorted(res.scores["model"].unique()),
             "n_scores": len(res.scores),
         }
     )
     record.write_parquet(res.medians, "median_ranks.parquet")
+    record.write_csv(res.coding, "model_coding.csv")
     record.write_csv(res.mixed, "mixed_model.csv")
     record.write_csv(res.panels, "panel_tests.csv")
     record.write_csv(res.split, "split_vs_pooled.csv")
+    record.write_csv(res.contrasts, "rm_contrasts.csv")
+    record.write_csv(res.rm_level, "rm_level_interaction.csv")
+    record.write_csv(res.models, "interaction_models.csv")
+    record.write_csv(res.slope_fits, "random_slope_fits.csv")
+    record.write_csv(res.slope_model, "random_slope_model.csv")
     record.write_csv(res.null_summary, "null_baseline.csv")
     record.write_parquet(res.null_draws, "null_distribution.parquet")
     record.write_csv(res.loo, "loo_family_effect.csv")
@@ -185,6 +227,7 @@ def run(params: Params, record: RunRecord | None = None) -> Results:
     with threadpool_limits(BLAS_THREADS, user_api="blas"):
         res = _load(params, record)
         _paper_analysis(res, record)
+        _rm_level(res, record)
         _robustness(res, record)
         _covariates(res, record)
     _write(res, record)
