@@ -35,5 +35,7 @@ def test_a_page_is_read_for_figures_code_and_tables(tmp_path):
     assert any("tables of [20] rows" in p for p in problems)
     assert not any("no numbered figure" in p for p in problems)
     bare = tmp_path / "q.html"
-    bare.write_text("<html><body><article><h1>T</h1><figure><img src='a.png'></figure></article></body></html>")
+    bare.write_text(
+        "<html><body><article><h1>T</h1><figure><img src='a.png'></figure></article></body></html>"
+    )
     assert check.publication_problems("q", check.parse_page(bare)) == ["q: no numbered figure with a caption"]

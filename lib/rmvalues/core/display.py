@@ -71,7 +71,9 @@ def _download(csv: str | os.PathLike[str] | None) -> str:
         return ""
     path = paths.resolve(csv)
     page_dir = paths.project_root() / "book" / "generated"
-    return f"\n\n{{download}}`Download the full table (CSV, {path.name}) <{_relative_to_page(path, page_dir)}>`"
+    return (
+        f"\n\n{{download}}`Download the full table (CSV, {path.name}) <{_relative_to_page(path, page_dir)}>`"
+    )
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -91,7 +93,9 @@ def table(
 
     shown = df.head(max_rows)
     more = len(df) - len(shown)
-    note = f"\n\nThe first {len(shown)} of {len(df)} rows; the download holds all of them." if more > 0 else ""
+    note = (
+        f"\n\nThe first {len(shown)} of {len(df)} rows; the download holds all of them." if more > 0 else ""
+    )
     body = f":::{{table}} {caption}\n:name: {name}\n:align: left\n\n{_markdown(shown)}\n:::"
     return Markdown(body + note + _download(csv))
 
