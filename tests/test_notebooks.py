@@ -84,3 +84,71 @@ def test_profiles_validate_for_every_run(profile, tmp_path, monkeypatch):
     specs = runner.plan(CONFIG, profile=profile)
     assert {s.stage for s in specs} == set(STAGES)
     runner.validate_plan(specs, CONFIG, log=lambda *_: None)
+
+
+#: Numbers prose may type: years (citations, dates), and design constants of the paper that no run changes.
+FIXED_NUMBERS = {"54", "27", "10", "4", "6", "2.0"}
+_STRIP = [
+    re.compile(r"`[^`]*`"),  # inline code and roles' targets ({glue:text}`key`, {numref}`fig-x`)
+    re.compile(r"\{[a-z:]+\}"),  # role names
+    re.compile(r"\$[^$]*\$"),  # math
+    re.compile(r"\]\([^)]*\)"),  # link targets
+    re.compile(r"https?://\S+"),
+    re.compile(r"\b\d+(\.\d+)?e-?\d+\b"),  # scientific notation is a setting's spelling (lr 1e-5)
+    re.compile(
+        r"\b[A-Za-z][A-Za-z0-9.]*-[A-Za-z0-9.\-]*\d[A-Za-z0-9.\-]*"
+    ),  # names: Gemma-3-270M, SmolLM2-135M
+    re.compile(r"\b[A-Za-z]+\d+[A-Za-z0-9]*\b"),  # names: SmolLM2, GPT4, fig1
+    re.compile(r"\b(Gemma|Llama|Qwen|Mistral|Phi|GPT|Skywork|OLMo|Tulu)\s+\d+(\.\d+)?"),  # model versions
+]
+_NUMBER = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)%?(?![\w.]*[A-Za-z])")
+
+
+def typed_numbers(text: str) -> list[tuple[str, str]]:
+    """Numbers typed in prose: what is left after code, roles, math, links and model names are removed,
+    except years and the paper's fixed design constants."""
+    for pattern in _STRIP:
+        text = pattern.sub(" ", text)
+    out = []
+    for m in _NUMBER.finditer(text):
+        n = m.group(1).rstrip(",.")
+        if re.fullmatch(r"(19|20)\d\d", n) or n in FIXED_NUMBERS:
+            continue
+        context = text[max(0, m.start() - 12) : m.end() + 3]
+        before, after = text[max(0, m.start() - 12) : m.start()], text[m.end() : m.end() + 3]
+        if re.search(r"(Fig\.|Figs\.|Table|Section|Sec\.|Eq\.|App\.|and)\s*$", before) and re.search(
+            r"(Fig|Table|Sec|Eq|App)", text[max(0, m.start() - 20) : m.start()]
+        ):
+            continue  # a reference to a figure or table of the paper
+        if re.search(r"(rank|step)\s*$", before) or re.match(r"\s*=", after):
+            continue  # a definition of a scale: "rank 1", "step 0", "(1 = highest)"
+        if n == "95" and re.match(r"\s*%", text[m.end() - 1 : m.end() + 2]):
+            continue  # the conventional 95% interval
+
+        out.append((n, context.strip()))
+    return out
+
+
+def test_typed_numbers_are_found():
+    def numbers(text: str) -> list[str]:
+        return [n for n, _ in typed_numbers(text)]
+
+    assert numbers("The run scores 263 words; {glue:text}`n_words` glued.") == ["263"]
+    assert numbers("Christian et al. (2026) used the 54 prompts of Gemma-3-270M and MFD 2.0; Fig. 2.") == []
+    assert numbers("Llama 3.1 and Gemma 2 base models; {numref}`fig-x`") == []
+    assert numbers("accuracy 0.61 and 58%") == ["0.61", "58"]
+
+
+#: Chapters whose publication pass (issue 11) has not yet glued every number; strict, so a pass removes its entry.
+PROSE_PENDING = {"scoring", "implicit", "training", "statistics"}
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [pytest.param(s, marks=pytest.mark.xfail(strict=True)) if s in PROSE_PENDING else s for s in STAGES],
+)
+def test_notebook_prose_types_no_number(stage):
+    """Issue 11: every number in a chapter's prose is glued from the run (or computed), never typed."""
+    nb = nbformat.read(CONFIG.stages[stage].notebook, as_version=4)
+    found = [n for c in nb.cells if c.cell_type == "markdown" for n in typed_numbers(c.source)]
+    assert found == [], f"{stage}: numbers typed in prose: {found}"
