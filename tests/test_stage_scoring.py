@@ -151,12 +151,17 @@ def test_words_and_inputs_come_from_the_corpora_run(tiny_registry, corpora_resul
     assert manifest["inputs"]["corpora/default/corpora.parquet"] == upstream["outputs"]["corpora.parquet"]
     assert "paper/config/prompts" in manifest["inputs"]
     assert not any(k.startswith("paper/corpora/") for k in manifest["inputs"])  # corpus files are not read
-    assert set(manifest["outputs"]) == {
+    assert {o for o in manifest["outputs"] if "/" not in o} == {
         "scores.parquet",
         "tokens.parquet",
         "timings.parquet",
         "medians.parquet",
     }
+    # the book's CSV downloads: every reader table, written even when empty (the links always resolve)
+    assert {o for o in manifest["outputs"] if "/" in o} == {
+        f"tables/{name}.csv" for name in scoring.READER_TABLES
+    }
+    assert all(res.csv(name).is_file() for name in scoring.READER_TABLES)
     assert [m["name"] for m in manifest["models"]] == ["tiny-llama-rm"]
     assert manifest["extra"]["units"] == {"total": 2, "skipped": 0, "scored": 2}
     # a results root without the corpora run: one clear error naming the run to execute first
@@ -181,8 +186,16 @@ def test_chapter_tables(tiny_registry, corpora_results, tmp_path):
     assert "tiny-gemma-rm" in summary and "candidates in" in summary
     assert "tiny random llama" in scoring.text.describe_models(res.specs, res.training_registry)
     assert scoring.text.score_counts(res.scores, res.units).startswith(f"{len(res.scores)} rows: 2 RMs")
-    fig = scoring.figures.plot_category_medians(res.medians, "big2_nouns")
-    assert len(fig.axes) >= 2
+    # one figure: a row of live and a row of published medians for the corpus, a column per framing
+    fig = scoring.figures.plot_category_medians(res.medians, res.published_medians)
+    assert len(fig.axes) == 2 * 2 and fig.get_figwidth() <= 9
+    assert len(scoring.figures.plot_category_medians(res.medians).axes) == 2
+    numbers = scoring.text.key_numbers(res)
+    assert numbers["n_rms"] == "2" and numbers["n_compared"] == "0"
+    assert numbers["live_published_rho"] == "n/a" and numbers["n_problems"] == "0"
+    assert numbers["live_top"].endswith("of 4 comparisons")  # 2 RMs x 2 framings
+    assert numbers["expected_rank"] == f"{(res.scores['word'].nunique() + 1) / 2:g}"
+    assert all(isinstance(v, str) and v for v in numbers.values())
 
 
 def test_trained_rms_come_from_the_training_run(tiny_registry, corpora_results, tmp_path):

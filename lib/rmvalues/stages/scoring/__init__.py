@@ -3,6 +3,6 @@ line: ``python -m rmvalues.stages.scoring``, see :mod:`.cli`)."""
 
 from . import figures, tables, text
 from .params import Params
-from .run import Results, Shard, run
+from .run import READER_TABLES, Results, Shard, run
 
-__all__ = ["Params", "Results", "Shard", "figures", "run", "tables", "text"]
+__all__ = ["READER_TABLES", "Params", "Results", "Shard", "figures", "run", "tables", "text"]

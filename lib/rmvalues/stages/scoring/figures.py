@@ -10,41 +10,86 @@ from ...core.style import family_color
 from ...data.prompts import FRAMINGS
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["plot_category_medians"]
 
+#: The widest figure the book's page shows at full size (inches).
+MAX_WIDTH = 8.8
 
-def plot_category_medians(
-    medians: pd.DataFrame, corpus: str | None = None, title: str | None = None
-) -> Figure:
-    """Median rank of each category, by model (colour = family) and framing (one panel per framing)."""
-    import matplotlib.pyplot as plt
+
+def _pooled(medians: pd.DataFrame | None) -> pd.DataFrame:
+    if medians is None or medians.empty:
+        return pd.DataFrame(columns=["corpus", "framing", "category", "family", "median_rank"])
+    return medians[medians["analysis"] == "pooled"] if "analysis" in medians.columns else medians
+
+
+def _panel(ax: Axes, df: pd.DataFrame, families: list[str], categories: list[str]) -> None:
+    """One panel: one point per (RM, prompt) and category, dodged and coloured by base family."""
     import seaborn as sns
 
-    df = medians if corpus is None else medians[medians["corpus"] == corpus]
-    framings = [f for f in FRAMINGS if f in set(df["framing"])]
-    fig, axes = plt.subplots(1, len(framings), figsize=(5.2 * len(framings), 3.6), sharey=True, squeeze=False)
-    palette = {m: family_color(f) for m, f in df[["rm", "family"]].drop_duplicates().values}
-    for ax, framing in zip(axes[0], framings, strict=True):
-        sns.stripplot(
-            data=df[df["framing"] == framing],
-            x="category",
-            y="median_rank",
-            hue="rm",
-            palette=palette,
-            dodge=True,
-            alpha=0.6,
-            size=3,
-            ax=ax,
-            legend=ax is axes[0][-1],
-        )
-        ax.set_title(f"{framing} prompts")
-        ax.set_xlabel("")
-        ax.set_ylabel("median rank (1 = highest reward)")
-    if axes[0][-1].get_legend() is not None:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.0, 1.0), title="RM (colour = family)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    sns.stripplot(
+        data=df,
+        x="category",
+        y="median_rank",
+        hue="family",
+        order=categories,
+        hue_order=families,
+        palette={f: family_color(f) for f in families},
+        dodge=True,
+        jitter=0.15,
+        alpha=0.7,
+        size=4,
+        legend=False,
+        ax=ax,
+    )
+    ax.set_xlabel("")
+    if len(categories) > 3:
+        ax.tick_params(axis="x", labelrotation=30)
+
+
+def plot_category_medians(medians: pd.DataFrame, published: pd.DataFrame | None = None) -> Figure:
+    """The category median ranks in ONE figure, whatever the run: a row per corpus of the live scores
+    (``medians``), each followed by a row of the published scores of the paper's RMs on that corpus
+    (``published``, when given), and a column per framing. One point = one RM under one prompt; colour = the
+    RM's base family; rank 1 (the highest reward) at the top."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    live, pub = _pooled(medians), _pooled(published)
+    rows = []
+    for corpus in sorted(live["corpus"].unique()):
+        rows.append((f"live scores, {corpus}", live[live["corpus"] == corpus]))
+        if (pub["corpus"] == corpus).any():
+            rows.append((f"published scores, {corpus}", pub[pub["corpus"] == corpus]))
+    both = pd.concat([df for _, df in rows]) if rows else live
+    framings = [f for f in FRAMINGS if f in set(both["framing"])] or list(FRAMINGS)
+    families = sorted(both["family"].dropna().unique())
+    fig, axes = plt.subplots(
+        max(len(rows), 1),
+        len(framings),
+        figsize=(MAX_WIDTH, 0.6 + 2.7 * max(len(rows), 1)),
+        sharey="row",
+        squeeze=False,
+        layout="constrained",
+    )
+    if not rows:
+        for ax in axes.flat:
+            ax.text(0.5, 0.5, "no word scores in this run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        return fig
+    for (label, df), row in zip(rows, axes, strict=True):
+        categories = sorted(df["category"].unique())
+        for ax, framing in zip(row, framings, strict=True):
+            _panel(ax, df[df["framing"] == framing], families, categories)
+            ax.set_title(f"{label}: {framing} prompts", fontsize="medium")
+            ax.set_ylabel("median rank" if ax is row[0] else "")
+        if not row[0].yaxis_inverted():
+            row[0].invert_yaxis()  # shared in the row: rank 1 at the top
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=family_color(f), label=f, markersize=6)
+        for f in families
+    ]
+    fig.legend(handles=handles, title="base family", loc="outside lower center", ncols=max(len(families), 1))
     return fig

@@ -26,7 +26,8 @@ package turns it into a stage:
   "live"``; one row per corpus label of a word), ``tokens.parquet`` (the token ids of every candidate per model
   and prompt, and how they were obtained), ``timings.parquet`` (per model: load and scoring time, candidates
   per second, method, batch size, dtype, device), and for word scoring ``medians.parquet`` (category median
-  ranks) and, when an RM has published scores too, ``live_vs_published.parquet``; plus ``manifest.json``.
+  ranks) and, when an RM has published scores too, ``live_vs_published.parquet``; the chapter's reader tables
+  as CSV downloads (``tables/<name>.csv``, :data:`READER_TABLES`); plus ``manifest.json``.
 
 Command line (one command scores a new RM; see the README)::
 
@@ -57,7 +58,7 @@ from .grid import shard as shard_units
 from .params import Params
 from .score import FAILURE_COLUMNS, GridPlan, Shard, Worker, gather_rank_files, plan_grid, write_rank_files
 
-__all__ = ["Results", "Shard", "Words", "run"]
+__all__ = ["READER_TABLES", "Results", "Shard", "Words", "run"]
 
 
 @dataclass
@@ -112,6 +113,28 @@ class Results:
 
     def failure_table(self) -> pd.DataFrame:
         return pd.DataFrame(self.failures, columns=FAILURE_COLUMNS)
+
+    def csv(self, name: str) -> Path:
+        """The CSV download of one of the chapter's tables (:data:`READER_TABLES`)."""
+        return self.output_dir / "tables" / f"{name}.csv"
+
+    def reader_tables(self) -> dict[str, pd.DataFrame]:
+        """The chapter's tables by download name (:data:`READER_TABLES`), flat (no index)."""
+
+        def flat(df: pd.DataFrame) -> pd.DataFrame:
+            return df.reset_index() if not df.empty else df
+
+        return {
+            "models": self.models,
+            "input_examples": self.inputs.examples,
+            "input_checks": self.inputs.checks,
+            "timings": self.timings,
+            "failures": self.failure_table(),
+            "median_table": flat(self.median_table),
+            "published_median_table": flat(self.published_median_table),
+            "top_bottom": self.top_bottom,
+            "comparison": self.comparison,
+        }
 
     def raise_for_failures(self) -> None:
         """Raise ``RuntimeError`` naming the failed models (the chapter ends with it after its tables)."""
@@ -261,6 +284,27 @@ def _analyse(res: Results, params: Params, words: Words, record: RunRecord) -> N
         record.write_parquet(res.comparison, "live_vs_published.parquet")
 
 
+#: The chapter's tables, as the CSV downloads the book offers beside them (``tables/<name>.csv``).
+READER_TABLES = (
+    "models",
+    "input_examples",
+    "input_checks",
+    "timings",
+    "failures",
+    "median_table",
+    "published_median_table",
+    "top_bottom",
+    "comparison",
+)
+
+
+def _write_tables(res: Results, record: RunRecord) -> None:
+    """Every reader table as a CSV download (written even when empty, so the book's links resolve)."""
+    tables_ = res.reader_tables()
+    for name in READER_TABLES:
+        record.write_csv(tables_[name], f"tables/{name}.csv")
+
+
 def _finish(res: Results, record: RunRecord) -> None:
     record.extra["failures"] = res.failures
     record.extra["units"] = res.units
@@ -295,5 +339,6 @@ def run(
         _merge(res, plan, words, record, shard_.world_size)
         _check_inputs(res, params, words, record)
         _analyse(res, params, words, record)
+    _write_tables(res, record)
     _finish(res, record)
     return res

@@ -11,7 +11,7 @@ import pandas as pd
 from ...core import paths
 from ...models.registry import ModelSpec
 
-__all__ = ["describe_models", "failure_message", "score_counts", "summary_text"]
+__all__ = ["describe_models", "failure_message", "key_numbers", "score_counts", "summary_text"]
 
 
 def _where(spec: ModelSpec, training_registry: str | None) -> str:
@@ -80,3 +80,84 @@ def summary_text(medians: pd.DataFrame, timings: pd.DataFrame) -> str:
                 f"({row.candidates_per_s:.0f}/s, {row.method}, batch {row.batch_size}, {row.dtype}, {row.device})."
             )
     return "\n".join(lines) if lines else "No scores in this run."
+
+
+def _category_means(medians: pd.DataFrame) -> pd.DataFrame:
+    """Per (corpus, RM, framing) and category: the median over prompts of the category's median rank."""
+    pooled = medians[medians["analysis"] == "pooled"] if "analysis" in medians.columns else medians
+    return (
+        pooled.groupby(["corpus", "rm", "framing", "category"], sort=True, observed=True)["median_rank"]
+        .median()
+        .reset_index()
+    )
+
+
+def top_categories(medians: pd.DataFrame) -> str:
+    """How often each category ranks highest (lowest median rank) over the (corpus, RM, framing)
+    comparisons, e.g. ``Communion in 3 and Agency in 1 of 4 comparisons``; ``n/a`` without medians."""
+    if medians.empty:
+        return "n/a"
+    per = _category_means(medians)
+    per = per[per.groupby(["corpus", "rm", "framing"], observed=True)["category"].transform("size") > 1]
+    if per.empty:
+        return "n/a"
+    best = per.loc[per.groupby(["corpus", "rm", "framing"], observed=True)["median_rank"].idxmin()]
+    counts = best["category"].value_counts()
+    parts = [f"{cat} in {n}" for cat, n in counts.items()]
+    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{joined} of {len(best)} comparisons"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _expected_rank(results: Any) -> str:
+    """The median rank of a category whose words were placed at random, per corpus: (words + 1) / 2."""
+    scores = results.scores
+    if scores.empty:
+        return "n/a"
+    n = scores.groupby("corpus", observed=True)["word"].nunique()
+    if len(n) == 1:
+        return f"{(n.iloc[0] + 1) / 2:g}"
+    return ", ".join(f"{(k + 1) / 2:g} ({c})" for c, k in n.items())
+
+
+def key_numbers(results: Any) -> dict[str, str]:
+    """The numbers the chapter's prose cites, as text to glue (every key always present; ``n/a`` where the
+    run has no such number, e.g. no published scores for its corpora or no RM scored on words)."""
+    from ...core.display import number
+
+    scores, timings, checks = results.scores, results.timings, results.inputs.checks
+    sizes = [s.size for s in results.specs.values() if s.size]
+    pub = results.published
+    comp = results.comparison
+    out = {
+        "n_rms": str(scores["model"].nunique()),
+        "rm_names": ", ".join(sorted(scores["model"].unique())) or "n/a",
+        "rm_sizes": " and ".join(dict.fromkeys(sizes)) or "n/a",
+        "corpora": ", ".join(sorted(scores["corpus"].unique())) or "n/a",
+        "n_words": f"{scores['word'].nunique():,}",
+        "n_prompts": str(scores["prompt_id"].nunique()),
+        "n_rows": f"{len(scores):,}",
+        "n_units": str(results.units.get("total", 0)),
+        "units_scored": str(results.units.get("scored", 0)),
+        "units_reused": str(results.units.get("skipped", 0)),
+        "n_failed": str(len({f["model"] for f in results.failures})),
+        "n_checked": f"{int(checks['inputs checked'].sum()):,}" if not checks.empty else "n/a",
+        "n_problems": f"{int(checks['problems'].sum()):,}" if not checks.empty else "n/a",
+        "score_time": _seconds(float(timings["score_s"].sum())) if not timings.empty else "n/a",
+        "load_time": _seconds(float(timings["load_s"].sum())) if not timings.empty else "n/a",
+        "throughput": (
+            " to ".join(dict.fromkeys(f"{v:,.0f}" for v in timings["candidates_per_s"].agg(["min", "max"])))
+            if not timings.empty and timings["candidates_per_s"].notna().any()
+            else "n/a"
+        ),
+        "expected_rank": _expected_rank(results),
+        "live_top": top_categories(results.medians),
+        "n_published_rms": str(pub["model"].nunique()) if not pub.empty else "n/a",
+        "published_top": top_categories(results.published_medians),
+        "n_compared": str(comp["model"].nunique()) if not comp.empty else "0",
+        "live_published_rho": number(float(comp["median_spearman"].median())) if not comp.empty else "n/a",
+    }
+    return out
