@@ -39,3 +39,15 @@ def test_a_page_is_read_for_figures_code_and_tables(tmp_path):
         "<html><body><article><h1>T</h1><figure><img src='a.png'></figure></article></body></html>"
     )
     assert check.publication_problems("q", check.parse_page(bare)) == ["q: no numbered figure with a caption"]
+
+
+def test_table_cells_render_literally():
+    """A reader table's cells stay one Markdown cell each: pipes escaped, ``<pad>`` not read as HTML."""
+    import pandas as pd
+
+    from rmvalues.core.display import table
+
+    df = pd.DataFrame({"pad token": ["<pad>", "<|endoftext|>", "a\nb"], "n": [1, 2, 3]})
+    body = table(df, "Tokens.", "tbl-x").data
+    assert "&lt;pad>" in body and r"&lt;\|endoftext\|>" in body and "| a b " in body
+    assert all(line.count("|") - line.count(r"\|") == 3 for line in body.splitlines() if line.startswith("|"))

@@ -193,7 +193,8 @@ def test_chapter_tables(tiny_registry, corpora_results, tmp_path):
     numbers = scoring.text.key_numbers(res)
     assert numbers["n_rms"] == "2" and numbers["n_compared"] == "0"
     assert numbers["live_published_rho"] == "n/a" and numbers["n_problems"] == "0"
-    assert numbers["live_top"].endswith("of 4 comparisons")  # 2 RMs x 2 framings
+    assert numbers["live_top"].startswith("positive prompts: ")  # per framing, over the 2 RMs
+    assert "; negative prompts: " in numbers["live_top"] and numbers["live_top"].count(" of 2") == 2
     assert numbers["expected_rank"] == f"{(res.scores['word'].nunique() + 1) / 2:g}"
     assert all(isinstance(v, str) and v for v in numbers.values())
 

@@ -76,8 +76,18 @@ def _download(csv: str | os.PathLike[str] | None) -> str:
     )
 
 
+def _cell(value: Any) -> Any:
+    """A text cell as Markdown shows it literally: one line, pipes escaped (they would end the cell) and
+    ``<`` as an entity (``<pad>`` would otherwise be read as an HTML tag and vanish)."""
+    if not isinstance(value, str):
+        return value
+    return value.replace("\n", " ").replace("|", "\\|").replace("<", "&lt;")
+
+
 def _markdown(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, disable_numparse=True)
+    out = df.map(_cell)
+    out.columns = [_cell(str(c)) for c in out.columns]
+    return out.to_markdown(index=False, disable_numparse=True)
 
 
 def table(

@@ -58,12 +58,12 @@ def plot_category_medians(medians: pd.DataFrame, published: pd.DataFrame | None 
     from matplotlib.lines import Line2D
 
     live, pub = _pooled(medians), _pooled(published)
-    rows = []
+    rows = []  # (corpus, title, medians)
     for corpus in sorted(live["corpus"].unique()):
-        rows.append((f"live scores, {corpus}", live[live["corpus"] == corpus]))
+        rows.append((corpus, f"live scores, {corpus}", live[live["corpus"] == corpus]))
         if (pub["corpus"] == corpus).any():
-            rows.append((f"published scores, {corpus}", pub[pub["corpus"] == corpus]))
-    both = pd.concat([df for _, df in rows]) if rows else live
+            rows.append((corpus, f"published scores, {corpus}", pub[pub["corpus"] == corpus]))
+    both = pd.concat([df for _, _, df in rows]) if rows else live
     framings = [f for f in FRAMINGS if f in set(both["framing"])] or list(FRAMINGS)
     families = sorted(both["family"].dropna().unique())
     fig, axes = plt.subplots(
@@ -79,14 +79,16 @@ def plot_category_medians(medians: pd.DataFrame, published: pd.DataFrame | None 
             ax.text(0.5, 0.5, "no word scores in this run", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
         return fig
-    for (label, df), row in zip(rows, axes, strict=True):
+    for (corpus, label, df), row in zip(rows, axes, strict=True):
         categories = sorted(df["category"].unique())
         for ax, framing in zip(row, framings, strict=True):
             _panel(ax, df[df["framing"] == framing], families, categories)
             ax.set_title(f"{label}: {framing} prompts", fontsize="medium")
             ax.set_ylabel("median rank" if ax is row[0] else "")
-        if not row[0].yaxis_inverted():
-            row[0].invert_yaxis()  # shared in the row: rank 1 at the top
+        # one scale for the live and the published rows of a corpus; rank 1 (highest reward) at the top
+        ranks = both.loc[both["corpus"] == corpus, "median_rank"]
+        pad = 0.05 * max(float(ranks.max() - ranks.min()), 1.0)
+        row[0].set_ylim(float(ranks.max()) + pad, float(ranks.min()) - pad)
     handles = [
         Line2D([], [], marker="o", linestyle="", color=family_color(f), label=f, markersize=6)
         for f in families

@@ -60,19 +60,23 @@ class InputOverview:
     checks: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
+def _tokens(tok: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    """Tokens separated by spaces, a newline inside a token written ``\\n`` (one line of text)."""
+    return " ".join(str(t).replace("\n", "\\n") for t in tok.convert_ids_to_tokens(list(ids)))
+
+
 def _examples(
     model: str, tok: PreTrainedTokenizerBase, split: TemplateSplit, cands: Sequence[Candidate], n: int = 4
 ) -> list[dict[str, Any]]:
-    show = tok.convert_ids_to_tokens(list(split.prefix_ids[-6:]))
     return [
         {
             "model": model,
             "prefix tokens": len(split.prefix_ids),
-            "prefix ends with": " ".join(map(str, show)),
+            "prefix ends with": _tokens(tok, split.prefix_ids[-6:]),
             "word": c.text,
             "word ids": list(c.ids),
-            "word tokens": " ".join(map(str, tok.convert_ids_to_tokens(list(c.ids)))),
-            "suffix": " ".join(map(str, tok.convert_ids_to_tokens(list(split.suffix_ids)))),
+            "word tokens": _tokens(tok, c.ids),
+            "suffix": _tokens(tok, split.suffix_ids),
         }
         for c in cands[:n]
     ]

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ...core import paths
+from ...data.prompts import FRAMINGS
 from ...models.registry import ModelSpec
 
 __all__ = ["describe_models", "failure_message", "key_numbers", "score_counts", "summary_text"]
@@ -93,19 +94,24 @@ def _category_means(medians: pd.DataFrame) -> pd.DataFrame:
 
 
 def top_categories(medians: pd.DataFrame) -> str:
-    """How often each category ranks highest (lowest median rank) over the (corpus, RM, framing)
-    comparisons, e.g. ``Communion in 3 and Agency in 1 of 4 comparisons``; ``n/a`` without medians."""
+    """Per framing, how often each category ranks highest (lowest median over prompts of its median rank)
+    over the (corpus, RM) comparisons, e.g. ``positive prompts: Communion in 2 of 2; negative prompts:
+    Agency in 1 and Communion in 1 of 2``; ``n/a`` without medians."""
     if medians.empty:
         return "n/a"
     per = _category_means(medians)
-    per = per[per.groupby(["corpus", "rm", "framing"], observed=True)["category"].transform("size") > 1]
+    keys = ["corpus", "rm", "framing"]
+    per = per[per.groupby(keys, observed=True)["category"].transform("size") > 1]
     if per.empty:
         return "n/a"
-    best = per.loc[per.groupby(["corpus", "rm", "framing"], observed=True)["median_rank"].idxmin()]
-    counts = best["category"].value_counts()
-    parts = [f"{cat} in {n}" for cat, n in counts.items()]
-    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"{joined} of {len(best)} comparisons"
+    best = per.loc[per.groupby(keys, observed=True)["median_rank"].idxmin()]
+    parts = []
+    for framing in [f for f in FRAMINGS if f in set(best["framing"])]:
+        sub = best[best["framing"] == framing]
+        counts = [f"{cat} in {n}" for cat, n in sub["category"].value_counts().sort_index().items()]
+        joined = counts[0] if len(counts) == 1 else ", ".join(counts[:-1]) + " and " + counts[-1]
+        parts.append(f"{framing} prompts: {joined} of {len(sub)}")
+    return "; ".join(parts)
 
 
 def _seconds(s: float) -> str:
