@@ -135,6 +135,7 @@ def test_run_writes_the_long_table_and_resumes(tiny_registry, corpora_results, t
     # a rerun skips every unit and yields the same table
     again = scoring.run(_params(tiny_registry, corpora_results, out), progress=False)
     assert again.scored_units == 0 and again.skipped_units == 4
+    assert scoring.text.key_numbers(again)["scoring"].endswith("every unit was reused from an earlier run")
     pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet"), df)
     # a changed parameter (the word list) discards the parts of every model
     third = scoring.run(_params(tiny_registry, corpora_results, out, max_words=4), progress=False)
@@ -196,6 +197,7 @@ def test_chapter_tables(tiny_registry, corpora_results, tmp_path):
     assert numbers["live_top"].startswith("positive prompts: ")  # per framing, over the 2 RMs
     assert "; negative prompts: " in numbers["live_top"] and numbers["live_top"].count(" of 2") == 2
     assert numbers["expected_rank"] == f"{(res.scores['word'].nunique() + 1) / 2:g}"
+    assert numbers["scoring"].startswith("took ") and numbers["scoring"].endswith(" candidates per second")
     assert all(isinstance(v, str) and v for v in numbers.values())
 
 

@@ -153,7 +153,6 @@ def key_numbers(results: Any) -> dict[str, str]:
         "n_checked": f"{int(checks['inputs checked'].sum()):,}" if not checks.empty else "n/a",
         "n_problems": f"{int(checks['problems'].sum()):,}" if not checks.empty else "n/a",
         "score_time": _seconds(float(timings["score_s"].sum())) if not timings.empty else "n/a",
-        "load_time": _seconds(float(timings["load_s"].sum())) if not timings.empty else "n/a",
         "throughput": (
             " to ".join(dict.fromkeys(f"{v:,.0f}" for v in timings["candidates_per_s"].agg(["min", "max"])))
             if not timings.empty and timings["candidates_per_s"].notna().any()
@@ -166,4 +165,10 @@ def key_numbers(results: Any) -> dict[str, str]:
         "n_compared": str(comp["model"].nunique()) if not comp.empty else "0",
         "live_published_rho": number(float(comp["median_spearman"].median())) if not comp.empty else "n/a",
     }
+    if out["throughput"] != "n/a":
+        out["scoring"] = f"took {out['score_time']} at {out['throughput']} candidates per second"
+    elif results.units.get("skipped", 0) and not results.units.get("scored", 0):
+        out["scoring"] = "took no time: every unit was reused from an earlier run"
+    else:
+        out["scoring"] = "n/a"
     return out
