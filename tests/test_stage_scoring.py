@@ -177,6 +177,9 @@ def test_chapter_tables(tiny_registry, corpora_results, tmp_path):
     assert list(res.models["model"]) == ["tiny-llama-rm", "tiny-gemma-rm"]
     assert (res.inputs.checks["problems"] == 0).all() and len(res.inputs.checks) == 2
     assert set(res.inputs.examples["model"]) == {"tiny-llama-rm", "tiny-gemma-rm"}
+    compact = scoring.tables.examples_by_model(res.inputs.examples)
+    assert list(compact["model"]) == ["tiny-llama-rm", "tiny-gemma-rm"]
+    assert compact["words as tokens [ids]"].str.count("; ").eq(3).all()  # four example words per RM
     assert set(res.medians["category"]) == {"Agency", "Communion"}
     assert list(res.median_table.columns) == ["Agency", "Communion"]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "medians.parquet"), res.medians)

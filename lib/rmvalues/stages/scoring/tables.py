@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "InputOverview",
     "category_medians",
+    "examples_by_model",
     "input_overview",
     "live_vs_published",
     "median_table",
@@ -80,6 +81,26 @@ def _examples(
         }
         for c in cands[:n]
     ]
+
+
+def examples_by_model(examples: pd.DataFrame) -> pd.DataFrame:
+    """The examples of :func:`input_overview` compactly, one row per RM: the end of the prefix, the suffix,
+    and each example word as its tokens and token ids (e.g. ``affection = aff ection [2804, 976]``)."""
+    if examples.empty:
+        return pd.DataFrame(columns=["model", "prefix ends with", "words as tokens [ids]", "suffix"])
+    rows = []
+    for model, g in examples.groupby("model", sort=False):
+        words = "; ".join(f"{r['word']} = {r['word tokens']} {list(r['word ids'])}" for _, r in g.iterrows())
+        first = g.iloc[0]
+        rows.append(
+            {
+                "model": model,
+                "prefix ends with": first["prefix ends with"],
+                "words as tokens [ids]": words,
+                "suffix": first["suffix"],
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def input_overview(
