@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["plot_category_medians"]
 
-#: The widest figure the book's page shows at full size (inches).
-MAX_WIDTH = 8.8
+#: The figure's width (inches): the book's text column shows it at about its natural size.
+WIDTH = 7.2
 
 
 def _pooled(medians: pd.DataFrame | None) -> pd.DataFrame:
@@ -60,16 +60,16 @@ def plot_category_medians(medians: pd.DataFrame, published: pd.DataFrame | None 
     live, pub = _pooled(medians), _pooled(published)
     rows = []  # (corpus, title, medians)
     for corpus in sorted(live["corpus"].unique()):
-        rows.append((corpus, f"live scores, {corpus}", live[live["corpus"] == corpus]))
+        rows.append((corpus, f"live, {corpus}", live[live["corpus"] == corpus]))
         if (pub["corpus"] == corpus).any():
-            rows.append((corpus, f"published scores, {corpus}", pub[pub["corpus"] == corpus]))
+            rows.append((corpus, f"published, {corpus}", pub[pub["corpus"] == corpus]))
     both = pd.concat([df for _, _, df in rows]) if rows else live
     framings = [f for f in FRAMINGS if f in set(both["framing"])] or list(FRAMINGS)
     families = sorted(both["family"].dropna().unique())
     fig, axes = plt.subplots(
         max(len(rows), 1),
         len(framings),
-        figsize=(MAX_WIDTH, 0.6 + 2.7 * max(len(rows), 1)),
+        figsize=(WIDTH, 0.8 + 2.4 * max(len(rows), 1)),
         sharey="row",
         squeeze=False,
         layout="constrained",
@@ -79,12 +79,13 @@ def plot_category_medians(medians: pd.DataFrame, published: pd.DataFrame | None 
             ax.text(0.5, 0.5, "no word scores in this run", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
         return fig
-    for (corpus, label, df), row in zip(rows, axes, strict=True):
+    for i, ((corpus, label, df), row) in enumerate(zip(rows, axes, strict=True)):
         categories = sorted(df["category"].unique())
-        for ax, framing in zip(row, framings, strict=True):
+        for j, (ax, framing) in enumerate(zip(row, framings, strict=True)):
             _panel(ax, df[df["framing"] == framing], families, categories)
-            ax.set_title(f"{label}: {framing} prompts", fontsize="medium")
-            ax.set_ylabel("median rank" if ax is row[0] else "")
+            if i == 0:
+                ax.set_title(f"{framing} prompts")
+            ax.set_ylabel(f"{label}\nmedian rank" if j == 0 else "")
         # one scale for the live and the published rows of a corpus; rank 1 (highest reward) at the top
         ranks = both.loc[both["corpus"] == corpus, "median_rank"]
         pad = 0.05 * max(float(ranks.max() - ranks.min()), 1.0)
