@@ -5,8 +5,8 @@ published scores of ten RMs, a scoring run's live scores, or both), and writes `
 ``model_coding.csv``, ``mixed_model.csv``, ``panel_tests.csv``, ``split_vs_pooled.csv``,
 ``rm_contrasts.csv``, ``rm_level_interaction.csv``, ``interaction_models.csv``, ``random_slope_fits.csv``,
 ``random_slope_model.csv``, ``null_baseline.csv``, ``null_distribution.parquet``, ``loo_family_effect.csv``,
-``per_rm.csv``, ``anova_lm.csv``, ``anova_posthocs.csv`` and ``covariate_model.csv`` (when some corpus has
-normed words), with a ``manifest.json``. BLAS runs single-threaded meanwhile
+``per_rm.csv``, ``anova_lm.csv``, ``anova_posthocs.csv``, ``covariate_model.csv`` (when some corpus has
+normed words) and the chapter's answers ``findings.json`` (for the findings page), with a ``manifest.json``. BLAS runs single-threaded meanwhile
 (:data:`rmvalues.stats.BLAS_THREADS`).
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ...core.findings import write_findings
 from ...core.handoff import input_path
 from ...core.manifest import RunRecord
 from ...data.corpora import read_corpora_table
@@ -28,6 +29,7 @@ from ...stats import (
     rank_scores,
 )
 from . import analysis, rm_level
+from .findings import findings as chapter_findings
 from .params import LIVE_SCORES, Params
 
 __all__ = ["Results", "run"]
@@ -215,6 +217,7 @@ def _write(res: Results, record: RunRecord) -> None:
     record.write_csv(res.posthocs, "anova_posthocs.csv")
     if res.covariates is not None:
         record.write_csv(res.covariates, "covariate_model.csv")
+    write_findings(record, chapter_findings(res))
     res.timings = dict(record.timings)
     record.finish()
 
