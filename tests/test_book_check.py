@@ -41,6 +41,32 @@ def test_a_page_is_read_for_figures_code_and_tables(tmp_path):
     assert check.publication_problems("q", check.parse_page(bare)) == ["q: no numbered figure with a caption"]
 
 
+def test_glued_values_hidden_inputs_and_unresolved_glue_are_counted(tmp_path):
+    page = tmp_path / "g.html"
+    page.write_text(
+        "<html><body><article><h1>T</h1>"
+        '<div class="cell tag_parameters tag_hide-input docutils container"><details>x</details></div>'
+        '<div class="cell tag_remove-input docutils container"></div>'
+        '<p>Mean <span class="pasted-text">4.2</span> of <span class="pasted-text">10</span>; '
+        "{glue:text}`missing_key` left as text.</p></article></body></html>"
+    )
+    info = check.parse_page(page)
+    assert (info.glued, info.hidden_inputs, info.unresolved_glue) == (2, 1, 1)
+    assert "g: 1 glue reference(s) left unresolved in the text" in check.publication_problems("g", info)
+    counts = check.page_counts("g", info)
+    assert counts["glued_values"] == 2 and counts["hidden_inputs"] == 1 and counts["numbered_figures"] == 0
+    html = tmp_path / "html"
+    (html / "book").mkdir(parents=True)
+    (html / "book" / "g.html").write_text(page.read_text())
+    report = check.book_report(html, ["book/g", "book/absent"])
+    assert [p["page"] for p in report["pages"]] == ["book/g"] and report["totals"]["glued_values"] == 2
+
+
+def test_the_browser_never_reaches_the_network():
+    flags = " ".join(check.CHROMIUM_FLAGS)
+    assert "--host-resolver-rules=MAP * ~NOTFOUND" in flags and "--proxy-server=http://127.0.0.1:9" in flags
+
+
 def test_table_cells_render_literally():
     """A reader table's cells stay one Markdown cell each: pipes escaped, ``<pad>`` not read as HTML."""
     import pandas as pd

@@ -156,6 +156,17 @@ def test_split_vs_pooled_flags_a_reversal():
     assert (out["reading_pooled"], out["reading_virtue"]) == ("unclear", "gemma ranks higher")
     assert out["reading_vice"] == "cannot be tested at this n"
     assert bool(out["changes_reading"]) and out["changed_in"] == "virtue"
+    import matplotlib.pyplot as plt
+
+    fig = stage.figures.plot_split(panels, ["mfd2"])
+    assert len(fig.subfigs) == 1
+    plt.close(fig)
+    shown = stage.tables.split_table(an.split_vs_pooled(panels))
+    assert list(shown.columns) == ["corpus", "panel", "pooled", "virtue", "vice", "split changes the reading"]
+    assert shown["panel"].tolist() == ["Care, positive"] and shown["virtue"].tolist() == [
+        "12.0 (gemma ranks higher)"
+    ]
+    assert shown["split changes the reading"].tolist() == ["yes"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -344,6 +355,29 @@ def test_run_covariates_from_the_corpora_stage(tmp_path):
     }
     assert "fitted for toy" in res.covariate_note and "no normed words for toy2" in res.covariate_note
     assert (tmp_path / "out" / "covariate_model.csv").is_file()
+    # every figure of the page is ONE figure for all the corpora of the run (a corpus per subfigure/panel)
+    import matplotlib.pyplot as plt
+
+    figs = stage.figures
+    both = ["toy", "toy2"]
+    for fig, n_parts in (
+        (figs.plot_family_panels(res.medians, both, res.families), 2),
+        (figs.plot_per_rm(res.per_rm, both), 2),
+    ):
+        assert len(fig.subfigs) == n_parts and fig.get_figwidth() <= figs.MAX_WIDTH
+        plt.close(fig)
+    fig = figs.plot_rm_contrasts(res.contrasts, res.rm_level, both)
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()] == [
+        "toy: D(B)",
+        "toy2: D(B)",
+    ]
+    plt.close(fig)
+    fig = figs.plot_null(res.null_draws, res.null_summary)
+    assert len(fig.axes) == 4  # two corpora x two framings
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no split analysis"):
+        figs.plot_split(res.panels, both)
+    assert set(stage.tables.covariate_table(res.covariates)["corpus"]) == {"toy"}
 
 
 def test_run_on_published_and_both(corpora_results, tmp_path):
@@ -368,6 +402,19 @@ def test_run_on_published_and_both(corpora_results, tmp_path):
     assert "corpora/default/corpora.parquet" in manifest["inputs"]
     assert "paper/config/prompts" in manifest["inputs"]
     assert manifest["extra"]["unlabelled_words"] == {"big2_nouns": ["discussion", "eagerness"]}
+    # the page: the CSV downloads beside the reader tables, and the numbers its prose glues
+    for name, attr in stage.READER_TABLES.items():
+        assert (pub.csv(name) is not None) == (getattr(pub, attr) is not None), name
+    assert pd.read_csv(pub.csv("mixed_model")).equals(pd.read_csv(pub.output_dir / "mixed_model.csv"))
+    keys = stage.text.key_numbers(pub)
+    assert set(keys) == KEY_NUMBERS and all(isinstance(v, str) and v for v in keys.values())
+    r = pub.rm_level.iloc[0]
+    assert keys["bigtwo_rm_statistic"] == "D(Communion)" and keys["bigtwo_rm_splits"] == "210"
+    assert keys["bigtwo_rm_verdict"] == r["verdict"] and keys["n_rms"] == "10" and keys["n_prompts"] == "2"
+    assert keys["bigtwo_three_way_term"] == "llama \u00d7 Communion \u00d7 negative"
+    assert keys["p_min"] == "0.0095" and keys["n_panels"] == "4"
+    assert keys["mfd_three_way"] == keys["mfd_rm_n_sig"] == keys["split_changed"] == "n/a"
+    assert "nothing to split" in stage.text.describe_split_guide(pub.split_corpora, pub.params.corpora)
 
     live = pub.scores[pub.scores["model"].str.contains("Gemma|Llama-3.1")].assign(source="live")
     write_scoring_run(root, live)
@@ -542,6 +589,66 @@ def test_run_on_live_scores_with_one_rm_per_family(tmp_path):
         text.describe_split(res.split, res.split_points),
     ):
         assert isinstance(md, str) and md
+    keys = text.key_numbers(res)
+    assert set(keys) == KEY_NUMBERS
+    assert keys["bigtwo_rm_ci"] == keys["loo_sign_changes"] == keys["bigtwo_three_way"] == "n/a"
+    assert (keys["n_rms_a"], keys["n_rms_b"], keys["p_min"], keys["n_panels_rm_testable"]) == (
+        "1",
+        "1",
+        "1.0000",
+        "0",
+    )
     import matplotlib.pyplot as plt
 
     plt.close(stage.figures.plot_rm_contrasts(res.contrasts, res.rm_level, "toy"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The page: reader tables, key numbers
+# ---------------------------------------------------------------------------------------------------------
+
+#: The numbers the chapter's prose glues (every key present in every run).
+KEY_NUMBERS = {
+    "scores", "corpora", "family_a", "family_b", "n_rms", "n_rms_a", "n_rms_b", "n_prompts", "n_scores",
+    "alpha", "ci_level",
+    "bigtwo_three_way", "bigtwo_three_way_term", "bigtwo_three_way_se", "bigtwo_three_way_ci",
+    "bigtwo_three_way_p", "mfd_three_way", "mfd_three_way_n_sig", "mfd_reference", "three_way_all",
+    "bigtwo_rm_statistic", "bigtwo_rm_means", "bigtwo_rm_diff", "bigtwo_rm_ci", "bigtwo_rm_p",
+    "bigtwo_rm_p_corrected", "bigtwo_rm_splits", "bigtwo_rm_verdict",
+    "mfd_rm_n_tests", "mfd_rm_n_sig", "mfd_rm_n_untestable", "mfd_rm_significant", "rm_level_all",
+    "p_min", "n_splits", "bigtwo_panels_p_min", "mfd_panels_p_min", "mfd_rm_p_min",
+    "n_panels", "n_panels_point_sig", "n_panels_rm_testable", "n_panels_rm_sig",
+    "bigtwo_null_p", "bigtwo_null_observed", "mfd_null_p", "mfd_null_observed", "n_null",
+    "loo_sign_changes", "split_changed",
+}  # fmt: skip
+
+
+def test_readable_terms():
+    from rmvalues.stages.rm_statistics.tables import readable_term
+
+    assert readable_term(THREE_WAY) == "llama \u00d7 Communion \u00d7 negative"
+    assert (
+        readable_term("family[T.llama]:framing[T.negative]:zipf_z")
+        == "llama \u00d7 negative \u00d7 frequency (z)"
+    )
+    assert readable_term("C(category):C(framing)") == "category \u00d7 framing"
+    assert readable_term("Intercept") == "intercept"
+
+
+def test_reader_tables_round_and_keep_intervals_on_one_line():
+    med = medians_table(effect=20.0, seed=1)
+    mixed, _ = an.mixed_models(med, ["gemma", "llama"], an.coding_levels(med))
+    shown = stage.tables.model_terms(mixed)
+    assert list(shown.columns) == ["corpus", "term", "coefficient (ranks)", "SE", "95% CI", "p"]
+    assert set(shown["term"]) == {
+        "llama",
+        "llama \u00d7 Communion",
+        "llama \u00d7 negative",
+        "llama \u00d7 Communion \u00d7 negative",
+    }
+    row = shown.set_index("term").loc["llama \u00d7 Communion \u00d7 negative"]
+    assert row["p"] == "<\u00a00.001" and ",\u00a0" in row["95% CI"] and " " not in row["95% CI"]
+    assert row["coefficient (ranks)"].count(".") == 1 and len(row["coefficient (ranks)"].split(".")[1]) == 1
+    every = stage.tables.model_terms(mixed, family_only=False, analysis=None)
+    assert len(every) == len(mixed) and "intercept" in set(every["term"])
+    assert stage.tables.timings_table({"ranks": 0.123})["seconds"].tolist() == ["0.1"]

@@ -27,6 +27,11 @@ CHROMIUM_FLAGS = (
     "--disable-quic",
     "--no-first-run",
     "--hide-scrollbars",
+    # no request leaves the machine: every host name resolves to nothing and every proxied request goes to a
+    # closed local port (a page that tried to load from the network would render without it and fail checks)
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
 )
 
 
@@ -48,6 +53,9 @@ class PageInfo:
     visible_code_inputs: int = 0  # code inputs not inside a collapsed <details>
     long_tables: list[int] = field(default_factory=list)  # row counts of tables over the limit in the flow
     downloads: list[str] = field(default_factory=list)  # href of download links
+    glued: int = 0  # values pasted by myst-nb's glue (``{glue:text}`` roles)
+    hidden_inputs: int = 0  # code cells whose input is collapsed (tag hide-input)
+    unresolved_glue: int = 0  # glue roles left as text (a key the page never glued)
 
 
 class _Parser(HTMLParser):
@@ -75,6 +83,10 @@ class _Parser(HTMLParser):
             self._caption = []
         elif tag == "a" and "download" in classes:
             self.info.downloads.append(a.get("href", ""))
+        elif tag == "span" and "pasted-text" in classes:
+            self.info.glued += 1
+        elif tag == "div" and "cell" in classes and "tag_hide-input" in classes:
+            self.info.hidden_inputs += 1
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "span" and self._caption is not None:
@@ -135,6 +147,8 @@ class _Parser(HTMLParser):
             self._h1_text.append(data)
         if self._caption is not None:
             self._caption.append(data)
+        if "{glue" in data:
+            self.info.unresolved_glue += data.count("{glue")
 
 
 def parse_page(path: Path) -> PageInfo:
@@ -237,7 +251,23 @@ def publication_problems(entry: str, info: PageInfo) -> list[str]:
         out.append(
             f"{entry}: tables of {info.long_tables} rows in the reading flow (at most {MAX_TABLE_ROWS})"
         )
+    if info.unresolved_glue:
+        out.append(f"{entry}: {info.unresolved_glue} glue reference(s) left unresolved in the text")
     return out
+
+
+def page_counts(entry: str, info: PageInfo) -> dict[str, object]:
+    """What a chapter page shows, for the check's report: numbered figures, glued values, collapsed inputs,
+    tables, downloads."""
+    return {
+        "page": entry,
+        "numbered_figures": len(info.numbered_figures),
+        "glued_values": info.glued,
+        "hidden_inputs": info.hidden_inputs,
+        "visible_inputs": info.visible_code_inputs,
+        "tables": info.tables,
+        "downloads": len(info.downloads),
+    }
 
 
 def check_book(
@@ -298,3 +328,21 @@ def check_book(
             if "<img" not in dom or "<table" not in dom:
                 problems.append(f"{entry}: figures or tables missing from the DOM Chromium rendered")
     return problems
+
+
+def book_report(
+    html_dir: Path, chapter_pages: list[str], screenshots: Path | None = None
+) -> dict[str, object]:
+    """Counts per chapter page (:func:`page_counts`), their totals and the screenshots taken."""
+    pages = [
+        page_counts(entry, parse_page(html_dir / f"{entry}.html"))
+        for entry in chapter_pages
+        if (html_dir / f"{entry}.html").is_file()
+    ]
+    keys = [k for k in (pages[0] if pages else {}) if k != "page"]
+    shots = sorted(p.name for p in screenshots.glob("*.png")) if screenshots and screenshots.is_dir() else []
+    return {
+        "pages": pages,
+        "totals": {k: sum(int(p[k]) for p in pages) for k in keys},
+        "screenshots": shots,
+    }

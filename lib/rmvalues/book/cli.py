@@ -28,6 +28,7 @@ import yaml
 
 from ..core import paths
 from ..core.errors import ConfigError, RmvaluesError
+from ..core.files import atomic_write_text
 from . import runner
 from .config import config_path, load_config, read_named_runs, relative, write_named_runs
 from .toc import chapter_pages, write_toc
@@ -107,8 +108,18 @@ def check_built_book(browser: bool = True) -> int:
     )
     for p in problems:
         print(f"book check: {p}", file=sys.stderr)
+    shots = root / "_build" / "screenshots"
+    report = bookcheck.book_report(html, chapter_pages(), shots if browser else None)
+    if html.is_dir():
+        atomic_write_text(root / "_build" / "book-check.json", json.dumps(report, indent=2) + "\n")
+    for page in report["pages"]:
+        print("book check: " + ", ".join(f"{k} {v}" for k, v in page.items()))
+    if report["pages"]:
+        print("book check: totals " + ", ".join(f"{k} {v}" for k, v in report["totals"].items()))
     if not problems:
-        print(f"book check: OK ({html / 'index.html'}; screenshots in _build/screenshots)")
+        print(
+            f"book check: OK ({html / 'index.html'}; screenshots in _build/screenshots; _build/book-check.json)"
+        )
     return 1 if problems else 0
 
 

@@ -24,10 +24,13 @@ from ..core.errors import ConfigError
 from ..core.files import atomic_write_text
 from ..core.handoff import StageInput
 from ..core.params import StageParams
+from ..core.paths import GENERATED, page_name
 
-GENERATED = Path("book") / "generated"
 NAMED_RUNS = "named_runs.yaml"
-STAGE_KEYS = {"notebook", "package", "title", "runs"}
+STAGE_KEYS = {"notebook", "package", "title", "runs", "part"}
+#: Where a stage's pages stand in the book: ``overview`` (right after the introduction, unnumbered) or
+#: ``chapters`` (the numbered chapters, the default).
+PARTS = ("overview", "chapters")
 RUN_KEYS = {"title", "parameters"}
 
 
@@ -39,6 +42,7 @@ class StageSpec:
     title: str
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> {"title", "parameters"}
     named: set[str] = field(default_factory=set)  # runs that come from named_runs.yaml
+    part: str = "chapters"  # where its pages stand in the book (see PARTS)
 
     def module(self) -> Any:
         try:
@@ -90,11 +94,6 @@ class RunSpec:
         return f"{self.stage}/{self.run}"
 
 
-def page_name(stage: str, run: str) -> str:
-    """The page of a run: ``<stage>`` for the default run (whatever forks exist), ``<stage>--<run>`` else."""
-    return stage if run == "default" else f"{stage}--{run}"
-
-
 @dataclass
 class RunConfig:
     stages: dict[str, StageSpec]
@@ -144,8 +143,16 @@ def _stage(name: str, entry: Any, path: Path) -> StageSpec:
         bad = set(v) - RUN_KEYS
         if bad:
             raise ConfigError(f"{path}: run {name}/{r} has unknown keys {sorted(bad)}; use title, parameters")
+    part = entry.get("part", "chapters")
+    if part not in PARTS:
+        raise ConfigError(f"{path}: stage {name!r} has part {part!r}; valid: {', '.join(PARTS)}")
     return StageSpec(
-        name=name, notebook=notebook, package=str(entry["package"]), title=entry.get("title", name), runs=runs
+        name=name,
+        notebook=notebook,
+        package=str(entry["package"]),
+        title=entry.get("title", name),
+        runs=runs,
+        part=part,
     )
 
 

@@ -25,10 +25,13 @@ def _exists(page: str) -> bool:
     return (paths.project_root() / f"{page}.ipynb").is_file()
 
 
-def chapters(config: RunConfig, only_existing: bool = True) -> list[dict[str, Any]]:
-    """One TOC entry per stage with a page: the default run's page, the other runs as its sections."""
+def chapters(config: RunConfig, only_existing: bool = True, part: str | None = None) -> list[dict[str, Any]]:
+    """One TOC entry per stage with a page: the default run's page, the other runs as its sections (only the
+    stages of ``part`` when it is given)."""
     out = []
     for sname, st in config.stages.items():  # reading order = the order of config/run.yaml
+        if part is not None and st.part != part:
+            continue
         names = sorted(st.runs, key=lambda r: (r != "default", list(st.runs).index(r)))
         pages = [str(GENERATED / page_name(sname, r)) for r in names]
         if only_existing:
@@ -43,11 +46,14 @@ def chapters(config: RunConfig, only_existing: bool = True) -> list[dict[str, An
 
 
 def toc(config: RunConfig | None = None, only_existing: bool = True) -> dict[str, Any]:
-    """The book's table of contents: prose pages around the chapters (numbered at chapter level only, so a
-    fork is a page of its chapter, not a numbered section after the default page's sections)."""
+    """The book's table of contents: the overview (the stages of part ``overview``, i.e. the findings page,
+    then the methods) right after the introduction, the numbered chapters (numbered at chapter level only, so
+    a fork is a page of its chapter, not a numbered section after the default page's sections), and the
+    reference pages."""
     config = config or load_config()
-    parts: list[dict[str, Any]] = [{"caption": "Background", "chapters": [{"file": "book/methods"}]}]
-    found = chapters(config, only_existing)
+    overview = [*chapters(config, only_existing, "overview"), {"file": "book/methods"}]
+    parts: list[dict[str, Any]] = [{"caption": "Overview", "chapters": overview}]
+    found = chapters(config, only_existing, "chapters")
     if found:
         parts.append({"caption": "Chapters", "numbered": 1, "chapters": found})
     parts.append(

@@ -118,10 +118,12 @@ def collapsed(title: str, df: pd.DataFrame | None = None, text: str = "", csv: s
     return Markdown(f"::::{{dropdown}} {title}\n{inner.strip()}\n::::")
 
 
-def glue(values: Mapping[str, Any]) -> None:
+def glue(values: Mapping[str, Any], markdown: Sequence[str] = ()) -> None:
     """Glue every value (a number or a short text) for ``{glue:text}`` roles in the page's prose, without
-    displaying it."""
+    displaying it; the keys in ``markdown`` hold MyST Markdown, pasted with ``{glue:md}`` (a sentence with
+    roles and links, a paragraph)."""
+    from IPython.display import Markdown
     from myst_nb import glue as myst_glue
 
     for key, value in values.items():
-        myst_glue(key, value, display=False)
+        myst_glue(key, Markdown(value) if key in markdown else value, display=False)

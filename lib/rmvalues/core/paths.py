@@ -52,3 +52,13 @@ def resolve(path: str | os.PathLike[str]) -> Path:
 def stage_dir(stage: str, run: str = "default") -> Path:
     """Results folder of one run of one stage: ``<results_root>/<stage>/<run>``."""
     return results_root() / stage / run
+
+
+#: Folder of the executed chapter pages, relative to the project root.
+GENERATED = Path("book") / "generated"
+
+
+def page_name(stage: str, run: str) -> str:
+    """The book page of a run: ``<stage>`` for the default run (whatever forks exist), ``<stage>--<run>``
+    else (a file ``book/generated/<page>.ipynb``)."""
+    return stage if run == "default" else f"{stage}--{run}"

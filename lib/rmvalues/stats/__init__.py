@@ -1,7 +1,8 @@
 """Statistics layer (no chapter code): ranks and median ranks (:mod:`.ranks`), two-group tests, effect sizes,
 bootstrap and corrections (:mod:`.twogroup`), inference over few sampled units (exact split tests, their
 intervals, the hierarchical bootstrap: :mod:`.units`), mixed models with an explicit coding and random slopes
-(:mod:`.mixed`), the ANOVA variant (:mod:`.anova`) and label-permutation nulls (:mod:`.nulls`). Imports only
+(:mod:`.mixed`), the ANOVA variant (:mod:`.anova`), label-permutation nulls (:mod:`.nulls`) and framing contrasts
+over prompts for one or two RMs (:mod:`.prompts`). Imports only
 third-party statistics packages."""
 
 from .anova import anova_3way, welch_posthocs
@@ -21,10 +22,12 @@ from .mixed import (
     treatment_levels,
 )
 from .nulls import family_gaps, gap_statistics, null_baseline, permute_within
+from .prompts import FramingContrast, framing_contrast, paired_gap_difference, prompt_gaps
 from .ranks import FRAMINGS, POINT_KEY, RANK_KEY, all_median_ranks, median_ranks, rank_scores
 from .twogroup import (
     bootstrap_ci,
     check_families,
+    cohen_d_interval,
     cohen_d_vectorized,
     cohens_d,
     correct_pvalues,
@@ -32,6 +35,7 @@ from .twogroup import (
     mean_difference,
     permutation_test,
     permutation_welch,
+    proportion_difference,
     stable_seed,
     welch_t,
 )
@@ -47,6 +51,10 @@ from .units import (
 )
 
 __all__ = [
+    "FramingContrast",
+    "framing_contrast",
+    "paired_gap_difference",
+    "prompt_gaps",
     "BLAS_THREADS",
     "FACTORS",
     "FRAMINGS",
@@ -64,6 +72,7 @@ __all__ = [
     "cell_contrast",
     "cluster_bootstrap_ci",
     "check_families",
+    "cohen_d_interval",
     "cohen_d_vectorized",
     "cohens_d",
     "correct_pvalues",
@@ -81,6 +90,7 @@ __all__ = [
     "null_baseline",
     "permutation_test",
     "permutation_welch",
+    "proportion_difference",
     "permute_within",
     "rank_scores",
     "smallest_p",

@@ -122,6 +122,27 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return (mean, sd, mean - half, mean + half, n)
 
 
+def cohen_d_interval(d: float, n_a: int, n_b: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation interval of Cohen's d of two independent groups (Hedges & Olkin's standard error,
+    ``sqrt((n_a + n_b) / (n_a n_b) + d^2 / (2 (n_a + n_b)))``); NaN bounds when a group has no member."""
+    if n_a < 1 or n_b < 1 or not math.isfinite(d):
+        return (math.nan, math.nan)
+    se = math.sqrt((n_a + n_b) / (n_a * n_b) + d * d / (2 * (n_a + n_b)))
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    return (d - z * se, d + z * se)
+
+
+def proportion_difference(
+    k_a: int, n_a: int, k_b: int, n_b: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """``(p_a - p_b, low, high)``: the difference of two independent proportions with Newcombe's hybrid score
+    interval (``statsmodels``' ``confint_proportions_2indep``)."""
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    low, high = confint_proportions_2indep(k_a, n_a, k_b, n_b, method="newcomb", alpha=1 - confidence)
+    return (k_a / n_a - k_b / n_b, float(low), float(high))
+
+
 def check_families(df: pd.DataFrame, families: Sequence[str]) -> tuple[str, str]:
     """The two families ``(a, b)`` of a contrast, checked: two different ones, both present in ``df``."""
     if len(families) != 2 or families[0] == families[1]:

@@ -1,7 +1,8 @@
 """Chapter 1, corpora: read the word lists, validate them, annotate their confounds, count their tokens.
 
 ``run(params)`` writes ``corpora.parquet`` (the validated, annotated word lists: the input of every later
-chapter), ``tokenization.parquet``, ``validation.parquet`` and ``balance.parquet``, with a ``manifest.json``.
+chapter), ``tokenization.parquet``, ``validation.parquet`` and ``balance.parquet``, the chapter's answers ``findings.json`` (for the findings page) and the CSV downloads
+``tables/*.csv``, with a ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...core.findings import write_findings
 from ...core.manifest import RunRecord
 from ...data import corpus_checks as checks
 from ...data import norms
 from ...data.corpora import WordList, input_checksums, load_corpora, wordlist_config
 from ...data.datasets import get as get_dataset
 from . import analysis
+from .findings import findings as chapter_findings
 from .params import Params
 
 __all__ = ["Results", "run"]
@@ -145,6 +148,7 @@ def _write(res: Results, record: RunRecord) -> None:
         record.write_csv(getattr(res, name), f"tables/{name}.csv")
     if res.word_sets is not None:
         record.write_csv(res.word_sets, "tables/word_sets.csv")
+    write_findings(record, chapter_findings(res))
     record.finish()
 
 

@@ -2,8 +2,20 @@
 and what it lacks). The package is ``rm_statistics`` because a module named ``statistics`` would shadow the
 standard library; the stage, its results folder and its page are ``statistics``."""
 
-from . import analysis, figures, rm_level, text
+from . import analysis, figures, findings, key_numbers, rm_level, tables, text
 from .params import Params
-from .run import Results, run
+from .run import READER_TABLES, Results, run
 
-__all__ = ["Params", "Results", "analysis", "figures", "rm_level", "run", "text"]
+__all__ = [
+    "READER_TABLES",
+    "Params",
+    "Results",
+    "analysis",
+    "figures",
+    "findings",
+    "key_numbers",
+    "rm_level",
+    "run",
+    "tables",
+    "text",
+]

@@ -6,16 +6,19 @@ published scores of ten RMs, a scoring run's live scores, or both), and writes `
 ``rm_contrasts.csv``, ``rm_level_interaction.csv``, ``interaction_models.csv``, ``random_slope_fits.csv``,
 ``random_slope_model.csv``, ``null_baseline.csv``, ``null_distribution.parquet``, ``loo_family_effect.csv``,
 ``per_rm.csv``, ``anova_lm.csv``, ``anova_posthocs.csv`` and ``covariate_model.csv`` (when some corpus has
-normed words), with a ``manifest.json``. BLAS runs single-threaded meanwhile
-(:data:`rmvalues.stats.BLAS_THREADS`).
+normed words), the book's CSV downloads of its tables under ``tables/`` (:data:`READER_TABLES`) and the
+chapter's answers ``findings.json`` (for the findings page), with a ``manifest.json``. BLAS runs
+single-threaded meanwhile (:data:`rmvalues.stats.BLAS_THREADS`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
+from ...core.findings import write_findings
 from ...core.handoff import input_path
 from ...core.manifest import RunRecord
 from ...data.corpora import read_corpora_table
@@ -28,9 +31,10 @@ from ...stats import (
     rank_scores,
 )
 from . import analysis, rm_level
+from .findings import findings as chapter_findings
 from .params import LIVE_SCORES, Params
 
-__all__ = ["Results", "run"]
+__all__ = ["READER_TABLES", "Results", "run"]
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Results:
     params: Params
     scores: pd.DataFrame  # the long scores table (attrs["unlabelled_words"] for published scores)
     corpora: pd.DataFrame  # the corpora run's table, restricted to params.corpora
+    output_dir: Path | None = None  # the run's output folder (the CSV downloads are in its tables/)
     ranked: pd.DataFrame = field(default_factory=pd.DataFrame)
     medians: pd.DataFrame = field(default_factory=pd.DataFrame)  # median_ranks.parquet
     levels: dict[str, list[str]] = field(default_factory=dict)  # the models' coding (first = reference)
@@ -63,6 +68,14 @@ class Results:
     covariates: pd.DataFrame | None = None  # covariate_model.csv (None: no corpus has normed words)
     covariate_note: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+    def csv(self, name: str) -> Path | None:
+        """The CSV download of one of the chapter's tables (:data:`READER_TABLES`); None when the run wrote
+        none (no output folder, or a table the run did not compute)."""
+        if self.output_dir is None:
+            return None
+        path = self.output_dir / "tables" / f"{name}.csv"
+        return path if path.is_file() else None
 
     @property
     def families(self) -> list[str]:
@@ -115,7 +128,7 @@ def _load(params: Params, record: RunRecord) -> Results:
         scores = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         scores.attrs = attrs
         check_families(scores, params.families)
-    return Results(params=params, scores=scores, corpora=table)
+    return Results(params=params, scores=scores, corpora=table, output_dir=record.output_dir)
 
 
 def _paper_analysis(res: Results, record: RunRecord) -> None:
@@ -177,6 +190,27 @@ def _covariates(res: Results, record: RunRecord) -> None:
         res.covariate_note = note
 
 
+#: The chapter's tables offered as CSV downloads beside their reader versions: ``tables/<name>.csv`` (full
+#: precision, every row) from the :class:`Results` attribute named.
+READER_TABLES = {
+    "overview": "overview",
+    "model_coding": "coding",
+    "mixed_model": "mixed",
+    "panel_tests": "panels",
+    "rm_contrasts": "contrasts",
+    "rm_level_interaction": "rm_level",
+    "interaction_models": "models",
+    "random_slope_fits": "slope_fits",
+    "null_baseline": "null_summary",
+    "loo_family_effect": "loo",
+    "covariate_model": "covariates",
+    "per_rm": "per_rm",
+    "split_vs_pooled": "split",
+    "anova_lm": "anova",
+    "anova_posthocs": "posthocs",
+}
+
+
 def _write(res: Results, record: RunRecord) -> None:
     record.seeds.update(
         {
@@ -215,6 +249,10 @@ def _write(res: Results, record: RunRecord) -> None:
     record.write_csv(res.posthocs, "anova_posthocs.csv")
     if res.covariates is not None:
         record.write_csv(res.covariates, "covariate_model.csv")
+    for name, attr in READER_TABLES.items():
+        if (table := getattr(res, attr)) is not None:
+            record.write_csv(table, f"tables/{name}.csv")
+    write_findings(record, chapter_findings(res))
     res.timings = dict(record.timings)
     record.finish()
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ...stats import top_family_terms
 from .analysis import ALPHA, NO_READING, VERDICTS
+from .key_numbers import key_numbers as key_numbers  # the numbers the prose cites (glued)
 
 
 def _fmt(x: float, digits: int = 1) -> str:
@@ -386,6 +387,17 @@ def describe_split(split: pd.DataFrame, split_points: pd.DataFrame) -> str:
     return text
 
 
+def describe_split_guide(split_corpora: list[str], corpora: list[str]) -> str:
+    """Where the figure and the table of the virtue/vice split are, or that no corpus of the run has
+    subcategories (then neither is shown)."""
+    if not split_corpora:
+        return f"No corpus of this run ({', '.join(corpora)}) has subcategories: nothing to split."
+    return (
+        f"Split: {', '.join(split_corpora)}. {{numref}}`fig-statistics-split` shows the family differences "
+        "pooled and split; {numref}`tbl-statistics-split` says where the split changes a panel's reading."
+    )
+
+
 def describe_subcategory_mix(corpora: pd.DataFrame, corpus: str) -> str:
     """The number of virtue and vice words of each category of ``corpus`` (from the corpora run)."""
     df = corpora[(corpora["corpus"] == corpus) & corpora["subcategory"].notna()]
@@ -484,6 +496,22 @@ def units_table() -> pd.DataFrame:
         ("word-level covariate model", "(RM, word) point, given its RM's intercept"),
     ]
     return pd.DataFrame(rows, columns=["inference", "treated as independent"])
+
+
+def describe_unlabelled(unlabelled: dict[str, list[str]]) -> str:
+    """The scored words without a label in their corpus (dropped from the analysis), per corpus."""
+    parts = [
+        f"{corpus}: {len(words)} ({', '.join(sorted(words))})"
+        for corpus, words in unlabelled.items()
+        if words
+    ]
+    if not parts:
+        return "Every scored word has a label in its corpus: none was dropped."
+    return (
+        "Scored words without a label in their corpus, dropped as the paper's join drops them: "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def _developer(model: str) -> str:

@@ -26,8 +26,13 @@ package turns it into a stage:
   "live"``; one row per corpus label of a word), ``tokens.parquet`` (the token ids of every candidate per model
   and prompt, and how they were obtained), ``timings.parquet`` (per model: load and scoring time, candidates
   per second, method, batch size, dtype, device), and for word scoring ``medians.parquet`` (category median
+<<<<<<< HEAD
   ranks) and, when an RM has published scores too, ``live_vs_published.parquet``; the chapter's reader tables
   as CSV downloads (``tables/<name>.csv``, :data:`READER_TABLES`); plus ``manifest.json``.
+=======
+  ranks) and, when an RM has published scores too, ``live_vs_published.parquet``; the chapter's answers
+  ``findings.json`` (for the findings page); plus ``manifest.json``.
+>>>>>>> main
 
 Command line (one command scores a new RM; see the README)::
 
@@ -45,6 +50,7 @@ from typing import Any
 
 import pandas as pd
 
+from ...core.findings import write_findings
 from ...core.handoff import verify
 from ...core.manifest import RunRecord
 from ...data.corpora import read_corpora_table
@@ -53,6 +59,7 @@ from ...data.scores import empty_scores, labels_of, load_published_scores, publi
 from ...models.loading import quiet_transformers
 from ...models.registry import ModelSpec
 from . import tables, text
+from .findings import findings as chapter_findings
 from .grid import PARTS, Unit, merge_parts, model_fingerprint, reset_stale_parts, select_words
 from .grid import shard as shard_units
 from .params import Params
@@ -306,6 +313,7 @@ def _write_tables(res: Results, record: RunRecord) -> None:
 
 
 def _finish(res: Results, record: RunRecord) -> None:
+    write_findings(record, chapter_findings(res))
     record.extra["failures"] = res.failures
     record.extra["units"] = res.units
     record.extra["timings"] = res.timings.to_dict("records")

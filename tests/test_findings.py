@@ -1,0 +1,290 @@
+"""The findings hand-off and page: the shared form, the stage that gathers the chapters' findings, the
+chapters' findings computed from hand-made tables, and the page's place in the book."""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from rmvalues.core.errors import MissingInputError
+from rmvalues.core.findings import FILE, Finding, findings_json, read_findings, write_findings
+from rmvalues.core.manifest import RunRecord
+from rmvalues.stages import findings as stage
+from rmvalues.stats import (
+    cohen_d_interval,
+    framing_contrast,
+    paired_gap_difference,
+    prompt_gaps,
+    proportion_difference,
+)
+
+
+def _finding(key: str = "a", **kw) -> Finding:
+    base = dict(key=key, question="Q?", answer="An answer.", estimate="1.0")
+    return Finding(**{**base, **kw})
+
+
+# -- the form --------------------------------------------------------------------------------------------------
+def test_finding_round_trip_and_validation(tmp_path):
+    f = _finding(value=1.5, low=0.5, high=2.5, reference=0.0, scale="d", label="x")
+    path = tmp_path / FILE
+    path.write_bytes(findings_json([f, _finding("b", value=float("nan"))]))
+    back = read_findings(path)
+    assert back[0] == f and back[0].plottable
+    assert back[1].value is None and not back[1].plottable  # NaN is "no number", in JSON too
+    with pytest.raises(ValueError, match="repeat"):
+        findings_json([f, f])
+    with pytest.raises(ValueError, match="key"):
+        _finding("bad key")
+    with pytest.raises(ValueError, match="empty"):
+        _finding(answer=" ")
+    with pytest.raises(ValueError, match="reversed"):
+        _finding(low=2.0, high=1.0)
+    path.write_text(json.dumps([{"key": "a", "question": "Q", "answer": "A", "estimate": "1", "typo": 1}]))
+    with pytest.raises(ValueError, match="finding 0"):
+        read_findings(path)
+
+
+# -- the statistics under the chapters' findings ------------------------------------------------------------------
+def test_cohen_d_interval_by_hand():
+    d, n_a, n_b = 0.5, 20, 30
+    se = math.sqrt(50 / 600 + 0.25 / 100)  # sqrt((n_a + n_b)/(n_a n_b) + d^2/(2(n_a + n_b)))
+    low, high = cohen_d_interval(d, n_a, n_b)
+    assert low == pytest.approx(0.5 - 1.959964 * se, abs=1e-6)
+    assert high == pytest.approx(0.5 + 1.959964 * se, abs=1e-6)
+    assert all(math.isnan(x) for x in cohen_d_interval(0.2, 0, 5))
+
+
+def test_proportion_difference_contains_estimate_and_is_antisymmetric():
+    diff, low, high = proportion_difference(30, 40, 20, 40)
+    assert diff == pytest.approx(0.25)
+    assert low < diff < high
+    d2, l2, h2 = proportion_difference(20, 40, 30, 40)
+    assert (d2, l2, h2) == pytest.approx((-0.25, -high, -low), abs=1e-9)
+
+
+def _medians(
+    gap_pos: list[float], gap_neg: list[float], rm: str = "rm1", family: str = "gemma"
+) -> pd.DataFrame:
+    """Median ranks of two categories whose Agency - Communion gap per prompt is given."""
+    rows = []
+    for framing, gaps in (("positive", gap_pos), ("negative", gap_neg)):
+        for i, g in enumerate(gaps):
+            pid = f"{framing}_{i}"
+            rows += [
+                dict(
+                    corpus="big2_nouns",
+                    analysis="pooled",
+                    rm=rm,
+                    family=family,
+                    prompt_id=pid,
+                    framing=framing,
+                    category="Agency",
+                    median_rank=50.0 + g,
+                ),
+                dict(
+                    corpus="big2_nouns",
+                    analysis="pooled",
+                    rm=rm,
+                    family=family,
+                    prompt_id=pid,
+                    framing=framing,
+                    category="Communion",
+                    median_rank=50.0,
+                ),
+            ]
+    return pd.DataFrame(rows)
+
+
+def test_framing_contrast_is_welch_over_prompts():
+    pos, neg = [5.0, 7.0, 9.0, 4.0], [1.0, -2.0, 0.0]
+    gaps = prompt_gaps(_medians(pos, neg), "Communion")
+    assert sorted(gaps["gap"]) == sorted(pos + neg)  # gap = mean rank of the others - rank of Communion
+    c = framing_contrast(gaps)
+    assert c.estimate == pytest.approx(np.mean(pos) - np.mean(neg))
+    ref = sps.ttest_ind(pos, neg, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert (c.ci_low, c.ci_high, c.p) == pytest.approx((ci.low, ci.high, ref.pvalue))
+    assert (c.n_positive, c.n_negative) == (4, 3)
+    one = framing_contrast(prompt_gaps(_medians([3.0], [1.0]), "Communion"))
+    assert one.estimate == pytest.approx(2.0) and math.isnan(one.ci_low)  # no interval from one prompt
+
+
+def test_paired_gap_difference_is_difference_of_rms_per_prompt():
+    a = _medians([1.0, 2.0], [0.0, 1.0], rm="a")
+    b = _medians([4.0, 4.0], [1.0, 0.0], rm="b")
+    gaps = prompt_gaps(pd.concat([a, b]), "Communion")
+    diff = paired_gap_difference(gaps, "a", "b").set_index("prompt_id")["gap"]
+    assert diff.to_dict() == {"positive_0": 3.0, "positive_1": 2.0, "negative_0": 1.0, "negative_1": -1.0}
+    c = framing_contrast(paired_gap_difference(gaps, "a", "b"))
+    assert c.estimate == pytest.approx(2.5 - 0.0)
+
+
+# -- the chapters' findings ------------------------------------------------------------------------------------
+def test_scoring_findings_per_rm_and_pair():
+    from rmvalues.stages.scoring.findings import findings
+
+    med = pd.concat(
+        [_medians([5, 7, 9], [1, -2, 0], "gem", "gemma"), _medians([1, 2, 3], [1, 2, 3], "smol", "smollm")]
+    )
+    out = findings(types.SimpleNamespace(medians=med))
+    assert [f.key for f in out] == ["big2_nouns_gem", "big2_nouns_smol", "big2_nouns_pair"]
+    assert out[0].value == pytest.approx(7.0 - (-1 / 3))
+    assert "gain" in out[0].answer and "gemma base" in out[0].answer
+    assert out[1].value == pytest.approx(0.0)
+    assert out[2].value == pytest.approx(out[1].value - out[0].value)  # smol - gem, paired by prompt
+    assert "one reward model per base model" in out[2].answer.lower()
+    assert findings(types.SimpleNamespace(medians=pd.DataFrame())) == []
+
+
+def test_statistics_findings_from_rm_level_table():
+    from rmvalues.stages.rm_statistics.findings import findings
+
+    row = dict(
+        corpus="big2_nouns",
+        analysis="pooled",
+        subcategory=None,
+        statistic="D(Communion)",
+        family_a="gemma",
+        family_b="llama",
+        mean_a=58.8,
+        mean_b=39.0,
+        difference=-19.8,
+        p_exact=0.076,
+        n_splits=210,
+        ci_low=-41.7,
+        ci_high=3.3,
+        category="Communion",
+        versus="Agency",
+        n_rms_a=4,
+        n_rms_b=6,
+        n_tests=1,
+        p_corrected=0.076,
+        p_min=0.0095,
+        p_min_corrected=0.0095,
+        verdict="not significant",
+    )
+    models = pd.DataFrame(
+        [
+            dict(
+                corpus="big2_nouns",
+                analysis="pooled",
+                statistic="D(Communion)",
+                method="random intercept (paper)",
+                p=1e-15,
+                n_units=1080,
+            )
+        ]
+    )
+    (f,) = findings(types.SimpleNamespace(rm_level=pd.DataFrame([row]), models=models))
+    assert f.key == "big2_nouns_family" and f.value == -19.8 and (f.low, f.high) == (-41.7, 3.3)
+    assert "do not establish" in f.answer and "1,080 (RM, prompt) points" in f.answer
+    assert f.unit == "10 reward models (4 gemma, 6 llama)"
+    assert "p < 0.001" in f.baseline and "0.076" in f.baseline
+
+
+def test_corpora_findings_interval_by_hand():
+    from rmvalues.stages.corpora.findings import findings
+
+    balance = pd.DataFrame(
+        [
+            dict(
+                corpus="big2_nouns",
+                variable=v,
+                group_a="Agency",
+                group_b="Communion",
+                n_a=40,
+                n_b=60,
+                mean_a=1.0,
+                mean_b=2.0,
+                cohen_d=d,
+                p_value=0.01,
+                category=None,
+            )
+            for v, d in (("zipf_frequency", -0.6), ("valence", 0.1))
+        ]
+    )
+    table = pd.DataFrame({"corpus": ["big2_nouns"], "word": ["x"]})
+    res = types.SimpleNamespace(table=table, balance=balance, token_share=pd.DataFrame())
+    freq, val = findings(res)
+    low, high = cohen_d_interval(-0.6, 40, 60)
+    assert (freq.low, freq.high) == pytest.approx((low, high)) and high < 0
+    assert "lower in word frequency" in freq.answer
+    assert "do not differ detectably" in val.answer  # its interval includes zero
+
+
+# -- the stage ---------------------------------------------------------------------------------------------------
+def _upstream(root, stage_name: str, run: str, findings: list[Finding]) -> None:
+    rec = RunRecord(root / stage_name / run, stage=stage_name, run=run)
+    write_findings(rec, findings)
+    rec.finish()
+
+
+def test_stage_gathers_findings_in_reading_order(tmp_path):
+    _upstream(tmp_path, "corpora", "default", [_finding("c1", value=0.2, low=0.1, high=0.3, reference=0.0)])
+    _upstream(tmp_path, "statistics", "fork", [_finding("s1"), _finding("s2")])
+    params = stage.Params.build(
+        {
+            "results_root": str(tmp_path),
+            "statistics_run": "fork",
+            "implicit_run": "",
+            "training_run": "",
+            "scoring_run": "",
+        }
+    )
+    res = stage.run(params)
+    assert list(res.table["key"]) == ["s1", "s2", "c1"]  # statistics first: the page's reading order
+    assert list(res.table["run"]) == ["fork", "fork", "default"]
+    manifest = json.loads((res.output_dir / "manifest.json").read_text())
+    assert set(manifest["inputs"]) == {"statistics/fork/findings.json", "corpora/default/findings.json"}
+    assert {"findings.parquet", "tables/findings.csv"} <= set(manifest["outputs"])
+    keys = stage.text.key_numbers(res)
+    assert keys["n_findings"] == "3" and keys["n_chapters"] == "2"
+    assert keys["corpora_c1_estimate"] == "1.0"
+    assert "{doc}`Published RMs (fork) <statistics--fork>`" in keys["statistics_answer"]
+    assert keys["implicit_answer"].startswith("This page leaves out")
+    assert set(stage.text.markdown_keys()) <= set(keys)
+    table = stage.text.summary_table(res)
+    assert list(table.columns)[0] == "Chapter" and len(table) == 3
+    fig = stage.figures.plot_estimates(res.table)
+    assert len(fig.axes) == 1  # only c1 has an interval
+
+
+def test_stage_refuses_a_changed_upstream_file(tmp_path):
+    _upstream(tmp_path, "corpora", "default", [_finding("c1")])
+    (tmp_path / "corpora" / "default" / FILE).write_text("[]\n")
+    params = stage.Params.build(
+        {
+            "results_root": str(tmp_path),
+            "statistics_run": "",
+            "implicit_run": "",
+            "training_run": "",
+            "scoring_run": "",
+        }
+    )
+    with pytest.raises(MissingInputError, match="does not match its manifest"):
+        stage.run(params)
+
+
+def test_stage_needs_one_chapter():
+    empty = {f"{c}_run": "" for c in stage.CHAPTERS}
+    with pytest.raises(Exception, match="at least one chapter"):
+        stage.Params.build(empty)
+
+
+def test_findings_page_opens_the_book():
+    from rmvalues.book.config import load_config
+    from rmvalues.book.toc import toc
+
+    config = load_config()
+    assert config.stages["findings"].part == "overview"
+    parts = toc(config, only_existing=False)["parts"]
+    assert parts[0]["caption"] == "Overview"
+    assert parts[0]["chapters"][0] == {"file": "book/generated/findings"}
+    assert all(c["file"] != "book/generated/findings" for p in parts[1:] for c in p["chapters"])
