@@ -157,6 +157,7 @@ def test_words_and_inputs_come_from_the_corpora_run(tiny_registry, corpora_resul
         "tokens.parquet",
         "timings.parquet",
         "medians.parquet",
+        "findings.json",
     }
     # the book's CSV downloads: every reader table, written even when empty (the links always resolve)
     assert {o for o in manifest["outputs"] if "/" in o} == {
@@ -201,6 +202,7 @@ def test_chapter_tables(tiny_registry, corpora_results, tmp_path):
     assert "; negative prompts: " in numbers["live_top"] and numbers["live_top"].count(" of 2") == 2
     assert numbers["expected_rank"] == f"{(res.scores['word'].nunique() + 1) / 2:g}"
     assert numbers["scoring"].startswith("took ") and numbers["scoring"].endswith(" candidates per second")
+    assert numbers["framing_findings"].count("(D = ") == 2  # the chapter's findings: one per RM, then the pair
     assert all(isinstance(v, str) and v for v in numbers.values())
 
 

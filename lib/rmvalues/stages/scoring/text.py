@@ -133,6 +133,7 @@ def key_numbers(results: Any) -> dict[str, str]:
     """The numbers the chapter's prose cites, as text to glue (every key always present; ``n/a`` where the
     run has no such number, e.g. no published scores for its corpora or no RM scored on words)."""
     from ...core.display import number
+    from .findings import findings as chapter_findings
 
     scores, timings, checks = results.scores, results.timings, results.inputs.checks
     sizes = [s.size for s in results.specs.values() if s.size]
@@ -165,6 +166,10 @@ def key_numbers(results: Any) -> dict[str, str]:
         "n_compared": str(comp["model"].nunique()) if not comp.empty else "0",
         "live_published_rho": number(float(comp["median_spearman"].median())) if not comp.empty else "n/a",
     }
+    answers = [f.answer for f in chapter_findings(results)]
+    out["framing_findings"] = " ".join(answers) or (
+        "n/a (computed for at most three RMs scored on a Big Two corpus; the statistics chapter compares more)"
+    )
     if out["throughput"] != "n/a":
         out["scoring"] = f"took {out['score_time']} at {out['throughput']} candidates per second"
     elif results.units.get("skipped", 0) and not results.units.get("scored", 0):
