@@ -202,7 +202,8 @@ def test_chapter_tables(tiny_registry, corpora_results, tmp_path):
     assert "; negative prompts: " in numbers["live_top"] and numbers["live_top"].count(" of 2") == 2
     assert numbers["expected_rank"] == f"{(res.scores['word'].nunique() + 1) / 2:g}"
     assert numbers["scoring"].startswith("took ") and numbers["scoring"].endswith(" candidates per second")
-    assert numbers["framing_findings"].count("(D = ") == 2  # the chapter's findings: one per RM, then the pair
+    assert len(res.findings) == 3  # findings.json: one per RM, then the pair
+    assert numbers["framing_findings"].count("(D = ") == 2 and " minus " in numbers["framing_findings"]
     assert all(isinstance(v, str) and v for v in numbers.values())
 
 

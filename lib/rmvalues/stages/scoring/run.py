@@ -50,7 +50,7 @@ from typing import Any
 
 import pandas as pd
 
-from ...core.findings import write_findings
+from ...core.findings import Finding, write_findings
 from ...core.handoff import verify
 from ...core.manifest import RunRecord
 from ...data.corpora import read_corpora_table
@@ -100,6 +100,7 @@ class Results:
     published_median_table: pd.DataFrame = field(default_factory=pd.DataFrame)
     top_bottom: pd.DataFrame = field(default_factory=pd.DataFrame)
     comparison: pd.DataFrame = field(default_factory=pd.DataFrame)  # live_vs_published.parquet
+    findings: list[Finding] = field(default_factory=list)  # findings.json: the chapter's answers
 
     @property
     def ok(self) -> bool:
@@ -313,7 +314,8 @@ def _write_tables(res: Results, record: RunRecord) -> None:
 
 
 def _finish(res: Results, record: RunRecord) -> None:
-    write_findings(record, chapter_findings(res))
+    res.findings = chapter_findings(res)
+    write_findings(record, res.findings)
     record.extra["failures"] = res.failures
     record.extra["units"] = res.units
     record.extra["timings"] = res.timings.to_dict("records")

@@ -12,7 +12,17 @@ from ...core import paths
 from ...data.prompts import FRAMINGS
 from ...models.registry import ModelSpec
 
-__all__ = ["describe_models", "failure_message", "key_numbers", "score_counts", "summary_text"]
+__all__ = [
+    "MARKDOWN_KEYS",
+    "describe_models",
+    "failure_message",
+    "key_numbers",
+    "score_counts",
+    "summary_text",
+]
+
+#: Keys of :func:`key_numbers` that hold Markdown (pasted with ``{glue:md}``, not set in bold as a value).
+MARKDOWN_KEYS = ("framing_findings",)
 
 
 def _where(spec: ModelSpec, training_registry: str | None) -> str:
@@ -133,7 +143,6 @@ def key_numbers(results: Any) -> dict[str, str]:
     """The numbers the chapter's prose cites, as text to glue (every key always present; ``n/a`` where the
     run has no such number, e.g. no published scores for its corpora or no RM scored on words)."""
     from ...core.display import number
-    from .findings import findings as chapter_findings
 
     scores, timings, checks = results.scores, results.timings, results.inputs.checks
     sizes = [s.size for s in results.specs.values() if s.size]
@@ -166,7 +175,7 @@ def key_numbers(results: Any) -> dict[str, str]:
         "n_compared": str(comp["model"].nunique()) if not comp.empty else "0",
         "live_published_rho": number(float(comp["median_spearman"].median())) if not comp.empty else "n/a",
     }
-    answers = [f.answer for f in chapter_findings(results)]
+    answers = [f.answer for f in results.findings]
     out["framing_findings"] = " ".join(answers) or (
         "n/a (computed for at most three RMs scored on a Big Two corpus; the statistics chapter compares more)"
     )
