@@ -112,6 +112,8 @@ def test_framing_contrast_is_welch_over_prompts():
     ci = ref.confidence_interval(0.95)
     assert (c.ci_low, c.ci_high, c.p) == pytest.approx((ci.low, ci.high, ref.pvalue))
     assert (c.n_positive, c.n_negative) == (4, 3)
+    same = framing_contrast(prompt_gaps(_medians([4.0, 4.0, 4.0], [1.0, 1.0]), "Communion"))
+    assert (same.estimate, same.ci_low, same.ci_high) == (3.0, 3.0, 3.0) and math.isnan(same.p)  # no variance
     one = framing_contrast(prompt_gaps(_medians([3.0], [1.0]), "Communion"))
     assert one.estimate == pytest.approx(2.0) and math.isnan(one.ci_low)  # no interval from one prompt
 

@@ -12,6 +12,7 @@ gap differences is the difference of their ``D(k)``, paired by prompt.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import pandas as pd
@@ -54,8 +55,14 @@ def framing_contrast(values: pd.DataFrame, column: str = "gap", confidence: floa
     est = float(pos.mean() - neg.mean()) if len(pos) and len(neg) else math.nan
     if len(pos) < 2 or len(neg) < 2:
         return FramingContrast(est, math.nan, math.nan, math.nan, len(pos), len(neg))
-    test = stats.ttest_ind(pos, neg, equal_var=False)
-    ci = test.confidence_interval(confidence)
+    scale = max(1.0, float(abs(pos).max()), float(abs(neg).max()))
+    if pos.std(ddof=1) <= 1e-9 * scale and neg.std(ddof=1) <= 1e-9 * scale:
+        # every prompt of each framing gives the same value: the difference is exact, a t test has no variance
+        return FramingContrast(est, est, est, math.nan, len(pos), len(neg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's precision-loss note on near-constant groups
+        test = stats.ttest_ind(pos, neg, equal_var=False)
+        ci = test.confidence_interval(confidence)
     return FramingContrast(est, float(ci.low), float(ci.high), float(test.pvalue), len(pos), len(neg))
 
 
