@@ -538,8 +538,16 @@ def test_the_stage_writes_its_tables_and_manifest(tmp_path):
     res = stage.run(params)
     out = tmp_path / "corpora" / "default"
     manifest = json.loads((out / "manifest.json").read_text())
-    tables = ["balance.parquet", "corpora.parquet", "tokenization.parquet", "validation.parquet"]
+    tables = [
+        "balance.parquet",
+        "corpora.parquet",
+        "findings.json",
+        "tokenization.parquet",
+        "validation.parquet",
+    ]
     assert sorted(o for o in manifest["outputs"] if "/" not in o) == tables
+    keys = [f["key"] for f in json.loads((out / "findings.json").read_text())]
+    assert keys == ["big2_frequency", "big2_valence"]  # no tokenizers in this run: no tokenization finding
     csvs = sorted(o for o in manifest["outputs"] if o.startswith("tables/"))
     assert "tables/balance.csv" in csvs and "tables/summary.csv" in csvs  # the book's downloads
     assert res.csv("summary").is_file()
