@@ -72,6 +72,7 @@ class Results:
     models: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, family, type, prompt format
     prompts: list[str] = field(default_factory=list)  # the single-token analysis's prompt ids
     word_prompts: list[str] = field(default_factory=list)  # the all-words analysis's prompt ids
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # the model pairs (p, q)
     single_words: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_words.csv
     single_counts: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_counts.csv
     single_medians: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_ranks.parquet
@@ -385,6 +386,7 @@ def run(params: Params, record: RunRecord | None = None) -> Results:
         output_dir=str(record.output_dir),
         prompts=list(setup.prompts),
         word_prompts=list(setup.word_prompts),
+        pairs=list(setup.pairs),
     )
     _check_tokenizers(setup, record)
     plan = planted.choose_words(
