@@ -355,6 +355,26 @@ def test_paired_bootstrap_point_estimate_is_the_auc_of_recovery_scores():
     np.testing.assert_allclose(one, expected)
 
 
+def test_paired_bootstrap_equals_brute_force_resampling():
+    """The replicates follow the documented draws (prompt rows, then planted units, from one generator) and
+    the shortcut for units always below or above the planted ones changes nothing."""
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(6, 40))
+    v[:, :3] += 4.0  # planted units near the top, most others always below them
+    v[:, 3] += 9.0  # one unit always above
+    planted_cols, other_cols = [0, 1, 2], list(range(3, 40))
+    got = validation.paired_auc_bootstrap({"x": v}, planted_cols, other_cols, 60, seed=11)["x"]
+    draw = np.random.default_rng(11)
+    rows = draw.integers(0, 6, (60, 6))
+    picks = draw.integers(0, 3, (60, 3))
+    brute = []
+    for r, pk in zip(rows, picks, strict=True):
+        s = v[r].mean(0)
+        share = [np.mean([(s[j] > s[o]) + 0.5 * (s[j] == s[o]) for o in other_cols]) for j in planted_cols]
+        brute.append(np.mean([share[k] for k in pk]))
+    np.testing.assert_allclose(got, brute, atol=1e-12)
+
+
 def test_pass_criterion_needs_the_interval_above_both_controls():
     units = ["p1", "p2", "s1", "c1", "c2", "c3", "c4"]
     base = np.tile(np.array([0.0, 0.0, 0.0, 0.1, 0.2, -0.1, -0.2]), (4, 1))

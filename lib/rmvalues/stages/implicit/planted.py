@@ -1,9 +1,10 @@
 """The planted-word validation of the chapter run: choose the planted and sham words, fine-tune, score, judge.
 
 :func:`choose_words` (before the models run, so every model also scores the validation's words) fixes the
-planted words, draws the sham words (:func:`.planting.sham_words`: corpus words of matched Zipf frequency,
-not of a planted word's category, whose first token is no planted word's first token) and the candidates
-(the first corpus's words, planted and sham words removed). :func:`validate` fine-tunes two copies of the
+planted words, draws the sham words (:func:`.planting.sham_words`: single words of matched Zipf frequency
+from the corpora other than the first (all corpora when there is no other), not of a planted word's
+category there, whose first token is no planted word's first token) and the candidates (the first corpus's
+words, planted and sham words removed). :func:`validate` fine-tunes two copies of the
 planted model (planted words, sham words; same prompts, steps, learning rate and seed) and evaluates every
 metric in the three conditions of :mod:`.validation`:
 
@@ -97,26 +98,29 @@ def choose_words(
         known = words["zipf_frequency"].to_dict()
         missing = [w for w in planted if w not in known]
         known.update(zipf_frequencies(missing).to_dict() if missing else {})
-        cats = set(corpora.loc[corpora["word"].isin(planted), "category"])
-        pool = corpora[
-            (corpora["n_words"] == 1)
-            & corpora["word"].str.fullmatch(r"[a-z]+")
-            & ~corpora["category"].isin(cats)
-        ]
-        pool = pool.drop_duplicates("word")
+        # the sham pool: single words of the other corpora (so the candidates stay the first corpus's words)
+        # where there are others, not of a planted word's category there
+        first_corpus = set(corpora.loc[corpora["corpus"] == p.corpora[0], "word"])
+        others = corpora[(corpora["corpus"] != p.corpora[0]) & ~corpora["word"].isin(first_corpus)]
+        source = others if others["word"].nunique() >= 5 * len(planted) else corpora
+        cats = set(source.loc[source["word"].isin(planted), "category"])
+        single = (source["n_words"] == 1) & source["word"].str.fullmatch(r"[a-z]+")
+        pool = source[single & ~source["category"].isin(cats)].drop_duplicates("word")
         prompt = next(iter(word_prompts.items()))
         firsts = _first_ids(tok, fmt, prompt, [*planted, *pool["word"]])
         clash = {w for w in pool["word"] if firsts[w] in {firsts[x] for x in planted}}
         seed = int(p.seed)
         table = sham_words(planted, [known[w] for w in planted], pool, exclude=sorted(clash), seed=seed)
-        table.loc[table["role"] == "planted", "category"] = [
-            words["category"].get(w, "") if w in words.index else "" for w in planted
-        ]
+        cat_of = {
+            **words["category"].to_dict(),
+            **source.drop_duplicates("word").set_index("word")["category"].to_dict(),
+        }
+        table.loc[table["role"] == "planted", "category"] = [cat_of.get(w, "") for w in planted]
         sham = list(table.loc[table["role"] == "sham", "word"])
         table["first_token"] = [tok.convert_ids_to_tokens(firsts[w]) for w in table["word"]]
         record.seeds["sham_words"] = seed
-        first_corpus = labels.loc[labels["corpus"] == p.corpora[0], "word"]
-        cands = [w for w in dict.fromkeys(first_corpus) if w not in set(planted) | set(sham)]
+        first = labels.loc[labels["corpus"] == p.corpora[0], "word"]
+        cands = [w for w in dict.fromkeys(first) if w not in set(planted) | set(sham)]
     return Plan(
         p.planted_model, spec, fmt, planted, sham, cands, {w: firsts[w] for w in [*planted, *sham]}, table
     )

@@ -101,7 +101,9 @@ def plant_words(
     batches = _answer_rows(engine, prompts, words, include_end_of_turn)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        opt = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+        params = [p for p in tuned.parameters() if p.requires_grad]
+        fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused)  # fused: one kernel per step
         losses: list[float] = []
         for _ in range(steps):
             tuned.eval()  # no dropout; gradients still flow

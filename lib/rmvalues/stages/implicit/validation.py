@@ -220,14 +220,21 @@ def paired_auc_bootstrap(
     out = {}
     for cond, v in values.items():
         v = np.asarray(v, dtype=float)
+        if np.ptp(v) == 0:  # every unit ties with every other under any resample (e.g. p against itself)
+            out[cond] = np.full(len(weights), 0.5)
+            continue
         sub_p, sub_o = v[:, planted_cols], v[:, other_cols]
+        # exact shortcut: a unit whose values lie below (above) every planted value under every prompt is
+        # outranked by (outranks) every planted unit in every replicate, a replicate's score being a mean
+        below = sub_o.max(0) < sub_p.min()
+        above = sub_o.min(0) > sub_p.max()
+        sub_o = sub_o[:, ~below & ~above]
         aucs = []
         for start in range(0, len(weights), chunk):
             w = weights[start : start + chunk]
             sp, so = w @ sub_p, w @ sub_o
-            share = (sp[:, :, None] > so[:, None, :]).mean(2) + 0.5 * (sp[:, :, None] == so[:, None, :]).mean(
-                2
-            )
+            wins = (sp[:, :, None] > so[:, None, :]).sum(2) + 0.5 * (sp[:, :, None] == so[:, None, :]).sum(2)
+            share = (wins + below.sum()) / len(other_cols)
             aucs.append(np.take_along_axis(share, draws[start : start + chunk], axis=1).mean(1))
         out[cond] = np.concatenate(aucs)
     return out
