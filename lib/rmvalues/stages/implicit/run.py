@@ -192,6 +192,7 @@ def _model_logprobs(setup: _Setup, res: Results, record: RunRecord) -> _LogProbs
                 "type": spec.type,
                 "size": spec.size or "",
                 "quantization": info.get("quantization") or "none",
+                "vocabulary": len(eng.tokenizer),
                 **eng.describe(),
             }
         )

@@ -42,12 +42,12 @@ def _f(row: pd.Series, resid: float) -> str:
 
 def describe_confounds(models: pd.DataFrame, pairs: list[tuple[str, str]]) -> str:
     """What each pair's comparison is confounded with: every attribute (family, training, prompt format,
-    size, quantization) in which its two models differ, read from the models table."""
+    size, quantization, vocabulary size) in which its two models differ, read from the models table."""
     if models.empty or not pairs:
         return "No model pair."
     info = models.set_index("model")
     attrs = [("family", "family"), ("type", "training"), ("prompt_format", "prompt format"), ("size", "size")]
-    attrs.append(("quantization", "quantization"))
+    attrs += [("quantization", "quantization"), ("vocabulary", "vocabulary size")]
     out = []
     for a, b in pairs:
         diffs = [
@@ -66,12 +66,14 @@ def describe_survivors(counts: pd.DataFrame, words: pd.DataFrame) -> str:
     if counts.empty:
         return "No model pair: no single-token filter."
     out = []
+    names = words.drop_duplicates("pair").set_index("pair")[["model_p", "model_q"]] if len(words) else None
     for (pair, corpus), grp in counts.groupby(["pair", "corpus"], sort=False):
         per = ", ".join(f"{r.category} {r.n_survive} of {r.n_words}" for r in grp.itertuples())
+        mp, mq = names.loc[pair] if names is not None and pair in names.index else ("p", "q")
         out.append(
             f"**{pair}**, {corpus}: {int(grp['n_survive'].sum())} of {int(grp['n_words'].sum())} labelled words "
-            f"are one token under both models ({per}); {int(grp['n_single_p'].sum())} are one token under the "
-            f"first model alone, {int(grp['n_single_q'].sum())} under the second."
+            f"are one token under both models ({per}); {int(grp['n_single_p'].sum())} are one token under "
+            f"{mp}, {int(grp['n_single_q'].sum())} under {mq}."
         )
     for (_pair, mp, mq), sub in words.drop_duplicates(["pair", "word"]).groupby(
         ["pair", "model_p", "model_q"], sort=False
