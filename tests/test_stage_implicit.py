@@ -402,6 +402,32 @@ def test_pass_criterion_needs_the_interval_above_both_controls():
     assert not no.iloc[0]["passes"] and np.isnan(no.iloc[0]["ci_low_sham"])
 
 
+def test_metric_contrast_compares_two_metrics_on_the_same_draws():
+    units = ["p1", "p2", "s1", "c1", "c2", "c3", "c4"]
+    rng = np.random.default_rng(1)
+    noisy = rng.normal(size=(5, 7))
+    clean = np.tile(np.array([1.0, 1.0, 0.0, 0.1, 0.2, -0.1, -0.2]), (5, 1))
+    panels = [
+        validation.Panel("word", "ref", "word_mwlr", units, {"planted": clean}),
+        validation.Panel("word", "ref", "word_logratio", units, {"planted": noisy}),
+        validation.Panel("word", "ref", "word_sum", units, {"planted": noisy}),
+    ]
+    out = validation.metric_contrasts(panels, {"p1": "p1", "p2": "p2"}, {"s1": "s1"}, n_bootstrap=200)
+    assert len(out) == 1 and out.iloc[0][["metric_a", "metric_b"]].tolist() == ["word_mwlr", "word_logratio"]
+    means = pd.Series(noisy.mean(0), index=units).drop("s1")
+    auc_b = validation.recovery_scores(means, {"p1", "p2"}, "word", "m")["auc"]
+    row = out.iloc[0]
+    assert row["auc_a"] == 1.0 and row["auc_b"] == pytest.approx(auc_b)
+    assert (
+        row["difference"] == pytest.approx(1.0 - auc_b)
+        and row["ci_low"] <= row["difference"] <= row["ci_high"]
+    )
+    # the same metric against itself: every replicate's difference is 0
+    same = [panels[1], validation.Panel("word", "ref", "word_mwlr", units, {"planted": noisy})]
+    zero = validation.metric_contrasts(same, {"p1": "p1", "p2": "p2"}, {"s1": "s1"}, n_bootstrap=50).iloc[0]
+    assert (zero["difference"], zero["ci_low"], zero["ci_high"]) == (0.0, 0.0, 0.0)
+
+
 def test_recovery_r_precision_shares_ties_at_the_cut():
     values = pd.Series([1.0, 0.0, 0.0, 0.0, -1.0], index=list("abcde"))
     # top 2 = a and one of b, c, d (tied): planted {a, b} expects 1 + 1/3 hits of 2
@@ -676,6 +702,7 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
         "planted_words.csv",
         "planted_recovery.csv",
         "planted_validation.csv",
+        "planted_metric_contrasts.csv",
         "top_tokens.csv",
         "token_alignment.csv",
     ):
@@ -717,8 +744,13 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
     same_ref = v[(v["level"] != "word (cross-tokenizer)") & v["metric"].isin(["word_mwlr", "token_mwlr"])]
     assert (same_ref["auc_untuned"] == 0.5).all()  # the reference against itself: zero everywhere
     assert v["n_prompts"].tolist()[:6] == [4] * 6 and v["n_prompts"].iloc[-1] == 52
+    mc = res.metric_contrasts
+    assert mc[["level", "metric_a", "metric_b"]].values.tolist() == [
+        ["word", "word_mwlr", "word_logratio"],
+        ["word (cross-tokenizer)", "word_mwlr", "word_logratio"],
+        ["token", "token_mwlr", "token_logratio"],
+    ]
     assert "planted-word validation" not in res.timings and "fine-tune (sham)" in res.timings
-    print(res.timings)
 
 
 def test_token_logratio_for_different_tokenizers_fails_before_loading_models(tmp_path, corpora_results):

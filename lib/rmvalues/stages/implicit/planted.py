@@ -35,7 +35,7 @@ from .metrics import token_strings
 from .params import Params
 from .planting import plant_words, sham_words
 from .single_token import answer_text
-from .validation import WORD_METRICS, evaluate_panels, token_panels, word_panels
+from .validation import WORD_METRICS, evaluate_panels, metric_contrasts, token_panels, word_panels
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -64,9 +64,10 @@ class Plan:
 
 @dataclass
 class Outcome:
-    """The validation's tables (planted words, recovery, ranks, pass criterion) and the training losses."""
+    """The validation's tables (planted words, recovery, ranks, pass criterion, metric contrasts) and the
+    training losses."""
 
-    tables: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]
+    tables: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]
     planted_losses: list[float]
     sham_losses: list[float]
 
@@ -234,6 +235,13 @@ def validate(
         rec, ranks, passes = (
             pd.concat([a, b], ignore_index=True) for a, b in zip(words_out, tokens_out, strict=True)
         )
-    for t in (rec, ranks, passes):
+        contrasts = pd.concat(
+            [
+                metric_contrasts(panels, *same, n_bootstrap=p.planted_bootstrap, seed=seed),
+                metric_contrasts(tok_panels, *first, n_bootstrap=p.planted_bootstrap, seed=seed),
+            ],
+            ignore_index=True,
+        )
+    for t in (rec, ranks, passes, contrasts):
         t.insert(0, "model", plan.model)
-    return Outcome((plan.table, rec, ranks, passes), planted_losses, sham_losses)
+    return Outcome((plan.table, rec, ranks, passes, contrasts), planted_losses, sham_losses)

@@ -15,8 +15,8 @@ It writes ``single_token_words.csv``, ``single_token_counts.csv``, ``single_toke
 ``single_token_anova.csv``, ``single_token_posthocs.csv``, ``word_logprobs.parquet``, ``token_counts.csv``,
 ``median_ranks.parquet``, ``all_words_anova.csv``, ``all_words_posthocs.csv``, ``word_mwlr.parquet``,
 ``token_mwlr.parquet``, ``token_alignment.csv``, ``token_collisions.csv``, ``top_tokens.csv``,
-``pair_contrasts.csv``, ``planted_words.csv``, ``planted_recovery.csv``, ``planted_ranks.csv`` and
-``planted_validation.csv``, with a ``manifest.json`` (models with their prompt format, inputs, seeds,
+``pair_contrasts.csv``, ``planted_words.csv``, ``planted_recovery.csv``, ``planted_ranks.csv``,
+``planted_validation.csv`` and ``planted_metric_contrasts.csv``, with a ``manifest.json`` (models with their prompt format, inputs, seeds,
 timings).
 """
 
@@ -93,6 +93,7 @@ class Results:
     recovery: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_recovery.csv
     planted_ranks: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_ranks.csv
     validation: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_validation.csv
+    metric_contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_metric_contrasts.csv
     planted_losses: list[float] = field(default_factory=list)
     sham_losses: list[float] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -364,6 +365,7 @@ def _write(res: Results, record: RunRecord) -> None:
     record.write_csv(res.recovery, "planted_recovery.csv")
     record.write_csv(res.planted_ranks, "planted_ranks.csv")
     record.write_csv(res.validation, "planted_validation.csv")
+    record.write_csv(res.metric_contrasts, "planted_metric_contrasts.csv")
     record.finish()
     res.timings = dict(record.timings)
 
@@ -401,7 +403,7 @@ def run(params: Params, record: RunRecord | None = None) -> Results:
     if plan is not None:
         out = planted.validate(plan, setup.params, setup.prompts, setup.word_prompts, lp.words, lp.next_token,
                                setup.families, setup.device, record)  # fmt: skip
-        res.planted_words, res.recovery, res.planted_ranks, res.validation = out.tables
+        res.planted_words, res.recovery, res.planted_ranks, res.validation, res.metric_contrasts = out.tables
         res.planted_losses, res.sham_losses = out.planted_losses, out.sham_losses
     res.word_logprobs = _word_table(setup, lp)
     _write(res, record)

@@ -11,6 +11,7 @@ __all__ = [
     "describe_anova",
     "describe_confounds",
     "describe_contrasts",
+    "describe_metric_contrasts",
     "describe_recovery",
     "describe_sham",
     "describe_survivors",
@@ -238,6 +239,25 @@ def describe_validation(validation: pd.DataFrame) -> str:
         f"{int(n['n_bootstrap'])} paired bootstrap replicates over prompts and planted words). "
     )
     return head + "; ".join(out) + "."
+
+
+def describe_metric_contrasts(contrasts: pd.DataFrame) -> str:
+    """MWLR against the raw log ratio on the tuned model, per level and reference: the AUC difference and its
+    paired-bootstrap interval."""
+    if contrasts.empty:
+        return ""
+    out = []
+    for r in contrasts.itertuples():
+        ref = f" against {r.reference}" if r.level.startswith("word (") else ""
+        out.append(
+            f"{r.level}{ref}: {r.metric_a} AUC {r.auc_a:.3f} vs {r.metric_b} {r.auc_b:.3f}, difference "
+            f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+        )
+    return (
+        "MWLR against the raw log ratio on the tuned model (95% paired-bootstrap intervals): "
+        + "; ".join(out)
+        + "."
+    )
 
 
 def describe_sham(recovery: pd.DataFrame, words: pd.DataFrame, losses: list[float], sham: list[float]) -> str:
