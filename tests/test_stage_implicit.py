@@ -626,6 +626,22 @@ def test_token_adjusted_scores_are_residuals_of_the_token_count_line():
         ({"metrics": ["token_logratio"]}, r"same prompt x.*'gemma3-270m' is prompted raw"),
         ({"device": "tpu"}, r"device='tpu'"),
         ({"colour": "red"}, r"unknown parameter 'colour'"),
+        (
+            {"word_prompts": ["best_ever_one", "worst_ever_one"]},
+            r"word_prompts: the ANOVA needs at least two",
+        ),
+        ({"word_prompts": ["best_thing"]}, r"word_prompts: unknown prompt id\(s\) \['best_thing'\]"),
+        ({"duplicates": "mean"}, r"duplicates='mean'.*'max' or 'sum'"),
+        ({"planted_cross_model": "nope"}, r"planted_cross_model='nope': give one of `models`"),
+        ({"planted_cross_model": "smollm2-135m-instruct"}, r"other than planted_model"),
+        ({"planted_bootstrap": 5}, r"planted_bootstrap=5"),
+        (
+            {
+                "word_prompts": ["good_world_single", "bad_world_single", "best_ever_one", "worst_ever_one"],
+                "planted_train_prompts": ["good_world_single", "bad_world_single", "best_ever_one"],
+            },
+            r"leave 1 of the word prompts",
+        ),  # fmt: skip
     ],
 )
 def test_bad_parameters_are_clear_errors(override, message):

@@ -35,7 +35,7 @@ from .metrics import token_strings
 from .params import Params
 from .planting import plant_words, sham_words
 from .single_token import answer_text
-from .validation import WORD_METRICS, evaluate_panels, metric_contrasts, token_panels, word_panels
+from .validation import WORD_METRICS, Panel, evaluate_panels, metric_contrasts, token_panels, word_panels
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -179,6 +179,59 @@ def _tune(plan: Plan, ref: LogProbEngine, params: Params, words: list[str], reco
     return eng, losses
 
 
+def _panels(
+    plan: Plan,
+    params: Params,
+    engines: Mapping[str, LogProbEngine],
+    prompts: Mapping[str, str],
+    word_prompts: Mapping[str, str],
+    words_lp: pd.DataFrame,
+    next_token: Mapping[str, torch.Tensor],
+    cross: str,
+) -> tuple[list[Panel], list[Panel]]:
+    """The word-level panels (against the untuned model, and against ``cross``) and the token-level ones:
+    every condition's log-probs under the evaluation prompts (the training prompts left out)."""
+    ref = engines["untuned"]
+    train = set(params.planted_train_prompts)
+    w_eval = {k: v for k, v in word_prompts.items() if k not in train}
+    t_eval = {k: v for k, v in prompts.items() if k not in train}
+    words = [*plan.candidates, *plan.planted, *plan.sham]
+    ref_lp = _reference_words(ref, plan.prompt_format, words_lp, w_eval, words)
+    ref_next = _next_token(ref, next_token, list(prompts), t_eval)
+    scored = {c: ref_lp if c == "untuned" else e.word_logprobs(w_eval, words) for c, e in engines.items()}
+    nexts = {c: ref_next if c == "untuned" else e.next_token_logprobs(t_eval) for c, e in engines.items()}
+    panels = word_panels(ref_lp, scored, list(w_eval), words, "word", plan.model)
+    if cross:
+        metrics = [m for m in WORD_METRICS if m in ("word_logratio", "word_mwlr")]
+        cross_lp = words_lp[words_lp["model"] == cross]
+        panels += word_panels(cross_lp, scored, list(w_eval), words, "word (cross-tokenizer)", cross, metrics)
+    ids = [i for i, s in enumerate(token_strings(ref.tokenizer)[: ref_next.shape[1]]) if s is not None]
+    return panels, token_panels(ref_next, nexts, ids, plan.model)
+
+
+def _judge(
+    plan: Plan, word_level: list[Panel], token_level: list[Panel], n_bootstrap: int, seed: int
+) -> tuple[pd.DataFrame, ...]:
+    """Recovery, ranks, the pass criterion and the metric contrasts of both levels, stacked."""
+    same = {w: w for w in plan.planted}, {w: w for w in plan.sham}
+    first = {w: plan.first_ids[w] for w in plan.planted}, {w: plan.first_ids[w] for w in plan.sham}
+    words_out = evaluate_panels(word_level, *same, n_bootstrap=n_bootstrap, seed=seed)
+    tokens_out = evaluate_panels(token_level, *first, n_bootstrap=n_bootstrap, seed=seed)
+    tables = [pd.concat([a, b], ignore_index=True) for a, b in zip(words_out, tokens_out, strict=True)]
+    tables.append(
+        pd.concat(
+            [
+                metric_contrasts(word_level, *same, n_bootstrap=n_bootstrap, seed=seed),
+                metric_contrasts(token_level, *first, n_bootstrap=n_bootstrap, seed=seed),
+            ],
+            ignore_index=True,
+        )
+    )
+    for t in tables:
+        t.insert(0, "model", plan.model)
+    return tuple(tables)
+
+
 def validate(
     plan: Plan,
     params: Params,
@@ -198,50 +251,13 @@ def validate(
         )
     tuned, planted_losses = _tune(plan, ref, p, plan.planted, record, "planted")
     sham, sham_losses = _tune(plan, ref, p, plan.sham, record, "sham")
-    train = set(p.planted_train_prompts)
-    w_eval = {k: v for k, v in word_prompts.items() if k not in train}
-    t_eval = {k: v for k, v in prompts.items() if k not in train}
-    words = [*plan.candidates, *plan.planted, *plan.sham]
+    engines = {"planted": tuned, "untuned": ref, "sham": sham}
     with record.timed("validation log-probs"):
-        ref_lp = _reference_words(ref, plan.prompt_format, words_lp, w_eval, words)
-        scored = {
-            "planted": tuned.word_logprobs(w_eval, words),
-            "untuned": ref_lp,
-            "sham": sham.word_logprobs(w_eval, words),
-        }
-        ref_next = _next_token(ref, next_token, list(prompts), t_eval)
-        scored_next = {
-            "planted": tuned.next_token_logprobs(t_eval),
-            "untuned": ref_next,
-            "sham": sham.next_token_logprobs(t_eval),
-        }
+        args = (prompts, word_prompts, words_lp, next_token, p.cross_model(families))
+        word_level, token_level = _panels(plan, p, engines, *args)
     with record.timed("validation statistics"):
-        ids = [i for i, s in enumerate(token_strings(ref.tokenizer)[: ref_next.shape[1]]) if s is not None]
-        panels = word_panels(ref_lp, scored, list(w_eval), words, "word", plan.model)
-        cross = p.cross_model(families)
-        if cross:
-            cross_lp = words_lp[words_lp["model"] == cross]
-            metrics = [m for m in WORD_METRICS if m in ("word_logratio", "word_mwlr")]
-            panels += word_panels(
-                cross_lp, scored, list(w_eval), words, "word (cross-tokenizer)", cross, metrics
-            )
-        same = {w: w for w in plan.planted}, {w: w for w in plan.sham}
-        first = {w: plan.first_ids[w] for w in plan.planted}, {w: plan.first_ids[w] for w in plan.sham}
-        seed = int(p.seed)
-        record.seeds["validation_bootstrap"] = seed
-        words_out = evaluate_panels(panels, *same, n_bootstrap=p.planted_bootstrap, seed=seed)
-        tok_panels = token_panels(ref_next, scored_next, ids, plan.model)
-        tokens_out = evaluate_panels(tok_panels, *first, n_bootstrap=p.planted_bootstrap, seed=seed)
-        rec, ranks, passes = (
-            pd.concat([a, b], ignore_index=True) for a, b in zip(words_out, tokens_out, strict=True)
+        record.seeds["validation_bootstrap"] = int(p.seed)
+        rec, ranks, passes, contrasts = _judge(
+            plan, word_level, token_level, p.planted_bootstrap, int(p.seed)
         )
-        contrasts = pd.concat(
-            [
-                metric_contrasts(panels, *same, n_bootstrap=p.planted_bootstrap, seed=seed),
-                metric_contrasts(tok_panels, *first, n_bootstrap=p.planted_bootstrap, seed=seed),
-            ],
-            ignore_index=True,
-        )
-    for t in (rec, ranks, passes, contrasts):
-        t.insert(0, "model", plan.model)
     return Outcome((plan.table, rec, ranks, passes, contrasts), planted_losses, sham_losses)
