@@ -307,6 +307,7 @@ def test_planted_words_are_recovered_on_a_tiny_model_and_beat_both_controls():
     assert set(rec["metric"]) == set(validation.WORD_METRICS)
     tuned = rec[(rec["condition"] == "planted") & (rec["target"] == "planted words")].set_index("metric")
     assert tuned.loc["word_logratio", "r_precision"] == 1.0 and tuned.loc["word_mwlr", "r_precision"] == 1.0
+    assert (tuned["auc"] > 0.9).all()
     # the sham words are no candidates of the planted words: 8 candidates + 3 planted
     assert (tuned["n_candidates"] == len(candidates) + len(planted)).all()
     # the untuned control: a pair metric of the reference against itself is 0 everywhere (AUC 0.5, and the
@@ -331,7 +332,7 @@ def test_planted_words_are_recovered_on_a_tiny_model_and_beat_both_controls():
     )
     assert set(tpass["metric"]) == set(validation.TOKEN_METRICS)
     t_auc = trec[(trec["condition"] == "planted") & (trec["target"] == "planted words")].set_index("metric")
-    assert t_auc.loc["token_logratio", "auc"] > 0.9
+    assert (t_auc["auc"] > 0.9).all()
     assert stage.text.describe_validation(passes).count("passes") >= 2
 
 

@@ -112,10 +112,8 @@ def choose_words(
         clash = {w for w in pool["word"] if firsts[w] in {firsts[x] for x in planted}}
         seed = int(p.seed)
         table = sham_words(planted, [known[w] for w in planted], pool, exclude=sorted(clash), seed=seed)
-        cat_of = {
-            **words["category"].to_dict(),
-            **source.drop_duplicates("word").set_index("word")["category"].to_dict(),
-        }
+        rest = corpora[corpora["corpus"] != p.corpora[0]].drop_duplicates("word").set_index("word")
+        cat_of = {**words["category"].to_dict(), **rest["category"].to_dict()}  # the label outside the first
         table.loc[table["role"] == "planted", "category"] = [cat_of.get(w, "") for w in planted]
         sham = list(table.loc[table["role"] == "sham", "word"])
         table["first_token"] = [tok.convert_ids_to_tokens(firsts[w]) for w in table["word"]]

@@ -160,7 +160,7 @@ def sham_words(
                 "word": cand.loc[k, "word"],
                 "zipf_frequency": float(zipf[k]),
                 "matched_to": w,
-                "zipf_difference": float(zipf[k] - float(z)),
+                "zipf_difference": round(float(zipf[k] - float(z)), 6),
                 "category": cand.loc[k, "category"],
             }
         )
