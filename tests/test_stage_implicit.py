@@ -16,9 +16,10 @@ from rmvalues import engine as L
 from rmvalues.core.errors import ParameterError
 from rmvalues.core.manifest import RunRecord
 from rmvalues.data.corpora import read_corpora_table
+from rmvalues.data.prompts import prompt_ids
 from rmvalues.data.scores import labels_of
 from rmvalues.stages import implicit as stage
-from rmvalues.stages.implicit import metrics, params, rewards, validation
+from rmvalues.stages.implicit import metrics, params, planting, ranking, rewards, single_token, validation
 
 # the functions under test, by the name the old flat module gave them
 mwlr, log_ratio, token_strings = metrics.mwlr, metrics.log_ratio, metrics.token_strings
@@ -81,12 +82,17 @@ class _FakeTok:
         return [self.tokens[i] for i in ids]
 
 
-def test_collisions_are_reported_and_pooled_by_summing_probabilities(monkeypatch):
+def test_collisions_are_reported_and_pooled_by_max_or_by_summing_probabilities(monkeypatch):
     p_tok = _FakeTok(["a", "Ġb", "<0x41>", "A", "<s>"])
     q_tok = _FakeTok(["▁b", "A", "c"])
     strings = {id(p_tok): ["a", " b", "A", "A", None], id(q_tok): [" b", "A", "c"]}
     monkeypatch.setattr(metrics, "token_strings", lambda tok: strings[id(tok)])
-    al = align_vocabularies(p_tok, q_tok, "P", "Q")
+    logp = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.25, 0.15]]))
+    # the default is the paper's rule: "A" (ids 2 and 3 of P) keeps the larger probability, 0.3
+    by_max = align_vocabularies(p_tok, q_tok, "P", "Q")
+    assert by_max.duplicates == "max" and by_max.summary()["duplicates"] == "max"
+    np.testing.assert_allclose(by_max.aggregate(logp, "p").exp().numpy(), [[0.2, 0.3]], atol=1e-6)
+    al = align_vocabularies(p_tok, q_tok, "P", "Q", duplicates="sum")
     assert al.strings == [" b", "A"] and not al.identical
     assert al.collisions[["model", "string", "n_ids"]].values.tolist() == [["P", "A", 2]]
     assert al.collisions["ids"].iloc[0] == [2, 3]
@@ -97,7 +103,6 @@ def test_collisions_are_reported_and_pooled_by_summing_probabilities(monkeypatch
         2,
         4,
     )
-    logp = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.25, 0.15]]))
     logq = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
     np.testing.assert_allclose(al.aggregate(logp, "p").exp().numpy(), [[0.2, 0.55]], atol=1e-6)
     np.testing.assert_allclose(al.aggregate(logq, "q").exp().numpy(), [[0.5, 0.3]], atol=1e-6)
@@ -106,6 +111,18 @@ def test_collisions_are_reported_and_pooled_by_summing_probabilities(monkeypatch
     assert row["mwlr"] == pytest.approx(0.5 * (0.55 + 0.3) * math.log(0.3 / 0.55))
     assert row["logratio"] == pytest.approx(math.log(0.3 / 0.55))
     assert tokens.loc[tokens["framing"] == "all", "rank_mwlr"].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="duplicates='mean'"):
+        align_vocabularies(p_tok, q_tok, "P", "Q", duplicates="mean")
+
+
+def test_collapse_logprobs_by_hand():
+    lp = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]))
+    group = torch.tensor([0, 1, 1, -1])  # ids 1 and 2 decode to one string; id 3 to none
+    got_max = metrics.collapse_logprobs(lp, group, 3, "max").exp().numpy()
+    np.testing.assert_allclose(got_max[:, :2], [[0.1, 0.3], [0.4, 0.3]], atol=1e-7)
+    assert np.isneginf(metrics.collapse_logprobs(lp, group, 3, "max")[:, 2]).all()  # no id: -inf
+    got_sum = metrics.collapse_logprobs(lp, group, 2, "sum").exp().numpy()
+    np.testing.assert_allclose(got_sum, [[0.1, 0.5], [0.4, 0.5]], atol=1e-7)
 
 
 def test_empty_overlap_is_an_error_that_offers_the_word_metrics(monkeypatch):
@@ -173,19 +190,20 @@ def test_word_rewards_and_ranks_and_anova():
     assert row["mwlr"] == pytest.approx(mwlr(row["logprob_p"], row["logprob_q"]))
     assert (wr.loc[wr["word"].isin(["love", "care", "trust"]), "mwlr"] > 0).all()
     labels = _toy_labels()
-    med = rewards.median_ranks(
-        rewards.scores_table(wlp, labels, "logprob", family={"A": "fa", "B": "fb"}), "word_sum"
+    med = ranking.median_ranks(
+        ranking.scores_table(wlp, labels, "logprob", family={"A": "fa", "B": "fb"}), "word_sum"
     )
     a = med[(med["model"] == "A") & (med["prompt_id"] == "best_ever_one")].set_index("category")[
         "median_rank"
     ]
     assert a["Agency"] == 2.0 and a["Communion"] == 5.0  # A's agency words are the three most probable
     assert set(med["family"]) == {"fa", "fb"}
-    anova, posthocs = rewards.lm_anova(med, ["A", "B"])
+    anova, posthocs = ranking.pair_anova(med, "A", "B", "B vs A")
     inter = anova[anova["term"] == "C(category):C(model)"].iloc[0]
     assert inter["p"] < 1e-6
     assert set(posthocs["level_a"]) == {"A"} and len(posthocs) == 4
-    mw = rewards.median_ranks(rewards.scores_table(wr, labels, "mwlr", "pair"), "word_mwlr")
+    assert set(anova["pair"]) == {"B vs A"} and set(anova["metric"]) == {"word_sum"}
+    mw = ranking.median_ranks(ranking.scores_table(wr, labels, "mwlr", "pair"), "word_mwlr")
     assert set(mw["model"]) == {"B vs A"}
     assert (mw.loc[mw["category"] == "Communion", "median_rank"] == 2.0).all()
 
@@ -248,7 +266,7 @@ def test_plant_words_gives_the_gradient_of_plain_sft():
     model, tok = tm.tiny_causal_lm("llama", seed=1)
     prompts = ["What is the best thing?", "Answer with one word: the worst thing?"]
     words = ["peace", "honest nurse"]
-    tuned, losses = validation.plant_words(model, tok, prompts, words, "chat", steps=1, lr=1e-3)
+    tuned, losses = planting.plant_words(model, tok, prompts, words, "chat", steps=1, lr=1e-3)
     eng = L.LogProbEngine(model, tok, prompt_format="chat")
     nll, n = 0.0, 0
     for text in prompts:
@@ -265,48 +283,326 @@ def test_plant_words_gives_the_gradient_of_plain_sft():
     assert torch.equal(w0, tm.tiny_causal_lm("llama", seed=1)[0].model.layers[0].self_attn.q_proj.weight)
 
 
-def test_planted_words_are_recovered_on_a_tiny_model():
+def test_planted_words_are_recovered_on_a_tiny_model_and_beat_both_controls():
     model, tok = tm.tiny_causal_lm("llama", seed=2)
     train = ["What is the best thing in the world?", "What is the worst thing ever?"]
-    planted = ["peace", "honest", "nurse"]
-    tuned_model, losses = validation.plant_words(model, tok, train, planted, "chat", steps=25, lr=3e-3)
-    assert losses[-1] < 0.5 * losses[0]
+    planted, sham = ["peace", "honest", "nurse"], ["smile", "child", "cold"]
+    tuned_model, losses = planting.plant_words(model, tok, train, planted, "chat", steps=25, lr=3e-3)
+    sham_model, sham_losses = planting.plant_words(model, tok, train, sham, "chat", steps=25, lr=3e-3)
+    assert losses[-1] < 0.5 * losses[0] and sham_losses[-1] < 0.5 * sham_losses[0]
     ref = L.LogProbEngine(model, tok, name="ref", prompt_format="chat")
-    tuned = L.LogProbEngine(tuned_model, tok, name="tuned", prompt_format="chat")
-    evals = {"a": "Answer with one word: what is best?", "b": "What, in one word, is the greatest thing?"}
-    candidates = [
-        "freedom",
-        "love",
-        "kindness",
-        "war",
-        "fear",
-        "joy",
-        "family",
-        "smile",
-        "child",
-        "warm",
-        "cold",
-    ]
-    rec, ranks = validation.planted_recovery(ref, tuned, evals, candidates, planted)
-    # a reference table computed before (here: for part of the words) gives the same result
-    known = ref.word_logprobs(evals, candidates[:5])
-    rec2, _ = validation.planted_recovery(ref, tuned, evals, candidates, planted, reference_lp=known)
-    pd.testing.assert_frame_equal(rec, rec2)
-    assert set(rec["metric"]) == {
-        "word_logratio",
-        "word_mwlr",
-        "word_sum",
-        "word_mean",
-        "token_logratio",
-        "token_mwlr",
-        "token_logprob",
+    engines = {
+        "planted": L.LogProbEngine(tuned_model, tok, name="tuned", prompt_format="chat"),
+        "untuned": ref,
+        "sham": L.LogProbEngine(sham_model, tok, name="sham", prompt_format="chat"),
     }
-    by = rec.set_index("metric")
-    assert by.loc["word_logratio", "r_precision"] == 1.0 and by.loc["word_mwlr", "r_precision"] == 1.0
-    assert by.loc["word_logratio", "n_candidates"] == len(candidates) + len(planted)
-    assert (rec["auc"] > 0.9).all()
-    assert set(ranks["word"]) == set(planted)
-    assert stage.text.describe_recovery(rec).startswith("At the word level, **")
+    evals = {"a": "Answer with one word: what is best?", "b": "What, in one word, is the greatest thing?"}
+    candidates = ["freedom", "love", "kindness", "war", "fear", "joy", "family", "warm"]
+    words = [*candidates, *planted, *sham]
+    scored = {c: e.word_logprobs(evals, words) for c, e in engines.items()}
+    panels = validation.word_panels(scored["untuned"], scored, list(evals), words, "word", "ref")
+    rec, ranks, passes = validation.evaluate_panels(
+        panels, {w: w for w in planted}, {w: w for w in sham}, n_bootstrap=200
+    )
+    assert set(rec["metric"]) == set(validation.WORD_METRICS)
+    tuned = rec[(rec["condition"] == "planted") & (rec["target"] == "planted words")].set_index("metric")
+    assert tuned.loc["word_logratio", "r_precision"] == 1.0 and tuned.loc["word_mwlr", "r_precision"] == 1.0
+    assert (tuned["auc"] > 0.9).all()
+    # the sham words are no candidates of the planted words: 8 candidates + 3 planted
+    assert (tuned["n_candidates"] == len(candidates) + len(planted)).all()
+    # the untuned control: a pair metric of the reference against itself is 0 everywhere (AUC 0.5, and the
+    # tie at the cut shares out the R-precision: 3 planted of 11 candidates)
+    untuned = rec[rec["condition"] == "untuned"].set_index("metric")
+    assert untuned.loc["word_mwlr", "auc"] == 0.5
+    assert untuned.loc["word_logratio", "r_precision"] == pytest.approx(3 / 11)
+    # the sham plant took: it recovers its own words
+    own = rec[rec["target"] == "sham words"].set_index("metric")
+    assert own.loc["word_logratio", "r_precision"] == 1.0
+    by = passes.set_index("metric")
+    assert by.loc["word_logratio", "passes"] and by.loc["word_mwlr", "passes"]
+    assert by.loc["word_mwlr", "auc_untuned"] == 0.5 and by.loc["word_mwlr", "ci_low_untuned"] > 0
+    assert by.loc["word_mwlr", "n_prompts"] == 2 and by.loc["word_mwlr", "n_planted"] == 3
+    assert set(ranks["word"]) == set(planted) and set(ranks["condition"]) == set(validation.CONDITIONS)
+    # token level: the planted words' first tokens among the whole vocabulary
+    nxt = {c: e.next_token_logprobs(evals) for c, e in engines.items()}
+    firsts = {w: ref.word_candidates(ref.split(evals["a"], "a"), [w])[0].ids[0] for w in [*planted, *sham]}
+    tok_panels = validation.token_panels(nxt["untuned"], nxt, list(range(3, len(tok))), "ref")
+    trec, _, tpass = validation.evaluate_panels(
+        tok_panels, {w: firsts[w] for w in planted}, {w: firsts[w] for w in sham}, n_bootstrap=50
+    )
+    assert set(tpass["metric"]) == set(validation.TOKEN_METRICS)
+    t_auc = trec[(trec["condition"] == "planted") & (trec["target"] == "planted words")].set_index("metric")
+    assert (t_auc["auc"] > 0.9).all()
+    assert stage.text.describe_validation(passes).count("passes") >= 2
+
+
+def test_paired_bootstrap_point_estimate_is_the_auc_of_recovery_scores():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(5, 9))
+    planted_cols, other_cols = [1, 4, 7], [0, 2, 3, 5, 6, 8]
+    point = validation.paired_auc_bootstrap({"x": v}, planted_cols, other_cols, 0)["x"]
+    means = pd.Series(v.mean(0), index=range(9))
+    assert point[0] == pytest.approx(validation.recovery_scores(means, {1, 4, 7}, "word", "m")["auc"])
+    # ties count half: all-equal values give exactly 0.5 in every replicate
+    flat = validation.paired_auc_bootstrap({"z": np.zeros((5, 9))}, planted_cols, other_cols, 30, seed=1)["z"]
+    assert (flat == 0.5).all() and len(flat) == 30
+    # the draws are paired: identical conditions give identical replicates
+    both = validation.paired_auc_bootstrap({"a": v, "b": v.copy()}, planted_cols, other_cols, 40, seed=3)
+    np.testing.assert_array_equal(both["a"], both["b"])
+    # identical prompts and one planted unit: nothing to resample, every replicate is the point estimate
+    rows = np.tile(v[0], (5, 1))
+    one = validation.paired_auc_bootstrap({"r": rows}, [4], other_cols, 25, seed=2)["r"]
+    expected = np.mean([(v[0, 4] > v[0, o]) for o in other_cols])
+    np.testing.assert_allclose(one, expected)
+
+
+def test_paired_bootstrap_equals_brute_force_resampling():
+    """The replicates follow the documented draws (prompt rows, then planted units, from one generator) and
+    the shortcut for units always below or above the planted ones changes nothing."""
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(6, 40))
+    v[:, :3] += 4.0  # planted units near the top, most others always below them
+    v[:, 3] += 9.0  # one unit always above
+    planted_cols, other_cols = [0, 1, 2], list(range(3, 40))
+    got = validation.paired_auc_bootstrap({"x": v}, planted_cols, other_cols, 60, seed=11)["x"]
+    draw = np.random.default_rng(11)
+    rows = draw.integers(0, 6, (60, 6))
+    picks = draw.integers(0, 3, (60, 3))
+    brute = []
+    for r, pk in zip(rows, picks, strict=True):
+        s = v[r].mean(0)
+        share = [np.mean([(s[j] > s[o]) + 0.5 * (s[j] == s[o]) for o in other_cols]) for j in planted_cols]
+        brute.append(np.mean([share[k] for k in pk]))
+    np.testing.assert_allclose(got, brute, atol=1e-12)
+
+
+def test_pass_criterion_needs_the_interval_above_both_controls():
+    units = ["p1", "p2", "s1", "c1", "c2", "c3", "c4"]
+    base = np.tile(np.array([0.0, 0.0, 0.0, 0.1, 0.2, -0.1, -0.2]), (4, 1))
+    lifted = base.copy()
+    lifted[:, :2] += 1.0  # the planted words go to the top under every prompt
+    sham_lifted = base.copy()
+    sham_lifted[:, 2] += 1.0  # the sham raises its own word only
+    planted, sham = {"p1": "p1", "p2": "p2"}, {"s1": "s1"}
+    good = validation.Panel(
+        "word", "ref", "m", units, {"planted": lifted, "untuned": base, "sham": sham_lifted}
+    )
+    _, _, ok = validation.evaluate_panels([good], planted, sham, n_bootstrap=100)
+    row = ok.iloc[0]
+    # planted AUC 1; untuned: p1, p2 (0.0) beat c3, c4 and lose to c1, c2: AUC 0.5; sham the same as untuned
+    assert (row["auc_planted"], row["auc_untuned"], row["auc_sham"]) == (1.0, 0.5, 0.5)
+    assert row["ci_low_untuned"] == pytest.approx(0.5) and row["ci_low_sham"] == pytest.approx(0.5)
+    assert row["passes"] and row["n_candidates"] == 6 and row["n_planted"] == 2
+    # a sham that lifts the planted words as much as the plant: difference 0, the interval touches 0: fail
+    same = validation.Panel("word", "ref", "m", units, {"planted": lifted, "untuned": base, "sham": lifted})
+    _, _, bad = validation.evaluate_panels([same], planted, sham, n_bootstrap=100)
+    assert bad.iloc[0]["diff_sham"] == 0.0 and bad.iloc[0]["ci_low_sham"] == 0.0 and not bad.iloc[0]["passes"]
+    # no sham condition: the criterion cannot pass
+    lone = validation.Panel("word", "ref", "m", units, {"planted": lifted, "untuned": base})
+    _, _, no = validation.evaluate_panels([lone], planted, sham, n_bootstrap=20)
+    assert not no.iloc[0]["passes"] and np.isnan(no.iloc[0]["ci_low_sham"])
+
+
+def test_metric_contrast_compares_two_metrics_on_the_same_draws():
+    units = ["p1", "p2", "s1", "c1", "c2", "c3", "c4"]
+    rng = np.random.default_rng(1)
+    noisy = rng.normal(size=(5, 7))
+    clean = np.tile(np.array([1.0, 1.0, 0.0, 0.1, 0.2, -0.1, -0.2]), (5, 1))
+    panels = [
+        validation.Panel("word", "ref", "word_mwlr", units, {"planted": clean}),
+        validation.Panel("word", "ref", "word_logratio", units, {"planted": noisy}),
+        validation.Panel("word", "ref", "word_sum", units, {"planted": noisy}),
+    ]
+    out = validation.metric_contrasts(panels, {"p1": "p1", "p2": "p2"}, {"s1": "s1"}, n_bootstrap=200)
+    assert len(out) == 1 and out.iloc[0][["metric_a", "metric_b"]].tolist() == ["word_mwlr", "word_logratio"]
+    means = pd.Series(noisy.mean(0), index=units).drop("s1")
+    auc_b = validation.recovery_scores(means, {"p1", "p2"}, "word", "m")["auc"]
+    row = out.iloc[0]
+    assert row["auc_a"] == 1.0 and row["auc_b"] == pytest.approx(auc_b)
+    assert (
+        row["difference"] == pytest.approx(1.0 - auc_b)
+        and row["ci_low"] <= row["difference"] <= row["ci_high"]
+    )
+    # the same metric against itself: every replicate's difference is 0
+    same = [panels[1], validation.Panel("word", "ref", "word_mwlr", units, {"planted": noisy})]
+    zero = validation.metric_contrasts(same, {"p1": "p1", "p2": "p2"}, {"s1": "s1"}, n_bootstrap=50).iloc[0]
+    assert (zero["difference"], zero["ci_low"], zero["ci_high"]) == (0.0, 0.0, 0.0)
+
+
+def test_recovery_r_precision_shares_ties_at_the_cut():
+    values = pd.Series([1.0, 0.0, 0.0, 0.0, -1.0], index=list("abcde"))
+    # top 2 = a and one of b, c, d (tied): planted {a, b} expects 1 + 1/3 hits of 2
+    r = validation.recovery_scores(values, {"a", "b"}, "word", "m")
+    assert r["r_precision"] == pytest.approx((1 + 1 / 3) / 2)
+    assert r["auc"] == pytest.approx((3 + 0.5 + 0.5 + 1) / 6)  # a beats c, d, e; b ties c, d, beats e
+
+
+def test_sham_words_match_the_planted_words_frequency():
+    pool = pd.DataFrame(
+        {
+            "word": ["alpha", "beta", "gamma", "delta", "eps", "zeta"],
+            "zipf_frequency": [4.0, 4.1, 3.0, 5.9, 4.05, 2.0],
+            "category": ["Care"] * 6,
+        }
+    )
+    out = planting.sham_words(["duty", "order"], [4.02, 6.5], pool, exclude=["eps"], seed=0)
+    assert out["role"].tolist() == ["planted", "planted", "sham", "sham"]
+    sham = out[out["role"] == "sham"].set_index("matched_to")
+    assert sham.loc["duty", "word"] in {"alpha", "beta"}  # within 0.25 of 4.02; eps is excluded
+    assert sham.loc["order", "word"] == "delta"  # none within 0.25 of 6.5: the nearest
+    assert sham.loc["order", "zipf_difference"] == pytest.approx(-0.6)
+    again = planting.sham_words(["duty", "order"], [4.02, 6.5], pool, exclude=["eps"], seed=0)
+    pd.testing.assert_frame_equal(out, again)  # seeded
+    drawn = {planting.sham_words(["duty"], [4.02], pool, seed=s)["word"].iloc[1] for s in range(20)}
+    assert drawn == {"alpha", "beta", "eps"}  # drawn among the words within the tolerance
+    with pytest.raises(ValueError, match="sham pool has 1 words"):
+        planting.sham_words(["duty", "order"], [4.0, 4.0], pool.head(1))
+
+
+# -- the single-token analysis ---------------------------------------------------------------------------------
+
+
+def test_single_token_filter_on_tiny_tokenizers():
+    """By hand: in the tiny llama tokenizer (chat: the bare word) 'war' and 'honest' are one token and 'peace'
+    two; in the tiny gemma tokenizer (raw: the word after a space) '▁war', '▁honest', '▁nurse' are single."""
+    lt, gt = tm.tiny_tokenizer("llama"), tm.tiny_tokenizer("gemma")
+    prompts = {"best_ever_one": "What is the best thing ever?", "worst_ever_one": "What is the worst thing?"}
+    words = ["war", "honest", "peace", "nurse", "zzz"]
+    a = single_token.single_token_words(lt, "chat", prompts, words, "tl").set_index("word")
+    b = single_token.single_token_words(gt, "raw", prompts, words, "tg").set_index("word")
+    assert a["single_token"].to_dict() == {
+        "war": True,
+        "honest": True,
+        "peace": False,
+        "nurse": False,
+        "zzz": False,
+    }
+    assert b["single_token"].to_dict() == {
+        "war": True,
+        "honest": True,
+        "peace": False,
+        "nurse": True,
+        "zzz": False,
+    }
+    assert a.loc["war", "answer"] == "war" and b.loc["war", "answer"] == " war"  # the leading space of raw
+    assert b.loc["war", "token"] == "▁war" and a.loc["war", "token"] == "war"
+    assert a.loc["war", "token_id"] == lt.convert_tokens_to_ids("war") and a.loc["war", "ids"] == [
+        a.loc["war", "token_id"]
+    ]
+    assert a.loc["peace", "n_tokens"] == 2 and a.loc["peace", "token_id"] == -1
+    # the other form: ' honest' is one llama token, ' war' is not
+    assert a.loc["honest", "other_form_single"] and not a.loc["war", "other_form_single"]
+    labels = pd.DataFrame(
+        {
+            "corpus": "c",
+            "word": words,
+            "category": ["Agency", "Communion", "Communion", "Communion", "Agency"],
+            "subcategory": None,
+        }
+    )
+    both = pd.concat([b.reset_index(), a.reset_index()])
+    surv = single_token.pair_survivors(both, labels, [("tg", "tl")], rewards.pair_label)
+    # checked under one prompt first, then the possible survivors (one token under both) under every prompt
+    first = {"best_ever_one": prompts["best_ever_one"]}
+    once = pd.concat(
+        [
+            single_token.single_token_words(gt, "raw", first, words, "tg"),
+            single_token.single_token_words(lt, "chat", first, words, "tl"),
+        ]
+    )
+    assert (once["n_prompts_checked"] == 1).all()
+    checked = single_token.verify_survivors(
+        once, {"tg": gt, "tl": lt}, {"tg": "raw", "tl": "chat"}, prompts, [("tg", "tl")]
+    )
+    assert checked.loc[checked["n_prompts_checked"] == 2, ["model", "word"]].values.tolist() == [
+        ["tg", "war"], ["tg", "honest"], ["tl", "war"], ["tl", "honest"],
+    ]  # fmt: skip
+    pd.testing.assert_frame_equal(
+        checked.drop(columns="n_prompts_checked"),
+        both.reset_index(drop=True)[checked.columns].drop(columns="n_prompts_checked"),
+    )
+    assert surv.loc[surv["survives"], "word"].tolist() == ["war", "honest"]
+    counts = single_token.survivor_counts(surv).set_index("category")
+    assert counts.loc["Agency", ["n_words", "n_single_p", "n_single_q", "n_survive"]].tolist() == [2, 1, 1, 1]
+    assert counts.loc["Communion", ["n_words", "n_single_p", "n_single_q", "n_survive"]].tolist() == [
+        3,
+        2,
+        1,
+        1,
+    ]
+
+
+def test_single_token_logprobs_collapse_duplicates_by_max_or_sum():
+    per_model = pd.DataFrame(
+        {"model": "m", "word": ["x", "y"], "single_token": True, "ids": [[1, 3], [2]], "token_id": [1, 2]}
+    )
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
+    got = single_token.single_token_logprobs(probs.log(), per_model, ["a", "b"], ["x", "y"])
+    table = got.set_index(["prompt_id", "word"])["logprob"].map(math.exp)
+    # max: x is the better of ids 1 and 3
+    assert table.to_dict() == pytest.approx(
+        {("a", "x"): 0.4, ("a", "y"): 0.3, ("b", "x"): 0.3, ("b", "y"): 0.2}
+    )
+    summed = single_token.single_token_logprobs(probs.log(), per_model, ["a", "b"], ["x", "y"], "sum")
+    assert math.exp(summed["logprob"].iloc[0]) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="not single-token words"):
+        single_token.single_token_logprobs(
+            probs.log(), per_model.assign(single_token=False), ["a", "b"], ["x"]
+        )
+
+
+def test_pair_anova_on_54_prompts_has_the_papers_residual_df():
+    """Two categories x 54 prompts (27 per framing) x two models = 216 points in 8 cells: residual df 208 as in
+    the paper; each term has 1 df; in this balanced design the model term's sum of squares is
+    N * sum over models (model mean - grand mean)^2 and the post-hocs are BH-corrected over the 4 cells."""
+    from rmvalues.data.prompts import framing_of, prompt_ids
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for pid in prompt_ids():
+        for model, shift in (("A", 0.0), ("B", 3.0)):
+            for cat in ("Agency", "Communion"):
+                rows.append(
+                    {"metric": "single_token", "analysis": "pooled", "corpus": "big2_nouns", "model": model,
+                     "prompt_id": pid, "framing": framing_of(pid), "category": cat,
+                     "median_rank": 10 + shift * (cat == "Agency") + rng.normal()}
+                )  # fmt: skip
+    med = pd.DataFrame(rows)
+    anova, posthocs = ranking.pair_anova(med, "A", "B", "B vs A")
+    df = anova.set_index("term")["df"]
+    assert df["Residual"] == 208 and (df.drop("Residual") == 1).all() and len(df) == 8
+    assert (anova["n_points"] == 216).all()
+    grand = med["median_rank"].mean()
+    ss_model = sum(108 * (g["median_rank"].mean() - grand) ** 2 for _, g in med.groupby("model"))
+    assert anova.set_index("term").loc["C(model)", "sum_sq"] == pytest.approx(ss_model)
+    assert len(posthocs) == 4
+    from statsmodels.stats.multitest import multipletests
+
+    np.testing.assert_allclose(posthocs["p_corrected"], multipletests(posthocs["p"], method="fdr_bh")[1])
+    agency = posthocs[posthocs["category"] == "Agency"]
+    assert (agency["difference"] > 2).all() and (agency["p_corrected"] < 1e-6).all()
+
+
+def test_token_adjusted_scores_are_residuals_of_the_token_count_line():
+    scores = pd.DataFrame(
+        {
+            "corpus": "c", "source": "live", "model": "m", "prompt_id": "p",
+            "word": ["a", "b", "c", "d"], "score": [-2.0, -4.0, -5.0, -9.0], "n_tokens": [1, 1, 2, 3],
+        }
+    )  # fmt: skip
+    adj = ranking.token_adjusted(scores)
+    slope, icpt = np.polyfit([1, 1, 2, 3], [-2.0, -4.0, -5.0, -9.0], 1)
+    expected = np.array([-2.0, -4.0, -5.0, -9.0]) - (icpt + slope * np.array([1, 1, 2, 3]))
+    np.testing.assert_allclose(adj["score"], expected)
+    assert adj["score"].sum() == pytest.approx(0.0)
+    same = ranking.token_adjusted(scores.assign(n_tokens=2))
+    np.testing.assert_allclose(same["score"], scores["score"] - scores["score"].mean())
+    counts = ranking.token_counts(
+        scores.assign(model="m")[["model", "word", "n_tokens"]],
+        pd.DataFrame({"corpus": "c", "word": list("abcd"), "category": ["X", "X", "Y", "Y"]}),
+    ).set_index("category")
+    assert counts.loc["X", "mean_tokens"] == 1.0 and counts.loc["Y", "mean_tokens"] == 2.5
+    assert counts.loc["X", "share_single_token"] == 1.0 and counts.loc["Y", "share_single_token"] == 0.0
 
 
 # -- parameters ---------------------------------------------------------------------------------------------
@@ -331,6 +627,22 @@ def test_planted_words_are_recovered_on_a_tiny_model():
         ({"metrics": ["token_logratio"]}, r"same prompt x.*'gemma3-270m' is prompted raw"),
         ({"device": "tpu"}, r"device='tpu'"),
         ({"colour": "red"}, r"unknown parameter 'colour'"),
+        (
+            {"word_prompts": ["best_ever_one", "worst_ever_one"]},
+            r"word_prompts: the ANOVA needs at least two",
+        ),
+        ({"word_prompts": ["best_thing"]}, r"word_prompts: unknown prompt id\(s\) \['best_thing'\]"),
+        ({"duplicates": "mean"}, r"duplicates='mean'.*'max' or 'sum'"),
+        ({"planted_cross_model": "nope"}, r"planted_cross_model='nope': give one of `models`"),
+        ({"planted_cross_model": "smollm2-135m-instruct"}, r"other than planted_model"),
+        ({"planted_bootstrap": 5}, r"planted_bootstrap=5"),
+        (
+            {
+                "word_prompts": ["good_world_single", "bad_world_single", "best_ever_one", "worst_ever_one"],
+                "planted_train_prompts": ["good_world_single", "bad_world_single", "best_ever_one"],
+            },
+            r"leave 1 of the word prompts",
+        ),  # fmt: skip
     ],
 )
 def test_bad_parameters_are_clear_errors(override, message):
@@ -364,13 +676,14 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
     out = tmp_path / "implicit"
     p = stage.Params.build(
         models=["tiny-gemma", "tiny-llama"],
-        corpora=["big2_nouns"],
+        corpora=["big2_nouns", "mfd2"],
         metrics=["token_mwlr", "word_mwlr", "word_logratio", "word_sum", "word_mean"],
         extra_registry=[str(reg)],
         planted_model="tiny-llama",
         planted_words=["peace", "nurse"],
         planted_steps=5,
         planted_lr=3e-3,
+        planted_bootstrap=50,
         top_k=3,
         results_root=str(corpora_results),
         output_dir=str(out),
@@ -378,34 +691,83 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
     record = RunRecord.for_params(p)
     res = stage.run(p, record)
     assert record.output_dir == out
-    table, _ = read_corpora_table(p.corpora_input(), str(corpora_results), ["big2_nouns"])
+    table, _ = read_corpora_table(p.corpora_input(), str(corpora_results), ["big2_nouns", "mfd2"])
     labels = labels_of(table)
     wl = pd.read_parquet(out / "word_logprobs.parquet")
     assert set(wl["model"]) == {"tiny-gemma", "tiny-llama"}
-    assert set(wl["prompt_id"]) == set(params.DEFAULT_PROMPTS)
+    assert set(wl["prompt_id"]) == set(params.DEFAULT_PROMPTS)  # the all-words analysis's subset
     assert dict(wl.groupby("model")["prompt_format"].first()) == {"tiny-gemma": "raw", "tiny-llama": "chat"}
     assert {"framing", "category", "n_tokens", "logprob"} <= set(wl.columns)
-    assert len(wl) == 2 * len(params.DEFAULT_PROMPTS) * len(labels)
+    assert len(wl) == 2 * len(params.DEFAULT_PROMPTS) * len(labels)  # corpus words only
     manifest = json.loads((out / "manifest.json").read_text())
     assert [m["prompt_format"] for m in manifest["models"]] == ["raw", "chat"]
     assert "corpora/default/corpora.parquet" in manifest["inputs"]
-    assert manifest["seeds"] == {"seed": 0} and len(manifest["extra"]["planted_losses"]) == 5
+    assert manifest["seeds"] == {"seed": 0, "sham_words": 0, "validation_bootstrap": 0}
+    assert len(manifest["extra"]["planted_losses"]) == 5 and len(manifest["extra"]["sham_losses"]) == 5
     for name in (
+        "single_token_words.csv",
+        "single_token_counts.csv",
+        "single_token_ranks.parquet",
+        "single_token_anova.csv",
+        "single_token_posthocs.csv",
+        "token_counts.csv",
         "token_mwlr.parquet",
         "word_mwlr.parquet",
         "median_ranks.parquet",
-        "anova.csv",
+        "all_words_anova.csv",
         "pair_contrasts.csv",
+        "planted_words.csv",
         "planted_recovery.csv",
+        "planted_validation.csv",
+        "planted_metric_contrasts.csv",
         "top_tokens.csv",
         "token_alignment.csv",
     ):
         assert name in manifest["outputs"], name
-    assert res.alignment["shared_strings"].iloc[0] > 0
-    assert set(res.medians["metric"]) == {"word_sum", "word_mean", "word_mwlr", "word_logratio"}
-    assert not res.anova.empty and set(res.contrasts["pair"]) == {"tiny-llama vs tiny-gemma"}
-    assert len(res.recovery) == 7
-    assert "planted-word validation" in res.timings
+    # the primary analysis: the tiny tokenizers share few one-token words; by hand (tiny llama, chat: the bare
+    # word; tiny gemma, raw: the word after a space) 'kin' is the only Big Two noun, and mfd2 keeps words of two
+    # foundations; with all 54 prompts the pair's ANOVA has the paper's residual df 208
+    words = pd.read_csv(out / "single_token_words.csv")
+    kept = words[words["survives"]]
+    assert kept.loc[kept["corpus"] == "big2_nouns", "word"].tolist() == ["kin"]
+    assert {"fair", "honest", "war", "kin"} <= set(kept.loc[kept["corpus"] == "mfd2", "word"])
+    assert (words["answer_p"].str.startswith(" ")).all() and not words["answer_q"].str.startswith(" ").any()
+    assert res.prompts == list(prompt_ids()) and res.single_medians["prompt_id"].nunique() == 54
+    anova = res.single_anova.set_index("term")
+    assert set(res.single_anova["corpus"]) == {"mfd2"}  # big2_nouns: one category survives, no ANOVA
+    assert anova.loc["Residual", "df"] == 2 * 54 * 2 - 8 and len(res.single_posthocs) == 4
+    assert "mfd2" in stage.text.describe_survivors(res.single_counts, res.single_words)
+    # the secondary analysis on every word, raw and token-count adjusted
+    assert set(res.anova["metric"]) == {"word_sum", "word_sum_adjusted"}
+    assert res.alignment["shared_strings"].iloc[0] > 0 and res.alignment["duplicates"].iloc[0] == "max"
+    assert set(res.medians["metric"]) == {
+        "word_sum",
+        "word_sum_adjusted",
+        "word_mean",
+        "word_mwlr",
+        "word_logratio",
+    }
+    assert not res.token_counts.empty and set(res.contrasts["pair"]) == {"tiny-llama vs tiny-gemma"}
+    # the validation: planted and sham words, three conditions, the pass criterion per panel
+    pw = res.planted_words
+    assert pw["role"].tolist() == ["planted", "planted", "sham", "sham"]
+    planted_cats = set(table.loc[table["word"].isin(["peace", "nurse"]), "category"])
+    assert planted_cats and not set(pw.loc[pw["role"] == "sham", "category"]) & planted_cats
+    assert (pw.loc[pw["role"] == "sham", "zipf_difference"].abs() <= planting.ZIPF_TOLERANCE).all()
+    assert set(res.recovery["condition"]) == {"planted", "untuned", "sham"}
+    v = res.validation
+    assert list(v["level"]) == ["word"] * 4 + ["word (cross-tokenizer)"] * 2 + ["token"] * 3
+    assert set(v.loc[v["level"] == "word (cross-tokenizer)", "reference"]) == {"tiny-gemma"}
+    same_ref = v[(v["level"] != "word (cross-tokenizer)") & v["metric"].isin(["word_mwlr", "token_mwlr"])]
+    assert (same_ref["auc_untuned"] == 0.5).all()  # the reference against itself: zero everywhere
+    assert v["n_prompts"].tolist()[:6] == [4] * 6 and v["n_prompts"].iloc[-1] == 52
+    mc = res.metric_contrasts
+    assert mc[["level", "metric_a", "metric_b"]].values.tolist() == [
+        ["word", "word_mwlr", "word_logratio"],
+        ["word (cross-tokenizer)", "word_mwlr", "word_logratio"],
+        ["token", "token_mwlr", "token_logratio"],
+    ]
+    assert "planted-word validation" not in res.timings and "fine-tune (sham)" in res.timings
 
 
 def test_token_logratio_for_different_tokenizers_fails_before_loading_models(tmp_path, corpora_results):

@@ -125,8 +125,13 @@ def word_candidates(
     """Token ids of each word as it stands in the rendered conversation (see the module docstring)."""
     out: list[Candidate] = []
     n_pre, n_suf = len(split.prefix_ids), len(split.suffix_ids)
-    for word in words:
-        full = tokenizer(split.prefix_text + word + split.suffix_text, add_special_tokens=False)["input_ids"]
+    words = list(words)
+    if not words:
+        return out
+    # one batched call (the tokenizer's per-call overhead dominates for short texts); same ids as one by one
+    texts = [split.prefix_text + word + split.suffix_text for word in words]
+    fulls = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for word, full in zip(words, fulls, strict=True):
         intact = (
             tuple(full[:n_pre]) == split.prefix_ids
             and (n_suf == 0 or tuple(full[len(full) - n_suf :]) == split.suffix_ids)

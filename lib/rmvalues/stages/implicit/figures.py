@@ -13,14 +13,19 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["plot_contrasts", "plot_median_ranks", "plot_recovery"]
 
 
-def plot_median_ranks(medians: pd.DataFrame, corpus: str, metric: str = "word_sum") -> Figure:
-    """Mean (± SE over prompts) of each category's median rank per model and framing (paper Fig. 2)."""
+def plot_median_ranks(
+    medians: pd.DataFrame, corpus: str, metric: str = "word_sum", pair: str | None = None
+) -> Figure:
+    """Mean (± SE over prompts) of each category's median rank per model and framing (paper Fig. 2);
+    ``pair`` selects one pair's word set (the single-token analysis)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     df = medians[
         (medians["corpus"] == corpus) & (medians["metric"] == metric) & (medians["analysis"] == "pooled")
     ]
+    if pair is not None:
+        df = df[df["pair"] == pair]
     g = sns.catplot(
         data=df,
         x="category",
@@ -38,7 +43,7 @@ def plot_median_ranks(medians: pd.DataFrame, corpus: str, metric: str = "word_su
     for ax in g.axes.flat:
         ax.invert_yaxis()
         ax.tick_params(axis="x", rotation=30 if df["category"].nunique() > 2 else 0)
-    g.figure.suptitle(f"{corpus}: {metric}", y=1.03)
+    g.figure.suptitle(f"{corpus}: {metric}" + (f" ({pair})" if pair else ""), y=1.03)
     plt.close(g.figure)
     return g.figure
 
@@ -68,17 +73,26 @@ def plot_contrasts(contrasts: pd.DataFrame) -> Figure:
 
 
 def plot_recovery(recovery: pd.DataFrame) -> Figure:
-    """R-precision and AUC of each metric in recovering the planted words."""
+    """AUC of the planted words per panel (level, reference, metric) in the three conditions: the tuned
+    model and its two controls (0.5 = chance)."""
     import matplotlib.pyplot as plt
 
-    df = recovery.copy()
+    df = recovery[recovery["target"] == "planted words"].copy()
     df["label"] = df["level"] + ": " + df["metric"]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 0.4 * len(df) + 1.2), sharey=True)
-    for ax, col in zip(axes, ("r_precision", "auc"), strict=True):
-        ax.barh(df["label"], df[col], color="#555")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel(col.replace("_", "-"))
-    axes[0].invert_yaxis()
+    wide = df.pivot_table(index="label", columns="condition", values="auc", sort=False)
+    conds = [c for c in ("planted", "sham", "untuned") if c in wide]
+    colors = {"planted": "#0064E0", "sham": "#DB4437", "untuned": "#888888"}
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(wide) + 1.2))
+    y = np.arange(len(wide))
+    h = 0.8 / max(len(conds), 1)
+    for k, c in enumerate(conds):
+        ax.barh(y + k * h - 0.4 + h / 2, wide[c], height=h, color=colors[c], label=c)
+    ax.axvline(0.5, color="k", lw=0.8, ls=":")
+    ax.set_yticks(y, wide.index)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("AUC of the planted words")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     plt.close(fig)
     return fig

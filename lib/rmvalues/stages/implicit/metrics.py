@@ -10,9 +10,10 @@ reward model. ``p`` is the reference (the first model of a pair), ``q`` the seco
 
 Token-level metrics across tokenizers compare the *shared vocabulary*: tokens are aligned by their decoded
 string (:func:`align_vocabularies`; ``Ġ``/``▁`` read as a space, special and partial-byte tokens left out);
-when several ids of one tokenizer decode to the same string (a collision), the string's probability is the
-*sum* of theirs, and every collision is reported. ``token_logratio`` needs one shared tokenizer
-(:func:`require_same_tokenizer`).
+when several ids of one tokenizer decode to the same string (a collision), the string gets the *maximum* of
+their log-probabilities (``duplicates="max"``, the paper's rule) or the sum of their probabilities
+(``duplicates="sum"``; :func:`collapse_logprobs`), and every collision is reported. ``token_logratio`` needs
+one shared tokenizer (:func:`require_same_tokenizer`).
 """
 
 from __future__ import annotations
@@ -31,15 +32,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
 __all__ = [
+    "DUPLICATE_RULES",
     "TokenizerMismatchError",
     "VocabAlignment",
     "align_vocabularies",
+    "collapse_logprobs",
     "log_ratio",
     "mwlr",
     "require_same_tokenizer",
     "same_tokenizer",
     "token_strings",
 ]
+
+
+#: How the log-probabilities of several token ids with the same decoded string are combined: ``max`` (the
+#: paper's rule: the most probable id stands for the string) or ``sum`` (the string's total probability).
+DUPLICATE_RULES = ("max", "sum")
 
 
 class TokenizerMismatchError(RmvaluesError, ValueError):
@@ -57,6 +65,27 @@ def mwlr(logp: Any, logq: Any) -> Any:
         return 0.5 * (logp.exp() + logq.exp()) * (logq - logp)
     logp, logq = np.asarray(logp, dtype=float), np.asarray(logq, dtype=float)
     return 0.5 * (np.exp(logp) + np.exp(logq)) * (logq - logp)
+
+
+def collapse_logprobs(
+    logprobs: torch.Tensor, group: torch.Tensor, n_groups: int, rule: str = "max"
+) -> torch.Tensor:
+    """Log-probabilities ``(n, vocab)`` combined into ``n_groups`` strings: ``group[i]`` is the string of id
+    ``i`` (``-1`` = none). ``rule="max"``: a string's log-prob is the maximum over its ids; ``"sum"``: the log of
+    the summed probabilities. Returns float64 ``(n, n_groups)`` (``-inf`` for a string without ids)."""
+    import torch
+
+    if rule not in DUPLICATE_RULES:
+        raise ValueError(f"duplicates={rule!r}; valid: {', '.join(DUPLICATE_RULES)}")
+    keep = group >= 0
+    idx = group[keep]
+    src = logprobs[:, keep].double()
+    if rule == "max":
+        out = torch.full((logprobs.shape[0], n_groups), -torch.inf, dtype=torch.float64)
+        return out.scatter_reduce(1, idx.expand(src.shape[0], -1), src, reduce="amax", include_self=True)
+    out = torch.zeros((logprobs.shape[0], n_groups), dtype=torch.float64)
+    out.index_add_(1, idx, src.exp())
+    return out.log()
 
 
 def _bytes_decoder() -> dict[str, int]:
@@ -124,7 +153,8 @@ class VocabAlignment:
 
     ``strings[k]`` is a shared string; ``group_p[i]`` / ``group_q[i]`` the index into ``strings`` of token id
     ``i`` of each tokenizer (``-1``: not shared or not alignable). ``collisions`` lists every shared string
-    several ids of one tokenizer decode to (their probabilities are summed).
+    several ids of one tokenizer decode to; ``duplicates`` says how their log-probabilities are combined
+    (:func:`collapse_logprobs`: ``max``, the paper's rule, or ``sum``).
     """
 
     model_p: str
@@ -138,6 +168,7 @@ class VocabAlignment:
     n_vocab_q: int
     n_alignable_p: int
     n_alignable_q: int
+    duplicates: str = "max"
 
     @property
     def n_shared(self) -> int:
@@ -156,6 +187,7 @@ class VocabAlignment:
             "alignable_p": self.n_alignable_p,
             "alignable_q": self.n_alignable_q,
             "shared_strings": self.n_shared,
+            "duplicates": self.duplicates,
             "collision_strings_p": int((coll["model"] == self.model_p).sum()) if len(coll) else 0,
             "collision_strings_q": int((coll["model"] == self.model_q).sum()) if len(coll) else 0,
             "collision_ids_p": int(coll.loc[coll["model"] == self.model_p, "n_ids"].sum())
@@ -167,7 +199,8 @@ class VocabAlignment:
         }
 
     def aggregate(self, logprobs: torch.Tensor, side: str) -> torch.Tensor:
-        """Log-probabilities ``(n, vocab)`` of one side summed into the shared strings: ``(n, n_shared)``."""
+        """Log-probabilities ``(n, vocab)`` of one side combined into the shared strings by the
+        ``duplicates`` rule: ``(n, n_shared)``."""
         import torch
 
         group = torch.as_tensor(self.group_p if side == "p" else self.group_q, dtype=torch.long)
@@ -177,11 +210,7 @@ class VocabAlignment:
             group
         ):  # model vocab padded beyond the tokenizer: those ids never align
             group = torch.cat([group, torch.full((logprobs.shape[-1] - len(group),), -1, dtype=torch.long)])
-        keep = group >= 0
-        probs = logprobs[:, keep].double().exp()
-        out = torch.zeros((logprobs.shape[0], self.n_shared), dtype=torch.float64)
-        out.index_add_(1, group[keep], probs)
-        return out.log()
+        return collapse_logprobs(logprobs, group, self.n_shared, self.duplicates)
 
 
 def same_tokenizer(tok_p: PreTrainedTokenizerBase, tok_q: PreTrainedTokenizerBase) -> bool:
@@ -194,13 +223,17 @@ def align_vocabularies(
     tok_q: PreTrainedTokenizerBase,
     model_p: str = "p",
     model_q: str = "q",
+    duplicates: str = "max",
 ) -> VocabAlignment:
     """Align two vocabularies by decoded token string (:func:`token_strings`).
 
     Identical tokenizers are aligned id by id (no collisions). Otherwise every string both tokenizers can
-    produce is shared; ids of one tokenizer that decode to the same string are a collision (reported, their
-    probabilities summed). Raises ``ValueError`` when nothing is shared.
+    produce is shared; ids of one tokenizer that decode to the same string are a collision (reported; their
+    log-probabilities combined by ``duplicates``: ``max``, the paper's rule, or ``sum``). Raises
+    ``ValueError`` when nothing is shared.
     """
+    if duplicates not in DUPLICATE_RULES:
+        raise ValueError(f"duplicates={duplicates!r}; valid: {', '.join(DUPLICATE_RULES)}")
     if same_tokenizer(tok_p, tok_q):
         strings_p = token_strings(tok_p)
         ids = [i for i, s in enumerate(strings_p) if s is not None]
@@ -223,6 +256,7 @@ def align_vocabularies(
             n_vocab_q=len(tok_q),
             n_alignable_p=len(ids),
             n_alignable_q=len(ids),
+            duplicates=duplicates,
         )
     strings_p, strings_q = token_strings(tok_p), token_strings(tok_q)
     shared = sorted({s for s in strings_p if s is not None} & {s for s in strings_q if s is not None})
@@ -262,6 +296,7 @@ def align_vocabularies(
         n_vocab_q=len(tok_q),
         n_alignable_p=sum(s is not None for s in strings_p),
         n_alignable_q=sum(s is not None for s in strings_q),
+        duplicates=duplicates,
     )
 
 

@@ -13,6 +13,7 @@ from ...data.prompts import FRAMINGS, framing_of, prompt_ids, prompt_problem, pr
 from ...engine.inputs import PROMPT_FORMATS, PromptFormatError, resolve_prompt_format
 from ...models.loading import availability_problems
 from ...models.registry import ModelSpec, RegistryError, entries_used, registry
+from .metrics import DUPLICATE_RULES
 
 METRICS = ("token_mwlr", "token_logratio", "word_mwlr", "word_logratio", "word_sum", "word_mean")
 PAIR_METRICS = ("token_mwlr", "token_logratio", "word_mwlr", "word_logratio")
@@ -20,10 +21,11 @@ TOKEN_METRICS = ("token_mwlr", "token_logratio")
 SINGLE_METRICS = ("word_sum", "word_mean")
 Metric = Literal["token_mwlr", "token_logratio", "word_mwlr", "word_logratio", "word_sum", "word_mean"]
 Format = Literal["auto", "chat", "raw"]
+Duplicates = Literal["max", "sum"]
 
-#: The chapter's default prompt subset (CPU budget): two positive prompts and their negative mirrors (same
-#: frame and concision style; best <-> worst, greatest <-> terrible), so framing is not confounded with the
-#: wording. [] = all 54.
+#: The all-words analysis's default prompt subset (CPU budget: multi-token words cost forward passes): two
+#: positive prompts and their negative mirrors (same frame and concision style; best <-> worst, greatest <->
+#: terrible), so framing is not confounded with the wording. The single-token analysis uses all 54 prompts.
 DEFAULT_PROMPTS = ["best_ever_one", "greatest_time_please", "worst_ever_one", "terrible_time_please"]
 #: Ten MFD 2.0 Authority (virtue) words planted by the validation fine-tune (the paper planted ten
 #: "authority" words).
@@ -69,7 +71,19 @@ class Params(StageParams):
     )
     corpora: list[str] = param(["big2_nouns", "mfd2"], help="corpora whose words are scored", min_length=1)
     corpora_run: str = param("default", help="corpora run whose corpora.parquet supplies the words")
-    prompts: list[str] = param(list(DEFAULT_PROMPTS), help="prompt ids ([] = all 54)")
+    prompts: list[str] = param(
+        [], help="prompt ids of the single-token analysis and the token-level rewards ([] = all 54)"
+    )
+    word_prompts: list[str] = param(
+        list(DEFAULT_PROMPTS),
+        help="prompt ids of the all-words analysis, the word-level rewards, the contrast and the word-level "
+        "validation ([] = the same as `prompts`)",
+    )
+    duplicates: Duplicates = param(
+        "max",
+        help="token ids with the same decoded string: 'max' = the highest log-prob (the paper's rule), 'sum' = "
+        "the summed probability",
+    )
     prompt_format: Format | dict[str, Format] = param(
         "auto", help="auto (chat for instruction-tuned, raw for pretrained), chat, raw, or {model: format}"
     )
@@ -90,6 +104,14 @@ class Params(StageParams):
     )
     planted_steps: int = param(3, help="optimizer steps of the validation fine-tune", ge=1)
     planted_lr: float = param(3e-4, help="learning rate of the validation fine-tune", gt=0)
+    planted_cross_model: str = param(
+        "auto",
+        help="reference of the cross-tokenizer validation: one of `models` ('auto' = the first of another "
+        "family than planted_model; '' = skip)",
+    )
+    planted_bootstrap: int = param(
+        1000, help="bootstrap replicates of the validation's pass criterion (prompts x planted words)", ge=10
+    )
     extra_registry: list[str] = param([], help="more model-registry files (e.g. config/paper_models.yaml)")
     batch_size: int = param(64, help="continuations (or prompts) per forward pass", ge=1)
     device: Literal["auto", "cpu", "cuda"] = param("auto", help="'auto' = cuda when available")
@@ -112,6 +134,20 @@ class Params(StageParams):
         """The requested prompt format of ``model`` (before ``auto`` is resolved)."""
         fmt = self.prompt_format
         return fmt.get(model, "auto") if isinstance(fmt, Mapping) else fmt
+
+    def word_prompt_ids(self) -> list[str]:
+        """The prompts of the all-words analysis (``word_prompts``, or ``prompts`` when it is ``[]``)."""
+        return list(self.word_prompts) or list(self.prompts)
+
+    def cross_model(self, families: Mapping[str, str]) -> str:
+        """The reference of the cross-tokenizer validation (``''`` = none): ``planted_cross_model``, or with
+        ``'auto'`` the first of ``models`` whose family differs from ``planted_model``'s."""
+        if not self.planted_model or not self.planted_cross_model:
+            return ""
+        if self.planted_cross_model != "auto":
+            return self.planted_cross_model
+        own = families.get(self.planted_model)
+        return next((m for m in self.models if m != self.planted_model and families.get(m) != own), "")
 
     def specs(self) -> dict[str, ModelSpec]:
         reg = registry(extra=self.extra_registry)
@@ -196,14 +232,17 @@ class Params(StageParams):
         if bad:
             return [f"corpora: unknown {bad}; registered corpora: {known}"]
         problems = corpora_run_problem(self.corpora_input(), self.corpora, self.results_root)
-        if (p := prompt_problem(self.prompts)) is not None:
-            return [*problems, p]
-        sel = self.prompts or prompt_ids()
-        per = {f: sum(framing_of(x) == f for x in sel) for f in FRAMINGS}
-        if min(per.values()) < 2:
-            problems.append(
-                f"prompts: the ANOVA needs at least two prompts per framing; this selection has {per}"
-            )
+        for name, ids in (("prompts", self.prompts), ("word_prompts", self.word_prompts)):
+            if (p := prompt_problem(ids, name)) is not None:
+                return [*problems, p]
+            sel = ids or (self.prompts if name == "word_prompts" else []) or prompt_ids()
+            per = {f: sum(framing_of(x) == f for x in sel) for f in FRAMINGS}
+            if min(per.values()) < 2:
+                problems.append(
+                    f"{name}: the ANOVA needs at least two prompts per framing; this selection has {per}"
+                )
+        if self.duplicates not in DUPLICATE_RULES:  # pragma: no cover - the schema's Literal checks first
+            problems.append(f"duplicates={self.duplicates!r}; valid: {', '.join(DUPLICATE_RULES)}")
         return problems
 
     def _planted_problems(self, reg: Mapping[str, ModelSpec]) -> list[str]:
@@ -222,6 +261,22 @@ class Params(StageParams):
             problems.append(
                 f"planted_train_prompts={self.planted_train_prompts!r}: give a non-empty list of prompt ids "
                 "(e.g. 'best_world_please')"
+            )
+        evals = [
+            x
+            for x in (self.word_prompts or self.prompts or prompt_ids())
+            if x not in self.planted_train_prompts
+        ]
+        if len(evals) < 2:
+            problems.append(
+                f"planted_train_prompts={self.planted_train_prompts!r} leave {len(evals)} of the word prompts to "
+                "evaluate the validation on; it needs at least two (the bootstrap resamples them)"
+            )
+        cross = self.planted_cross_model
+        if cross not in ("", "auto") and (cross not in self.models or cross == self.planted_model):
+            problems.append(
+                f"planted_cross_model={cross!r}: give one of `models` other than planted_model "
+                f"({[m for m in self.models if m != self.planted_model]}), 'auto' or '' (skip)"
             )
         return problems
 

@@ -5,14 +5,12 @@
 * :func:`word_rewards`: ``word_mwlr``/``word_logratio`` of whole words, ``p(word|x)`` being the product of the
   word's token probabilities (needs no shared vocabulary, so any two models compare);
   :func:`pair_contrasts`: a word-pair contrast in case and leading-space variants (the paper's Fig. 3).
-* :func:`scores_table`, :func:`median_ranks`, :func:`lm_anova`: each model (or implicit RM) ranks the corpus
-  words under each prompt, the median rank of each category is taken (:mod:`rmvalues.stats`), and the 3-way
-  ANOVA ``median_rank ~ category * framing * model`` with Welch post-hocs is fitted (the paper's Fig. 2).
+
+The rankings and ANOVAs of these rewards are in :mod:`.ranking`.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -20,8 +18,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ...data.prompts import framing_of
-from ...stats import all_median_ranks, anova_3way, rank_scores, welch_posthocs
 from .metrics import VocabAlignment, log_ratio, mwlr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,11 +27,8 @@ __all__ = [
     "TOKEN_COLUMNS",
     "WORD_PAIR_COLUMNS",
     "contrast_variants",
-    "lm_anova",
-    "median_ranks",
     "pair_contrasts",
     "pair_label",
-    "scores_table",
     "token_rewards",
     "top_tokens",
     "word_rewards",
@@ -218,53 +211,3 @@ def pair_contrasts(
                     }
                 )
     return pd.DataFrame(rows)
-
-
-def scores_table(
-    values: pd.DataFrame,
-    labels: pd.DataFrame,
-    score: str,
-    model_col: str = "model",
-    family: Mapping[str, str] | None = None,
-) -> pd.DataFrame:
-    """A long scores table (statistics' columns) from per-(scorer, prompt, word) values: each scorer (a
-    model or an implicit RM) is a ``model``; ``score`` names the column used as the score. ``labels``:
-    ``corpus, word, category, subcategory`` (one row per label)."""
-    df = values[[model_col, "prompt_id", "word", score]].rename(columns={model_col: "model", score: "score"})
-    df = df.merge(labels[["corpus", "word", "category", "subcategory"]], on="word", how="inner")
-    fam = dict(family or {})
-    df["family"] = df["model"].map(lambda m: fam.get(m, "pair"))
-    df["source"] = "live"
-    df["framing"] = df["prompt_id"].map(framing_of)
-    return df
-
-
-def median_ranks(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Ranks per (corpus, scorer, prompt) and the median rank per category (pooled, and split where the
-    corpus has subcategories) via :mod:`rmvalues.stats`; adds the ``metric`` column."""
-    ranked = rank_scores(scores)
-    out = all_median_ranks(ranked)
-    out.insert(0, "metric", metric)
-    return out
-
-
-def lm_anova(medians: pd.DataFrame, models: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per corpus (pooled analysis): the 3-way ANOVA ``median_rank ~ category * framing * model`` of the
-    models' log-prob ranks (metric ``word_sum``) and Welch post-hocs for every model pair (FDR over the
-    category x framing cells). Needs two models and two prompts per framing."""
-    med = medians[(medians["metric"] == "word_sum") & (medians["analysis"] == "pooled")]
-    med = med[med["model"].isin(list(models))]
-    anovas, posthocs = [], []
-    for corpus, grp in med.groupby("corpus", sort=True):
-        factors = [f for f in ("category", "framing", "model") if grp[f].nunique() > 1]
-        a = anova_3way(grp, factors=factors)
-        a.insert(0, "corpus", corpus)
-        anovas.append(a)
-        for m1, m2 in itertools.combinations([m for m in models if m in set(grp["model"])], 2):
-            ph = welch_posthocs(grp[grp["model"].isin([m1, m2])], group="model", levels=[m1, m2])
-            ph.insert(0, "corpus", corpus)
-            posthocs.append(ph)
-    return (
-        pd.concat(anovas, ignore_index=True) if anovas else pd.DataFrame(),
-        pd.concat(posthocs, ignore_index=True) if posthocs else pd.DataFrame(),
-    )

@@ -1,12 +1,23 @@
 """Chapter 3, implicit rewards: value biases in language-model log-probabilities (the paper's Sections 4-5).
 
-``run(params)`` computes the log-probabilities of the corpus words (and the full next-token distributions) of
-every model, the implicit rewards of every pair (:mod:`.metrics`, :mod:`.rewards`), the median ranks and the
-3-way ANOVA, the top tokens and the word-pair contrast, and the planted-word validation (:mod:`.validation`).
-It writes ``word_logprobs.parquet``, ``word_mwlr.parquet``, ``token_mwlr.parquet``, ``token_alignment.csv``,
-``token_collisions.csv``, ``median_ranks.parquet``, ``anova.csv``, ``anova_posthocs.csv``, ``top_tokens.csv``,
-``pair_contrasts.csv``, ``planted_recovery.csv`` and ``planted_ranks.csv``, with a ``manifest.json`` that
-records the models (with their prompt format), the inputs, the seed and the timings.
+``run(params)`` computes, for every model, the full next-token distributions under ``prompts`` (all 54 by
+default) and the log-probabilities of the corpus words under ``word_prompts`` (a subset by default); then
+
+* the **primary** analysis, the paper's Fig. 2 (:mod:`.single_token`, :mod:`.ranking`): per pair, the corpus
+  words that are one token under both models, ranked per model and prompt by their log-prob, the median rank
+  per category, one ANOVA ``median_rank ~ category * framing * model`` per pair and corpus and Welch +
+  Benjamini-Hochberg post-hocs;
+* the **secondary**, all-words analysis (summed token log-probs, also adjusted for the token count);
+* the implicit rewards of every pair (:mod:`.metrics`, :mod:`.rewards`), the top tokens, the word contrast;
+* the planted-word validation with its controls (:mod:`.planted`).
+
+It writes ``single_token_words.csv``, ``single_token_counts.csv``, ``single_token_ranks.parquet``,
+``single_token_anova.csv``, ``single_token_posthocs.csv``, ``word_logprobs.parquet``, ``token_counts.csv``,
+``median_ranks.parquet``, ``all_words_anova.csv``, ``all_words_posthocs.csv``, ``word_mwlr.parquet``,
+``token_mwlr.parquet``, ``token_alignment.csv``, ``token_collisions.csv``, ``top_tokens.csv``,
+``pair_contrasts.csv``, ``planted_words.csv``, ``planted_recovery.csv``, ``planted_ranks.csv``,
+``planted_validation.csv`` and ``planted_metric_contrasts.csv``, with a ``manifest.json`` (models with their prompt format, inputs, seeds,
+timings).
 """
 
 from __future__ import annotations
@@ -23,23 +34,28 @@ from ...data.scores import labels_of
 from ...engine.inputs import resolve_prompt_format
 from ...engine.logprobs import LogProbEngine
 from ...models.loading import load_tokenizer, model_info, quiet_transformers
-from ...models.registry import ModelSpec, get_spec
+from ...models.registry import ModelSpec
+from . import planted
 from .metrics import VocabAlignment, align_vocabularies, require_same_tokenizer
 from .params import TOKEN_METRICS, Params, resolve_pairs
+from .ranking import median_ranks, pair_anova, scores_table, token_adjusted, token_counts
 from .rewards import (
     TOKEN_COLUMNS,
     WORD_PAIR_COLUMNS,
     contrast_variants,
-    lm_anova,
-    median_ranks,
     pair_contrasts,
     pair_label,
-    scores_table,
     token_rewards,
     top_tokens,
     word_rewards,
 )
-from .validation import plant_words, planted_recovery
+from .single_token import (
+    pair_survivors,
+    single_token_logprobs,
+    single_token_words,
+    survivor_counts,
+    verify_survivors,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -54,19 +70,32 @@ class Results:
     params: Params
     output_dir: str = ""
     models: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, family, type, prompt format
+    prompts: list[str] = field(default_factory=list)  # the single-token analysis's prompt ids
+    word_prompts: list[str] = field(default_factory=list)  # the all-words analysis's prompt ids
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # the model pairs (p, q)
+    single_words: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_words.csv
+    single_counts: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_counts.csv
+    single_medians: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_ranks.parquet
+    single_anova: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_anova.csv
+    single_posthocs: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_posthocs.csv
     word_logprobs: pd.DataFrame = field(default_factory=pd.DataFrame)  # word_logprobs.parquet
+    token_counts: pd.DataFrame = field(default_factory=pd.DataFrame)  # token_counts.csv
+    medians: pd.DataFrame = field(default_factory=pd.DataFrame)  # median_ranks.parquet (all words)
+    anova: pd.DataFrame = field(default_factory=pd.DataFrame)  # all_words_anova.csv (secondary)
+    posthocs: pd.DataFrame = field(default_factory=pd.DataFrame)  # all_words_posthocs.csv (secondary)
     word_rewards: pd.DataFrame = field(default_factory=pd.DataFrame)  # word_mwlr.parquet
     token_rewards: pd.DataFrame = field(default_factory=pd.DataFrame)  # token_mwlr.parquet
     alignment: pd.DataFrame = field(default_factory=pd.DataFrame)  # token_alignment.csv
     collisions: pd.DataFrame = field(default_factory=pd.DataFrame)  # token_collisions.csv
-    medians: pd.DataFrame = field(default_factory=pd.DataFrame)  # median_ranks.parquet
-    anova: pd.DataFrame = field(default_factory=pd.DataFrame)  # anova.csv
-    posthocs: pd.DataFrame = field(default_factory=pd.DataFrame)  # anova_posthocs.csv
     top_tokens: pd.DataFrame = field(default_factory=pd.DataFrame)  # top_tokens.csv
     contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # pair_contrasts.csv
+    planted_words: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_words.csv
     recovery: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_recovery.csv
     planted_ranks: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_ranks.csv
+    validation: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_validation.csv
+    metric_contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_metric_contrasts.csv
     planted_losses: list[float] = field(default_factory=list)
+    sham_losses: list[float] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     engine_stats: dict[str, Any] = field(default_factory=dict)
 
@@ -78,21 +107,26 @@ class _Setup:
     params: Params
     specs: dict[str, ModelSpec]
     families: dict[str, str]
+    formats: dict[str, str]
     pairs: list[tuple[str, str]]
     device: str
-    prompts: dict[str, str]  # prompt_id -> text, in the order of params.prompts
-    framing: dict[str, str]  # prompt_id -> positive/negative
+    prompts: dict[str, str]  # prompt_id -> text: the single-token analysis, token-level rewards
+    word_prompts: dict[str, str]  # prompt_id -> text: the all-words analysis, word rewards, contrast
+    framing: dict[str, str]  # prompt_id -> positive/negative (every prompt used)
     labels: pd.DataFrame  # corpus, word, category, subcategory
+    corpora: pd.DataFrame  # the corpora table (zipf_frequency for the sham plant)
     tokenizers: dict[str, Any] = field(default_factory=dict)
+    extra_words: list[str] = field(default_factory=list)  # planted and sham words (validation)
 
 
 @dataclass
 class _LogProbs:
     """The per-model outputs of the engines."""
 
-    words: pd.DataFrame  # word log-probs of every model, stacked
+    words: pd.DataFrame  # word log-probs of every model under word_prompts, stacked (extra words included)
     variants: pd.DataFrame  # log-probs of the contrast variants (exact texts)
-    next_token: dict[str, torch.Tensor]  # full next-token log-probs per model
+    next_token: dict[str, torch.Tensor]  # full next-token log-probs per model (rows: setup.prompts)
+    single: pd.DataFrame  # single_token_words of every model, stacked
 
 
 def _setup(params: Params, record: RunRecord) -> _Setup:
@@ -105,19 +139,24 @@ def _setup(params: Params, record: RunRecord) -> _Setup:
     specs = params.specs()
     families = {m: s.family for m, s in specs.items()}
     table = prompt_table(params.prompts)
+    words_table = prompt_table(params.word_prompt_ids())
     record.add_inputs(prompts_checksum())
     corpora, sums = read_corpora_table(params.corpora_input(), params.results_root, params.corpora)
     record.add_inputs(sums)
     record.seeds.setdefault("seed", int(params.seed))
+    both = pd.concat([table, words_table])
     return _Setup(
         params=params,
         specs=specs,
         families=families,
+        formats={m: resolve_prompt_format(specs[m], params.format_of(m)) for m in params.models},
         pairs=resolve_pairs(params.models, params.pairs, families),
         device=device,
         prompts=dict(zip(table["prompt_id"], table["text"], strict=True)),
-        framing=dict(zip(table["prompt_id"], table["framing"], strict=True)),
+        word_prompts=dict(zip(words_table["prompt_id"], words_table["text"], strict=True)),
+        framing=dict(zip(both["prompt_id"], both["framing"], strict=False)),
         labels=labels_of(corpora, params.corpora),
+        corpora=corpora,
     )
 
 
@@ -132,27 +171,42 @@ def _check_tokenizers(setup: _Setup, record: RunRecord) -> None:
 
 
 def _model_logprobs(setup: _Setup, res: Results, record: RunRecord) -> _LogProbs:
-    """Next-token distributions and word log-probs of every model, one model in memory at a time."""
+    """Per model (one in memory at a time): the single-token table, the next-token distributions under
+    ``prompts``, the word log-probs under ``word_prompts`` (corpus words and the validation's words)."""
     p = setup.params
-    words = list(dict.fromkeys(setup.labels["word"]))
+    words = list(dict.fromkeys([*setup.labels["word"], *setup.extra_words]))
     variants = contrast_variants(*p.contrast)
     variant_texts = list(dict.fromkeys([*variants["text_a"], *variants["text_b"]]))
-    word_frames, variant_frames, next_tok, model_rows = [], [], {}, []
+    word_frames, variant_frames, single_frames, next_tok, model_rows = [], [], [], {}, []
     for m in p.models:
-        spec = setup.specs[m]
-        fmt = resolve_prompt_format(spec, p.format_of(m))
+        spec, fmt = setup.specs[m], setup.formats[m]
         with record.timed(f"load {m}"), quiet_transformers():
             eng = LogProbEngine.from_registry(
                 spec, prompt_format=fmt, device=setup.device, batch_size=p.batch_size
             )
-        record.add_model(**model_info(spec), **eng.describe())
-        model_rows.append({"model": m, "family": setup.families[m], "type": spec.type, **eng.describe()})
+        info = model_info(spec)
+        record.add_model(**info, **eng.describe())
+        model_rows.append(
+            {
+                "model": m,
+                "family": setup.families[m],
+                "type": spec.type,
+                "size": spec.size or "",
+                "quantization": info.get("quantization") or "none",
+                "vocabulary": len(eng.tokenizer),
+                **eng.describe(),
+            }
+        )
+        with record.timed(f"single-token words {m}"):  # under the first prompt; survivors re-checked later
+            labelled = list(dict.fromkeys(setup.labels["word"]))
+            first = dict([next(iter(setup.prompts.items()))])
+            single_frames.append(single_token_words(eng.tokenizer, fmt, first, labelled, m))
         with record.timed(f"next-token log-probs {m}"):
             next_tok[m] = eng.next_token_logprobs(setup.prompts)
         with record.timed(f"word log-probs {m}"):
-            word_frames.append(eng.word_logprobs(setup.prompts, words, p.include_end_of_turn))
+            word_frames.append(eng.word_logprobs(setup.word_prompts, words, p.include_end_of_turn))
             variant_frames.append(
-                eng.word_logprobs(setup.prompts, variant_texts, p.include_end_of_turn, separator="")
+                eng.word_logprobs(setup.word_prompts, variant_texts, p.include_end_of_turn, separator="")
             )
         setup.tokenizers.setdefault(m, eng.tokenizer)
         res.engine_stats[m] = {
@@ -166,7 +220,46 @@ def _model_logprobs(setup: _Setup, res: Results, record: RunRecord) -> _LogProbs
         words=pd.concat(word_frames, ignore_index=True),
         variants=pd.concat(variant_frames, ignore_index=True),
         next_token=next_tok,
+        single=pd.concat(single_frames, ignore_index=True),
     )
+
+
+def _single_token_analysis(setup: _Setup, lp: _LogProbs, res: Results, record: RunRecord) -> None:
+    """The primary analysis: per pair, the words one token under both models, ranked by their log-prob under
+    every prompt; median ranks per category; the ANOVA and the post-hocs of the pair, per corpus."""
+    p = setup.params
+    with record.timed("single-token analysis"):
+        lp.single = verify_survivors(lp.single, setup.tokenizers, setup.formats, setup.prompts, setup.pairs)
+        res.single_words = pair_survivors(lp.single, setup.labels, setup.pairs, pair_label)
+        res.single_counts = survivor_counts(res.single_words)
+        medians, anovas, posthocs = [], [], []
+        for a, b in setup.pairs:
+            pair = pair_label(a, b)
+            kept = res.single_words[(res.single_words["pair"] == pair) & res.single_words["survives"]]
+            words = list(dict.fromkeys(kept["word"]))
+            if not words:
+                continue
+            per_model = [
+                single_token_logprobs(
+                    lp.next_token[m],
+                    lp.single[lp.single["model"] == m],
+                    list(setup.prompts),
+                    words,
+                    p.duplicates,
+                )
+                for m in (a, b)
+            ]
+            labels = kept[["corpus", "word", "category", "subcategory"]].drop_duplicates()
+            table = scores_table(pd.concat(per_model), labels, "logprob", family=setup.families)
+            med = median_ranks(table, "single_token")
+            med.insert(0, "pair", pair)
+            medians.append(med)
+            an, ph = pair_anova(med, a, b, pair)
+            anovas.append(an)
+            posthocs.append(ph)
+        res.single_medians = pd.concat(medians, ignore_index=True) if medians else pd.DataFrame()
+        res.single_anova = pd.concat(anovas, ignore_index=True) if anovas else pd.DataFrame()
+        res.single_posthocs = pd.concat(posthocs, ignore_index=True) if posthocs else pd.DataFrame()
 
 
 def _implicit_rewards(setup: _Setup, lp: _LogProbs, res: Results, record: RunRecord) -> None:
@@ -176,10 +269,15 @@ def _implicit_rewards(setup: _Setup, lp: _LogProbs, res: Results, record: RunRec
     if any(m in TOKEN_METRICS for m in p.metrics):
         with record.timed("align vocabularies"):
             for a, b in setup.pairs:
-                alignments[(a, b)] = align_vocabularies(setup.tokenizers[a], setup.tokenizers[b], a, b)
+                alignments[(a, b)] = align_vocabularies(
+                    setup.tokenizers[a], setup.tokenizers[b], a, b, duplicates=p.duplicates
+                )
     with record.timed("implicit rewards"):
+        corpus_words = lp.words[lp.words["word"].isin(set(setup.labels["word"]))]
         res.word_rewards = (
-            word_rewards(lp.words, setup.pairs) if setup.pairs else pd.DataFrame(columns=WORD_PAIR_COLUMNS)
+            word_rewards(corpus_words, setup.pairs)
+            if setup.pairs
+            else pd.DataFrame(columns=WORD_PAIR_COLUMNS)
         )
         framings = [setup.framing[x] for x in setup.prompts]
         frames = [
@@ -200,20 +298,27 @@ def _implicit_rewards(setup: _Setup, lp: _LogProbs, res: Results, record: RunRec
         )
 
 
-def _ranks_and_anova(setup: _Setup, lp: _LogProbs, res: Results, record: RunRecord) -> None:
-    """Median ranks of every scorer and metric, the ANOVA, the top tokens and the word-pair contrast."""
+def _all_words_analysis(setup: _Setup, lp: _LogProbs, res: Results, record: RunRecord) -> None:
+    """The secondary analysis on every corpus word (summed token log-probs, under ``word_prompts``): median
+    ranks of every scorer and metric, the token counts, and per pair the ANOVA of the summed log-probs and of
+    the token-count-adjusted ones; the top tokens and the word-pair contrast."""
     p, labels, wr = setup.params, setup.labels, res.word_rewards
-    with record.timed("median ranks and ANOVA"):
-        parts = [median_ranks(scores_table(lp.words, labels, "logprob", family=setup.families), "word_sum")]
+    with record.timed("all-words analysis"):
+        words = lp.words[lp.words["word"].isin(set(labels["word"]))]
+        res.token_counts = token_counts(words, labels)
+        summed = scores_table(words, labels, "logprob", family=setup.families, extra=["n_tokens"])
+        parts = [median_ranks(summed, "word_sum"), median_ranks(token_adjusted(summed), "word_sum_adjusted")]
         if "word_mean" in p.metrics:
-            table = scores_table(lp.words, labels, "logprob_mean", family=setup.families)
+            table = scores_table(words, labels, "logprob_mean", family=setup.families)
             parts.append(median_ranks(table, "word_mean"))
         for metric in ("word_mwlr", "word_logratio"):
             if metric in p.metrics and len(wr):
                 parts.append(median_ranks(scores_table(wr, labels, metric.split("_", 1)[1], "pair"), metric))
         res.medians = pd.concat(parts, ignore_index=True)
-        if len(p.models) >= 2:
-            res.anova, res.posthocs = lm_anova(res.medians, p.models)
+        tested = res.medians[res.medians["metric"].isin(["word_sum", "word_sum_adjusted"])]
+        fits = [pair_anova(tested, a, b, pair_label(a, b)) for a, b in setup.pairs]
+        res.anova = pd.concat([f[0] for f in fits], ignore_index=True) if fits else pd.DataFrame()
+        res.posthocs = pd.concat([f[1] for f in fits], ignore_index=True) if fits else pd.DataFrame()
         tokens = res.token_rewards
         if len(tokens):
             res.top_tokens = pd.concat(
@@ -227,59 +332,10 @@ def _ranks_and_anova(setup: _Setup, lp: _LogProbs, res: Results, record: RunReco
             res.contrasts = pair_contrasts(lp.variants, setup.pairs, *p.contrast, framing=setup.framing)
 
 
-def _planted_validation(setup: _Setup, lp: _LogProbs, res: Results, record: RunRecord) -> None:
-    """Fine-tune a copy of ``planted_model`` towards the planted words; ask each metric to find them."""
-    import torch
-
-    p = setup.params
-    if not p.planted_model:
-        return
-    with record.timed("planted-word validation"):
-        spec = get_spec(p.planted_model, extra=p.extra_registry)
-        fmt = resolve_prompt_format(spec, p.format_of(p.planted_model))
-        with quiet_transformers():
-            ref = LogProbEngine.from_registry(
-                spec, prompt_format=fmt, device=setup.device, batch_size=p.batch_size
-            )
-        train = list(prompt_table(p.planted_train_prompts)["text"])
-        eval_prompts = {k: v for k, v in setup.prompts.items() if k not in set(p.planted_train_prompts)}
-        torch.manual_seed(int(p.seed))
-        tuned_model, res.planted_losses = plant_words(
-            ref.model,
-            ref.tokenizer,
-            train,
-            p.planted_words,
-            fmt,
-            p.planted_steps,
-            float(p.planted_lr),
-            int(p.seed),
-        )
-        tuned = LogProbEngine(
-            tuned_model,
-            ref.tokenizer,
-            name=f"{spec.name}+planted",
-            prompt_format=fmt,
-            batch_size=p.batch_size,
-        )
-        # candidates: the words of the first corpus (the Big Two nouns by default) plus the planted words
-        labels = setup.labels
-        cand = list(dict.fromkeys(labels.loc[labels["corpus"] == p.corpora[0], "word"]))
-        known = lp.words[(lp.words["model"] == spec.name) & (lp.words["prompt_format"] == fmt)]
-        res.recovery, res.planted_ranks = planted_recovery(
-            ref,
-            tuned,
-            eval_prompts,
-            cand,
-            p.planted_words,
-            p.include_end_of_turn,
-            reference_lp=known if len(known) else None,
-        )
-        res.recovery.insert(0, "model", spec.name)
-
-
 def _word_table(setup: _Setup, lp: _LogProbs) -> pd.DataFrame:
-    """The word log-probs with the words' labels and the prompts' framing (``word_logprobs.parquet``)."""
-    wl = lp.words.merge(setup.labels, on="word", how="left")
+    """The corpus words' log-probs with their labels and the prompts' framing (``word_logprobs.parquet``)."""
+    words = lp.words[lp.words["word"].isin(set(setup.labels["word"]))]
+    wl = words.merge(setup.labels, on="word", how="left")
     wl["framing"] = wl["prompt_id"].map(setup.framing)
     return wl
 
@@ -288,36 +344,67 @@ def _write(res: Results, record: RunRecord) -> None:
     """Every output table through the record, then the manifest (with the engines' work and the losses)."""
     record.extra["engine"] = res.engine_stats
     record.extra["planted_losses"] = res.planted_losses
+    record.extra["sham_losses"] = res.sham_losses
+    record.write_csv(_flat(res.single_words), "single_token_words.csv")
+    record.write_csv(res.single_counts, "single_token_counts.csv")
+    record.write_parquet(res.single_medians, "single_token_ranks.parquet")
+    record.write_csv(res.single_anova, "single_token_anova.csv")
+    record.write_csv(res.single_posthocs, "single_token_posthocs.csv")
     record.write_parquet(res.word_logprobs, "word_logprobs.parquet")
+    record.write_csv(res.token_counts, "token_counts.csv")
+    record.write_parquet(res.medians, "median_ranks.parquet")
+    record.write_csv(res.anova, "all_words_anova.csv")
+    record.write_csv(res.posthocs, "all_words_posthocs.csv")
     record.write_parquet(res.word_rewards, "word_mwlr.parquet")
     record.write_parquet(res.token_rewards, "token_mwlr.parquet")
     record.write_csv(res.alignment, "token_alignment.csv")
-    coll = res.collisions.copy()
-    for c in ("ids", "tokens"):
-        if c in coll:
-            coll[c] = coll[c].map(lambda v: " ".join(map(str, v)))
-    record.write_csv(coll, "token_collisions.csv")
-    record.write_parquet(res.medians, "median_ranks.parquet")
-    record.write_csv(res.anova, "anova.csv")
-    record.write_csv(res.posthocs, "anova_posthocs.csv")
+    record.write_csv(_flat(res.collisions), "token_collisions.csv")
     record.write_csv(res.top_tokens, "top_tokens.csv")
     record.write_csv(res.contrasts, "pair_contrasts.csv")
+    record.write_csv(res.planted_words, "planted_words.csv")
     record.write_csv(res.recovery, "planted_recovery.csv")
     record.write_csv(res.planted_ranks, "planted_ranks.csv")
+    record.write_csv(res.validation, "planted_validation.csv")
+    record.write_csv(res.metric_contrasts, "planted_metric_contrasts.csv")
     record.finish()
     res.timings = dict(record.timings)
 
 
+def _flat(df: pd.DataFrame) -> pd.DataFrame:
+    """List-valued columns (ids, tokens) joined by spaces, for CSV."""
+    out = df.copy()
+    for c in ("ids", "tokens"):
+        if c in out:
+            out[c] = out[c].map(lambda v: " ".join(map(str, v)))
+    return out
+
+
 def run(params: Params, record: RunRecord | None = None) -> Results:
-    """The chapter: log-probs of every model, implicit rewards of every pair, analyses, validation, outputs."""
+    """The chapter: log-probs of every model, the single-token and all-words analyses, implicit rewards of
+    every pair, the planted-word validation with its controls, outputs."""
     record = record or RunRecord.for_params(params)
-    res = Results(params=params, output_dir=str(record.output_dir))
     setup = _setup(params, record)
+    res = Results(
+        params=params,
+        output_dir=str(record.output_dir),
+        prompts=list(setup.prompts),
+        word_prompts=list(setup.word_prompts),
+        pairs=list(setup.pairs),
+    )
     _check_tokenizers(setup, record)
+    plan = planted.choose_words(
+        setup.params, setup.corpora, setup.labels, setup.specs, setup.word_prompts, record
+    )
+    setup.extra_words = plan.words() if plan else []
     lp = _model_logprobs(setup, res, record)
+    _single_token_analysis(setup, lp, res, record)
     _implicit_rewards(setup, lp, res, record)
-    _ranks_and_anova(setup, lp, res, record)
-    _planted_validation(setup, lp, res, record)
+    _all_words_analysis(setup, lp, res, record)
+    if plan is not None:
+        out = planted.validate(plan, setup.params, setup.prompts, setup.word_prompts, lp.words, lp.next_token,
+                               setup.families, setup.device, record)  # fmt: skip
+        res.planted_words, res.recovery, res.planted_ranks, res.validation, res.metric_contrasts = out.tables
+        res.planted_losses, res.sham_losses = out.planted_losses, out.sham_losses
     res.word_logprobs = _word_table(setup, lp)
     _write(res, record)
     return res

@@ -1,27 +1,192 @@
-"""Sentences of the implicit-rewards chapter, built from the numbers of the run."""
+"""Sentences of the implicit-rewards chapter, built from the numbers of the run (no sentence states a result
+the run did not compute)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["describe_anova", "describe_contrasts", "describe_recovery", "summary"]
+__all__ = [
+    "describe_all_words_anova",
+    "describe_anova",
+    "describe_confounds",
+    "describe_contrasts",
+    "describe_metric_contrasts",
+    "describe_recovery",
+    "describe_sham",
+    "describe_survivors",
+    "describe_tail",
+    "describe_token_counts",
+    "describe_top_tokens",
+    "describe_validation",
+    "summary",
+]
+
+_TERMS = {
+    "C(category)": "category",
+    "C(framing)": "framing",
+    "C(model)": "model",
+    "C(category):C(framing)": "category x framing",
+    "C(category):C(model)": "category x model",
+    "C(framing):C(model)": "framing x model",
+    "C(category):C(framing):C(model)": "category x framing x model",
+}
 
 
-def describe_recovery(recovery: pd.DataFrame) -> str:
-    """One sentence per level naming the metric that recovers the planted words best."""
-    if recovery.empty:
-        return "The planted-word validation was skipped (planted_model = '')."
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _f(row: pd.Series, resid: float) -> str:
+    return f"F({row['df']:.0f}, {resid:.0f}) = {row['F']:.2f}, {_p(row['p'])}"
+
+
+def describe_confounds(models: pd.DataFrame, pairs: list[tuple[str, str]]) -> str:
+    """What each pair's comparison is confounded with: every attribute (family, training, prompt format,
+    size, quantization, vocabulary size) in which its two models differ, read from the models table."""
+    if models.empty or not pairs:
+        return "No model pair."
+    info = models.set_index("model")
+    attrs = [("family", "family"), ("type", "training"), ("prompt_format", "prompt format"), ("size", "size")]
+    attrs += [("quantization", "quantization"), ("vocabulary", "vocabulary size")]
     out = []
-    for level, grp in recovery.groupby("level", sort=False):
-        best = grp.sort_values(["r_precision", "auc"], ascending=False).iloc[0]
-        worst = grp.sort_values(["r_precision", "auc"]).iloc[0]
+    for a, b in pairs:
+        diffs = [
+            f"{label} ({info.loc[a, col]} vs {info.loc[b, col]})"
+            for col, label in attrs
+            if col in info and str(info.loc[a, col]) != str(info.loc[b, col])
+        ]
+        what = ", ".join(diffs) if diffs else "nothing the registry records"
+        out.append(f"{a} vs {b} differ in {what}, so a difference between them is not a family effect alone")
+    return "; ".join(out) + "."
+
+
+def describe_survivors(counts: pd.DataFrame, words: pd.DataFrame) -> str:
+    """How many words survive the single-token filter, per pair, corpus and category, and how many would
+    with the other answer form."""
+    if counts.empty:
+        return "No model pair: no single-token filter."
+    out = []
+    names = words.drop_duplicates("pair").set_index("pair")[["model_p", "model_q"]] if len(words) else None
+    for (pair, corpus), grp in counts.groupby(["pair", "corpus"], sort=False):
+        per = ", ".join(f"{r.category} {r.n_survive} of {r.n_words}" for r in grp.itertuples())
+        mp, mq = names.loc[pair] if names is not None and pair in names.index else ("p", "q")
         out.append(
-            f"At the {level} level, **{best['metric']}** recovers the planted words best (R-precision "
-            f"{best['r_precision']:.2f}, AUC {best['auc']:.3f}, planted words' median rank "
-            f"{best['median_rank_planted']:.0f} of {best['n_candidates']}); **{worst['metric']}** does worst "
-            f"(R-precision {worst['r_precision']:.2f}, AUC {worst['auc']:.3f})."
+            f"**{pair}**, {corpus}: {int(grp['n_survive'].sum())} of {int(grp['n_words'].sum())} labelled words "
+            f"are one token under both models ({per}); {int(grp['n_single_p'].sum())} are one token under "
+            f"{mp}, {int(grp['n_single_q'].sum())} under {mq}."
+        )
+    for (_pair, mp, mq), sub in words.drop_duplicates(["pair", "word"]).groupby(
+        ["pair", "model_p", "model_q"], sort=False
+    ):
+        ex = sub.iloc[0]
+        other = int((sub["other_form_single_p"] & sub["other_form_single_q"]).sum())
+        out.append(
+            f"Answers are matched as each model scores them (e.g. {ex['answer_p']!r} for {mp}, "
+            f"{ex['answer_q']!r} for {mq}); with the other form for both (a leading space added in the chat "
+            f"format, removed in the raw one), {other} of these {len(sub)} words would be single tokens in both "
+            f"vocabularies, against {int(sub['survives'].sum())} as scored."
         )
     return " ".join(out)
+
+
+def describe_anova(anova: pd.DataFrame, posthocs: pd.DataFrame | None = None) -> str:
+    """The per-pair ANOVA in words: every model term with F, its df and the residual df, p; and the post-hoc
+    cells where the two models differ after the Benjamini-Hochberg correction."""
+    if anova.empty:
+        return "No ANOVA: it needs a pair of models and at least two categories with surviving words."
+    out = []
+    for (pair, corpus, metric), grp in anova.groupby(["pair", "corpus", "metric"], sort=False):
+        t = grp.set_index("term")
+        resid = float(t.loc["Residual", "df"])
+        bits = [f"{_TERMS[k]} {_f(t.loc[k], resid)}" for k in _TERMS if k in t.index and "model" in k]
+        text = f"**{pair}**, {corpus} ({metric}, {int(grp['n_points'].iloc[0])} points): " + "; ".join(bits)
+        if posthocs is not None and len(posthocs):
+            ph = posthocs[
+                (posthocs["pair"] == pair) & (posthocs["corpus"] == corpus) & (posthocs["metric"] == metric)
+            ]
+            sig = ph[ph["p_corrected"] < 0.05]
+            cells = ", ".join(
+                f"{r.category}/{r.framing} ({r.level_b} minus {r.level_a} {r.difference:+.1f} ranks, "
+                f"BH-corrected {_p(r.p_corrected)})"
+                for r in sig.itertuples()
+            )
+            text += (
+                f". Welch post-hocs: the models differ in {len(sig)} of {len(ph)} category x framing cells"
+                + (f": {cells}" if cells else "")
+            )
+        out.append(text + ".")
+    return " ".join(out)
+
+
+def describe_all_words_anova(anova: pd.DataFrame) -> str:
+    """The secondary analysis: the category x model term on summed log-probs and on token-count-adjusted ones,
+    with the residual df."""
+    if anova.empty:
+        return "No all-words ANOVA (it needs a pair of models)."
+    out = []
+    for (pair, corpus), grp in anova.groupby(["pair", "corpus"], sort=False):
+        bits = []
+        for metric, label in (
+            ("word_sum", "summed log-probs"),
+            ("word_sum_adjusted", "token-count adjusted"),
+        ):
+            t = grp[grp["metric"] == metric].set_index("term")
+            if "C(category):C(model)" in t.index:
+                bits.append(f"{label}: {_f(t.loc['C(category):C(model)'], float(t.loc['Residual', 'df']))}")
+        out.append(f"{pair}, {corpus}, category x model: " + "; ".join(bits))
+    return "; ".join(out) + "."
+
+
+def describe_token_counts(counts: pd.DataFrame) -> str:
+    """Mean token count per model and category: the length penalty of a summed log-prob is not shared."""
+    if counts.empty:
+        return ""
+    out = []
+    for (model, corpus), grp in counts.groupby(["model", "corpus"], sort=False):
+        per = ", ".join(
+            f"{r.category} {r.mean_tokens:.2f} ({100 * r.share_single_token:.0f}% one token)"
+            for r in grp.itertuples()
+        )
+        out.append(f"{model}, {corpus}: {per}")
+    return "Mean tokens per word as scored: " + "; ".join(out) + "."
+
+
+def describe_tail(tokens: pd.DataFrame, k: int = 15) -> str:
+    """Whether the raw log ratio's extremes are improbable tokens: the median mean probability ((p + q) / 2)
+    of the top ``k`` tokens by raw log ratio and by MWLR, per pair (over all prompts)."""
+    if tokens.empty:
+        return "No token-level rewards."
+    out = []
+    for pair, grp in tokens[tokens["framing"] == "all"].groupby("pair", sort=False):
+        mix = (grp["p"] + grp["q"]) / 2
+        by_lr = mix[grp["logratio"].nlargest(k).index].median()
+        by_mw = mix[grp["mwlr"].nlargest(k).index].median()
+        out.append(
+            f"{pair}: the {k} tokens with the highest raw log ratio have a median mean probability of "
+            f"{by_lr:.1e}, those with the highest MWLR {by_mw:.1e} ({by_mw / by_lr:.0e} times higher)"
+            if by_lr > 0
+            else f"{pair}: the {k} tokens with the highest raw log ratio have probability 0"
+        )
+    return "; ".join(out) + "."
+
+
+def describe_top_tokens(top: pd.DataFrame, k: int = 5) -> str:
+    """The ``k`` tokens at each end of each pair's token-level MWLR (all tokens, all prompts), quoted, and how
+    many of the top ones are words (letters only, at least three)."""
+    if top.empty:
+        return "No token-level rewards."
+    out = []
+    sel = top[(top["filter"] == "all tokens") & (top["framing"] == "all")]
+    for pair, grp in sel.groupby("pair", sort=False):
+        ends = {e: grp[grp["end"] == e].sort_values("position") for e in ("top", "bottom")}
+        n_words = int(ends["top"]["token"].str.fullmatch(r" ?[A-Za-z]{3,}").sum())
+        quoted = {e: ", ".join(repr(t) for t in d["token"].head(k)) for e, d in ends.items()}
+        out.append(
+            f"{pair}: highest {quoted['top']}; lowest {quoted['bottom']}; {n_words} of the top "
+            f"{len(ends['top'])} are words"
+        )
+    return "; ".join(out) + "."
 
 
 def describe_contrasts(contrasts: pd.DataFrame) -> str:
@@ -37,30 +202,107 @@ def describe_contrasts(contrasts: pd.DataFrame) -> str:
     return "; ".join(out) + "."
 
 
-def describe_anova(anova: pd.DataFrame) -> str:
-    """The model terms of the ANOVA in words."""
-    if anova.empty:
-        return "The ANOVA needs at least two models."
+def describe_recovery(recovery: pd.DataFrame) -> str:
+    """Per level, the metric that recovers the planted words best and worst in the tuned condition."""
+    if recovery.empty:
+        return "The planted-word validation was skipped (planted_model = '')."
+    df = recovery[(recovery["condition"] == "planted") & (recovery["target"] == "planted words")]
     out = []
-    for corpus, grp in anova.groupby("corpus", sort=False):
-        row = grp[grp["term"] == "C(category):C(framing):C(model)"]
-        row2 = grp[grp["term"] == "C(category):C(model)"]
-        bits = []
-        for name, r in (("category x model", row2), ("category x framing x model", row)):
-            if len(r):
-                bits.append(f"{name} F = {r['F'].iloc[0]:.2f}, p = {r['p'].iloc[0]:.3g}")
-        out.append(f"{corpus}: " + "; ".join(bits))
-    return ". ".join(out) + "."
+    for level, grp in df.groupby("level", sort=False):
+        best = grp.sort_values(["auc", "r_precision"], ascending=False).iloc[0]
+        worst = grp.sort_values(["auc", "r_precision"]).iloc[0]
+        out.append(
+            f"At the {level} level, **{best['metric']}** ranks the planted words highest (AUC {best['auc']:.3f}, "
+            f"R-precision {best['r_precision']:.2f}, median rank {best['median_rank_planted']:.0f} of "
+            f"{best['n_candidates']}); **{worst['metric']}** lowest (AUC {worst['auc']:.3f})."
+        )
+    return " ".join(out)
 
 
-def summary(anova: pd.DataFrame, contrasts: pd.DataFrame, recovery: pd.DataFrame) -> str:
-    """Markdown bullets of the chapter's findings: the ANOVA's model terms, the word-pair contrast and the
-    metric that recovers the planted words (:func:`describe_anova`, :func:`describe_contrasts`,
-    :func:`describe_recovery`)."""
+def describe_validation(validation: pd.DataFrame) -> str:
+    """The pass criterion per level and metric: AUC of the tuned model, the differences from the two controls
+    with their bootstrap intervals, pass or fail."""
+    if validation.empty:
+        return "The planted-word validation was skipped (planted_model = '')."
+    out = []
+    for r in validation.itertuples():
+        verdict = "passes" if r.passes else "fails"
+        ref = f" against {r.reference}" if r.level.startswith("word (") else ""
+        out.append(
+            f"{r.level}{ref}, **{r.metric}** {verdict}: AUC {r.auc_planted:.3f}, minus untuned "
+            f"{r.diff_untuned:+.3f} [{r.ci_low_untuned:+.3f}, {r.ci_high_untuned:+.3f}], minus sham "
+            f"{r.diff_sham:+.3f} [{r.ci_low_sham:+.3f}, {r.ci_high_sham:+.3f}]"
+        )
+    n = validation.iloc[0]
+    head = (
+        f"{int(validation['passes'].sum())} of {len(validation)} metric panels pass (95% intervals from "
+        f"{int(n['n_bootstrap'])} paired bootstrap replicates over prompts and planted words). "
+    )
+    return head + "; ".join(out) + "."
+
+
+def describe_metric_contrasts(contrasts: pd.DataFrame) -> str:
+    """MWLR against the raw log ratio on the tuned model, per level and reference: the AUC difference and its
+    paired-bootstrap interval."""
+    if contrasts.empty:
+        return ""
+    out = []
+    for r in contrasts.itertuples():
+        ref = f" against {r.reference}" if r.level.startswith("word (") else ""
+        out.append(
+            f"{r.level}{ref}: {r.metric_a} AUC {r.auc_a:.3f} vs {r.metric_b} {r.auc_b:.3f}, difference "
+            f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+        )
+    return (
+        "MWLR against the raw log ratio on the tuned model (95% paired-bootstrap intervals): "
+        + "; ".join(out)
+        + "."
+    )
+
+
+def describe_sham(recovery: pd.DataFrame, words: pd.DataFrame, losses: list[float], sham: list[float]) -> str:
+    """The sham control in numbers: frequency matching, the training losses, the sham's recovery of its own
+    words (whether the sham plant took)."""
+    if recovery.empty or words.empty:
+        return ""
+    sh = words[words["role"] == "sham"]
+    own = recovery[(recovery["target"] == "sham words") & (recovery["level"] == "word")]
+    best = own.sort_values("auc", ascending=False).iloc[0] if len(own) else None
+    text = (
+        f"The {len(sh)} sham words ({', '.join(sh['word'])}) differ from their planted words by "
+        f"{np.abs(sh['zipf_difference']).mean():.2f} Zipf on average (largest {np.abs(sh['zipf_difference']).max():.2f})."
+    )
+    if losses and sham:
+        text += (
+            f" Training loss of the planted fine-tune {losses[0]:.2f} -> {losses[-1]:.2f} (before the last step), "
+            f"of the sham {sham[0]:.2f} -> {sham[-1]:.2f}."
+        )
+    if best is not None:
+        text += (
+            f" The sham model ranks its own words with AUC up to {best['auc']:.3f} ({best['metric']}), so the "
+            "sham plant took."
+            if best["auc"] > 0.75
+            else f" The sham model ranks its own words with AUC at most {best['auc']:.3f} ({best['metric']})."
+        )
+    return text
+
+
+def summary(
+    single_anova: pd.DataFrame,
+    single_counts: pd.DataFrame,
+    all_words_anova: pd.DataFrame,
+    contrasts: pd.DataFrame,
+    validation: pd.DataFrame,
+) -> str:
+    """Markdown bullets of the chapter's findings, each from the tables of the run."""
+    n = single_counts.groupby(["pair", "corpus"])["n_survive"].sum().to_dict() if len(single_counts) else {}
+    surv = "; ".join(f"{p}, {c}: {int(v)} words" for (p, c), v in n.items()) or "no pair"
     return "\n".join(
         [
-            f"- **Models and categories** (ANOVA of the log-prob ranks): {describe_anova(anova)}",
+            f"- **Single-token words** (primary analysis): {surv}.",
+            f"- **Per-pair ANOVA of the single-token ranks**: {describe_anova(single_anova)}",
+            f"- **All words** (secondary, token counts differ): {describe_all_words_anova(all_words_anova)}",
             f"- **Word-pair contrast**: {describe_contrasts(contrasts)}",
-            f"- **Planted words**: {describe_recovery(recovery)}",
+            f"- **Planted words against the controls**: {describe_validation(validation)}",
         ]
     )
