@@ -423,6 +423,37 @@ class PairSelection:
         }
 
 
+def _tokenize_pair(
+    row: Any, tokenizers: Mapping[str, PreTrainedTokenizerBase], max_length: int | None, truncation: str
+) -> tuple[dict[str, tuple[list[int], list[int]]], dict[str, list[str]], list[str]]:
+    """One pair's (chosen, rejected) token ids per model under the length rule: ``(tokens, problems, cut)``,
+    ``problems`` mapping each reason it is not eligible to the models it applies to, ``cut`` the models
+    under which a side was left-truncated."""
+    problems: dict[str, list[str]] = {}
+    per_model: dict[str, tuple[list[int], list[int]]] = {}
+    cut: list[str] = []
+    for name, tok in tokenizers.items():
+        try:
+            c = tokenize_messages(tok, row["chosen"])
+            r = tokenize_messages(tok, row["rejected"])
+        except Exception as exc:  # a chat template may reject a conversation (jinja raise_exception)
+            problems.setdefault(f"rejected by the chat template ({type(exc).__name__})", []).append(name)
+            continue
+        if truncation == "left" and max_length is not None and max(len(c), len(r)) > max_length:
+            c = truncate_left(c, max_length, tok.bos_token_id)
+            r = truncate_left(r, max_length, tok.bos_token_id)
+            cut.append(name)
+        if max_length is not None and max(len(c), len(r)) > max_length:
+            problems.setdefault(f"longer than max_length={max_length}", []).append(name)
+        pad = tok.pad_token_id
+        if pad is not None and (pad in c or pad in r):
+            problems.setdefault("contains the pad token", []).append(name)
+        if c == r:
+            problems.setdefault("chosen equals rejected after tokenization", []).append(name)
+        per_model[name] = (c, r)
+    return per_model, problems, cut
+
+
 def select_pairs(
     pairs: pd.DataFrame,
     tokenizers: Mapping[str, PreTrainedTokenizerBase],
@@ -475,28 +506,7 @@ def select_pairs(
         ):
             reasons[str(row["problem"])] += 1
             continue
-        problems: dict[str, list[str]] = {}
-        per_model: dict[str, tuple[list[int], list[int]]] = {}
-        cut: list[str] = []
-        for name, tok in tokenizers.items():
-            try:
-                c = tokenize_messages(tok, row["chosen"])
-                r = tokenize_messages(tok, row["rejected"])
-            except Exception as exc:  # a chat template may reject a conversation (jinja raise_exception)
-                problems.setdefault(f"rejected by the chat template ({type(exc).__name__})", []).append(name)
-                continue
-            if truncation == "left" and max(len(c), len(r)) > max_length:
-                c = truncate_left(c, max_length, tok.bos_token_id)
-                r = truncate_left(r, max_length, tok.bos_token_id)
-                cut.append(name)
-            if max_length is not None and max(len(c), len(r)) > max_length:
-                problems.setdefault(f"longer than max_length={max_length}", []).append(name)
-            pad = tok.pad_token_id
-            if pad is not None and (pad in c or pad in r):
-                problems.setdefault("contains the pad token", []).append(name)
-            if c == r:
-                problems.setdefault("chosen equals rejected after tokenization", []).append(name)
-            per_model[name] = (c, r)
+        per_model, problems, cut = _tokenize_pair(row, tokenizers, max_length, truncation)
         if problems:
             # one reason per dropped pair: the first problem, with the models it applies to
             what, names = next(iter(problems.items()))

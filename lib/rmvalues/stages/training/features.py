@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
+    "CHECK_WORDS",
     "WordFeatures",
     "checkpoint_rewards",
     "digest",
@@ -51,6 +52,10 @@ __all__ = [
     "word_features",
     "word_features_cached",
 ]
+
+
+#: Words per prompt whose hidden states are checked against the scoring engine's rewards.
+CHECK_WORDS = 32
 
 
 def digest(obj: Any) -> str:
@@ -169,8 +174,9 @@ def word_features(
 
     The engine renders ``[user: prompt, assistant: word]`` token-exactly with the model's chat template and
     reuses the prompt's keys/values (:meth:`RewardScorer.features`, rows in input order). They are checked
-    against the engine's own rewards (``features @ head == scores``), so a change in the engine's batching is
-    caught, not silently misaligned.
+    against the engine's own rewards (``features @ head == scores``) on the first ``CHECK_WORDS`` words of
+    every prompt, so a change in the engine's batching or order is caught, not silently misaligned (the
+    rewards of all words would cost a second forward pass).
     """
     scorer = RewardScorer(model, tokenizer)
     head = model.score.weight.detach().double().cpu().numpy().reshape(-1)
@@ -184,8 +190,8 @@ def word_features(
             raise ScoringError(
                 f"the engine returned {hidden.shape[0]} hidden states for {len(ids)} candidates"
             )
-        scored = scorer.score(split, ids)
-        check = hidden.astype(np.float64) @ head
+        scored = scorer.score(split, ids[:CHECK_WORDS])
+        check = hidden[:CHECK_WORDS].astype(np.float64) @ head
         if not np.allclose(check, scored, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(scored).max()))):
             raise ScoringError(
                 "hidden states from the scoring engine do not reproduce its rewards (the engine's candidate "

@@ -78,8 +78,10 @@ def accuracy_summary(
     ``eval_pairs``: ``cell, pair_id, correct`` per held-out pair (head-only cells; None or empty: no
     pair-level interval). Columns: ``n_seeds, n_eval, accuracy`` (mean over seeds), ``sd``, ``seed_ci_low``,
     ``seed_ci_high`` (t over seeds), ``pair_ci_low``, ``pair_ci_high`` (bootstrap over pairs),
-    ``untrained_accuracy`` (mean over seeds of the randomly drawn head at step 0), ``train_accuracy``
-    (last logged training batch, mean over seeds), ``learns`` (both lower bounds above :data:`CHANCE`).
+    ``untrained_accuracy`` (mean over seeds of the randomly drawn head at step 0), ``train_accuracy`` (share
+    of its own training pairs the final head ranks correctly, ``train_accuracy_final``; the last logged
+    training batch where that is missing; mean over seeds), ``learns`` (both lower bounds above
+    :data:`CHANCE`).
     """
     from ...stats import mean_ci
 
@@ -98,7 +100,10 @@ def accuracy_summary(
                     p_lo, p_hi = pair_bootstrap_ci(wide.to_numpy(bool), n_bootstrap, seed, confidence)
         row.update(pair_ci_low=p_lo, pair_ci_high=p_hi)
         row["untrained_accuracy"] = float(g["eval_accuracy_start"].mean())
-        row["train_accuracy"] = float(g["train_accuracy_end"].mean())
+        train = g["train_accuracy_final"] if "train_accuracy_final" in g else pd.Series(dtype=float)
+        row["train_accuracy"] = float(
+            train.mean() if train.notna().all() and len(train) else g["train_accuracy_end"].mean()
+        )
         bounds = [b for b in (lo, p_lo) if not pd.isna(b)]
         row["learns"] = bool(bounds) and min(bounds) > CHANCE
         rows.append(row)
