@@ -152,17 +152,20 @@ def describe_accuracy(accuracy: pd.DataFrame) -> str:
             if not pd.isna(r["pair_ci_low"])
             else ""
         )
+        seeds = (
+            f"seeds {_ci(r['seed_ci_low'], r['seed_ci_high'], pct=True)}"
+            if not pd.isna(r["seed_ci_low"])
+            else "one seed, no interval over seeds"
+        )
         parts.append(
-            f"{r['base_model']}, {r['quantity']} pairs: {_pct(r['accuracy'])} (95 % intervals: seeds "
-            f"{_ci(r['seed_ci_low'], r['seed_ci_high'], pct=True)}{pair}; "
+            f"{r['base_model']}, {r['quantity']} pairs: {_pct(r['accuracy'])} (95 % intervals: {seeds}{pair}; "
             f"{'above chance' if r['learns'] else 'not above chance'})"
         )
     n_eval = int(accuracy["n_eval"].max())
     n_seeds = int(accuracy["n_seeds"].max())
     out = [
-        f"Held-out preference accuracy ({n_eval} pairs never trained on, mean over {n_seeds} seeds; chance 50 %): "
-        + "; ".join(parts)
-        + "."
+        f"Held-out preference accuracy ({n_eval} pairs never trained on, mean over {n_seeds} "
+        f"seed{'s' if n_seeds != 1 else ''}; chance 50 %): " + "; ".join(parts) + "."
     ]
     top = accuracy[accuracy["quantity"] == accuracy.groupby("base_model")["quantity"].transform("max")]
     for r in top.to_dict("records"):
@@ -202,7 +205,7 @@ def describe_gaps(final: pd.DataFrame, framing: str = "positive") -> str:
             else "one seed: no interval"
         )
         if pd.isna(r["ci_low"]):
-            lean = "no interval"
+            lean = ""
         elif r["ci_low"] > 0:
             lean = "Communion favoured"
         elif r["ci_high"] < 0:
@@ -215,7 +218,8 @@ def describe_gaps(final: pd.DataFrame, framing: str = "positive") -> str:
                 f"; random heads {_ci(r['null_low'], r['null_high'])}, "
                 f"{_pct(r['null_share_beyond'])} of them at least as far from 0"
             )
-        parts.append(f"{r['base_model']}, {r['quantity']} pairs: {_f(r['gap'])} ({ci}; {lean}{null})")
+        lean = f"; {lean}" if lean else ""
+        parts.append(f"{r['base_model']}, {r['quantity']} pairs: {_f(r['gap'])} ({ci}{lean}{null})")
     return (
         f"Agency minus Communion median rank at the last checkpoint under {framing} prompts (positive: "
         "Communion words get more reward; mean over seeds): " + "; ".join(parts) + "."
