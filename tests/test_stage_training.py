@@ -201,7 +201,15 @@ def test_repository_config_and_grids_are_valid():
     cfg = config.load_config()
     assert {"default", "tiny", "full"} <= set(cfg.grids)
     default = config.grid_spec("default", config=cfg)
-    assert len(default.models) >= 2 and len(default.quantities) >= 2 and len(default.seeds) >= 3
+    # the issue's floor: >= 3 quantities spanning an order of magnitude up to >= 400 pairs, >= 5 seeds that
+    # draw their own subsets from a larger pool, >= 300 held-out pairs, no pair dropped for length
+    q, d = default.quantities, default.settings
+    assert len(default.models) >= 2 and len(q) >= 3 and max(q) >= 400 and max(q) >= 10 * min(q)
+    assert len(default.seeds) >= 5 and d.eval_pairs >= 300 and d.train_pool > max(q)
+    assert (d.method, d.truncation, d.feature_cache) == ("head", "left", True)
+    # the scoring stage's defaults name these cells
+    names = {c.name for c in default.cells()}
+    assert {"gemma3-270m-hh-head-n128-s0", "smollm2-135m-instruct-hh-head-n128-s0"} <= names
     full = config.grid_spec("full", config=cfg)
     s = full.settings
     assert (s.method, s.lora_r, s.lora_alpha, s.lora_dropout) == ("lora", 32, 64, 0.05)
@@ -448,9 +456,9 @@ def test_grid_trains_registers_and_resumes_only_unfinished_cells(tiny_grid):
     # registered: loadable by name through the registry file
     spec0 = get_spec(names[0], extra=[first.registry])
     assert spec0.kind == "reward-model" and spec0.architecture == "LlamaForSequenceClassification"
-    # trajectories: every checkpoint (0, 1, 2) of every cell scored on the corpus words
+    # trajectories: every checkpoint after the random head (1, 2) of every cell scored on the corpus words
     traj = first.trajectories
-    assert sorted(traj["step"].unique()) == [0, 1, 2]
+    assert sorted(traj["step"].unique()) == [1, 2]
     assert traj.groupby(["cell", "step"])["word"].nunique().min() == traj["word"].nunique() > 200
     # interrupt the second cell: its marker is gone; the first must not be retrained
     marker0 = (out / "cells" / names[0] / "cell.json").stat().st_mtime_ns
@@ -478,7 +486,7 @@ def test_lora_grid_scores_every_saved_checkpoint(tiny_grid):
     spec = config.grid_spec("g", {"seeds": [0], "settings": settings}, config=cfg)
     out = grid.run_grid(spec, tmp / "lora", **kw)
     traj = out.trajectories
-    assert sorted(traj["step"].unique()) == [0, 1, 2]
+    assert sorted(traj["step"].unique()) == [1, 2]  # checkpoint-0 (the drawn head) is not scored
     # the registered (merged) RM scores exactly like the last checkpoint
     spec0 = get_spec(out.cells["cell"].iloc[0], extra=[out.registry])
     model, tok, _ = load_reward_model(spec0)
@@ -488,8 +496,9 @@ def test_lora_grid_scores_every_saved_checkpoint(tiny_grid):
     ]
     last = traj[traj["step"] == 2].drop_duplicates("word").set_index("word").loc[words, "score"].to_numpy()
     np.testing.assert_allclose(live, last, atol=1e-4)
-    first = traj[traj["step"] == 0].drop_duplicates("word").set_index("word").loc[words, "score"].to_numpy()
+    first = traj[traj["step"] == 1].drop_duplicates("word").set_index("word").loc[words, "score"].to_numpy()
     assert not np.allclose(first, last)
+    assert out.eval_pairs.empty and out.null.empty  # per-pair margins and the null: head-only cells
 
 
 def test_grid_refuses_bad_data_before_training(tiny_grid):
@@ -535,12 +544,19 @@ def test_run_writes_every_output_and_hands_off_the_registry(tmp_path, corpora_re
     expected = {
         "cells",
         "data",
+        "bases",
+        "accuracy",
+        "eval_pairs",
+        "train_subsets",
         "history",
         "trajectories",
         "category_trajectories",
         "seed_summary",
         "gaps",
+        "null_gaps",
+        "final_gaps",
         "word_movers",
+        "paper_files",
         "paper_training_gaps",
         "paper_vs_ours",
     }
@@ -651,6 +667,11 @@ def test_paper_training_results(shared_mirror):
     results, files = paper.load_paper_training_results()
     info = files.set_index("dataset")
     assert info.loc["uf_13", "identical_to"] == "uf_27" and info.loc["uf_27", "identical_to"] == "uf_13"
+    # the byte-identical copy is not counted as a run of its own: only uf_27 stays
+    assert not info.loc["uf_13", "used"] and info.loc["uf_27", "used"] and info["used"].sum() == len(info) - 1
+    assert "uf_13" not in set(results["dataset"]) and "uf_27" in set(results["dataset"])
+    text = training.text.describe_paper(None, files)
+    assert "uf_13 (Unified-Feedback 13K) is byte-identical to uf_27" in text
     assert info.loc["uf_100", "duplicate_rows_dropped"] > 0
     assert set(results["category"]) == {"Agency", "Communion"}
     assert "unknown" not in set(results["base_model"])
@@ -695,3 +716,351 @@ def test_source_needs_exactly_one_origin_and_a_known_format():
         prefs.PreferenceDataError, match=r"format 'csv'; valid formats: hh-rlhf, messages, rated-pair"
     ):
         prefs.parse_source("x", {"path": "a.jsonl", "format": "csv"})
+
+
+# -- the length rule, per-seed subsets, intervals, the feature cache (issue 10) ----------------------------
+
+
+def test_truncate_left_keeps_the_bos_and_the_end():
+    assert prefs.truncate_left([9, 1, 2, 3, 4, 5], 4, bos_id=9) == [9, 3, 4, 5]
+    assert prefs.truncate_left([7, 1, 2, 3, 4, 5], 4, bos_id=9) == [2, 3, 4, 5]  # no BOS: the last 4
+    assert prefs.truncate_left([7, 1, 2, 3, 4, 5], 4) == [2, 3, 4, 5]
+    assert prefs.truncate_left([9, 1, 2], 4, bos_id=9) == [9, 1, 2]  # short enough: unchanged
+    assert prefs.truncate_left([9, 1, 2, 3], 4, bos_id=9) == [9, 1, 2, 3]
+    with pytest.raises(ValueError, match="max_length must be >= 2"):
+        prefs.truncate_left([1, 2, 3], 1)
+
+
+def test_left_truncation_drops_no_pair_for_length_and_keeps_the_end():
+    tok_a, tok_b = tiny_tokenizer("llama"), tiny_tokenizer("gemma")
+    pairs = _pairs(40)
+    full = {
+        m: {
+            pid: (prefs.tokenize_messages(t, c), prefs.tokenize_messages(t, r))
+            for pid, c, r in zip(pairs["pair_id"], pairs["chosen"], pairs["rejected"], strict=True)
+        }
+        for m, t in (("a", tok_a), ("b", tok_b))
+    }
+    limit = int(min(np.median([len(c) for c, _ in full[m].values()]) for m in full))
+    kw = dict(n_eval=5, n_train=30, max_length=limit, source="t")
+    sel = prefs.select_pairs(pairs, {"a": tok_a, "b": tok_b}, truncation="left", **kw)
+    assert not any(k.startswith("longer than") for k in sel.reasons)  # nothing dropped for length
+    n_cut = {"a": 0, "b": 0}
+    for m, tok in (("a", tok_a), ("b", tok_b)):
+        for pid in sel.eval_ids + sel.train_ids:
+            for got, whole in zip(sel.tokens[m][pid], full[m][pid], strict=True):
+                assert len(got) == min(len(whole), limit)
+                if len(whole) > limit:
+                    assert got[-(limit - 1) :] == whole[-(limit - 1) :]  # the end of the conversation
+                    keep_bos = whole[0] == tok.bos_token_id
+                    assert got[0] == (whole[0] if keep_bos else whole[-limit])
+                else:
+                    assert got == whole
+            n_cut[m] += any(len(w) > limit for w in full[m][pid])
+    assert sel.n_truncated == n_cut and n_cut["a"] > 0 and n_cut["b"] > 0
+    assert sel.summary()["left-truncated: a"] == n_cut["a"] and sel.summary()["truncation"] == "left"
+    # with the drop rule the same limit drops pairs (here: every one)
+    with pytest.raises(prefs.PreferenceDataError, match=r"\(\d+ longer than max_length="):
+        prefs.select_pairs(pairs, {"a": tok_a}, n_eval=5, n_train=5, max_length=limit, source="t")
+    with pytest.raises(prefs.PreferenceDataError, match="truncation is 'right'"):
+        prefs.select_pairs(pairs, {"a": tok_a}, truncation="right", **kw)
+
+
+def test_per_seed_subsets_differ_between_seeds_and_nest_within_a_seed():
+    tok = tiny_tokenizer("llama")
+    sel = prefs.select_pairs(_pairs(40), {"a": tok}, n_eval=5, n_train=30, max_length=200, source="t")
+    pool = set(sel.train_ids)
+    subsets = {s: sel.subset(20, s) for s in range(5)}
+    for s, ids in subsets.items():
+        assert len(set(ids)) == 20 and set(ids) <= pool and not set(ids) & set(sel.eval_ids)
+        assert sel.subset(8, s) == ids[:8]  # nested within a seed
+        assert sel.subset(20, s) == ids  # deterministic
+        assert sorted(sel.seed_order(s)) == sorted(sel.train_ids)
+    assert len({tuple(sorted(v)) for v in subsets.values()}) == 5  # every seed trains on other pairs
+    assert sel.subset(8) == sel.train_ids[:8]  # without a seed: the pool's own order
+    # the grid: each cell's key names its seed's pairs; the subset table lists them
+    spec = config.grid_spec(
+        "tiny", {"quantities": [4, 8], "seeds": [0, 1], "models": ["smollm2-135m-instruct"]}
+    )
+    table = grid.subset_table(spec, {"hh": sel})
+    assert len(table) == 2 * (4 + 8)
+    for (q, s), g in table.groupby(["quantity", "seed"]):
+        assert g.sort_values("position")["pair_id"].tolist() == sel.subset(q, s)
+    data = trainer.cell_data(sel, "a", 8, seed=1)
+    assert data.train_ids == sel.subset(8, 1) and data.eval_ids == sel.eval_ids
+
+
+def test_train_pool_and_truncation_settings_are_validated():
+    with pytest.raises(
+        config.TrainingConfigError, match=r"train_pool \(100\) is smaller than the largest quantity"
+    ):
+        config.grid_spec("default", {"settings": {"train_pool": 100}})
+    with pytest.raises(config.TrainingConfigError, match=r"truncation is 'middle'"):
+        config.make_settings({"truncation": "middle"})
+    with pytest.raises(config.TrainingConfigError, match=r"truncation left needs a max_length"):
+        config.make_settings({"truncation": "left", "max_length": None})
+    with pytest.raises(config.TrainingConfigError, match=r"feature_scaling standardize needs method head"):
+        config.make_settings({"feature_scaling": "standardize", "method": "lora"})
+
+
+def test_wilson_interval_and_pair_bootstrap_by_hand():
+    from rmvalues.stages.training import metrics
+
+    # Wilson, 18 of 30, z = 1.959964: centre (p + z^2/2n) / (1 + z^2/n), half z sqrt(p(1-p)/n + z^2/4n^2) / (...)
+    z, n, p = 1.959963984540054, 30, 0.6
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = metrics.wilson_ci(18, 30)
+    assert lo == pytest.approx(centre - half, abs=1e-12) and hi == pytest.approx(centre + half, abs=1e-12)
+    assert all(np.isnan(metrics.wilson_ci(0, 0)))
+    # every seed right on every pair: the bootstrap cannot move; half right on every pair: neither
+    assert metrics.pair_bootstrap_ci(np.ones((5, 50), bool)) == (1.0, 1.0)
+    half_right = np.tile(np.array([True, False] * 5)[:, None], (1, 40))
+    assert metrics.pair_bootstrap_ci(half_right) == (0.5, 0.5)
+    # pairs either always right or always wrong (60 %): the interval is the binomial bootstrap's, around 0.6
+    c = np.zeros((5, 300), bool)
+    c[:, :180] = True
+    lo, hi = metrics.pair_bootstrap_ci(c, n_bootstrap=4000, seed=1)
+    se = math.sqrt(0.6 * 0.4 / 300)
+    assert lo == pytest.approx(0.6 - 1.96 * se, abs=0.01) and hi == pytest.approx(0.6 + 1.96 * se, abs=0.01)
+
+
+def _cells_table(acc: dict[str, list[float]], n_eval: int = 300) -> pd.DataFrame:
+    rows = []
+    for base, values in acc.items():
+        for seed, a in enumerate(values):
+            rows.append(
+                {
+                    "cell": f"{base}-s{seed}",
+                    "base_model": base,
+                    "family": base,
+                    "data": "hh",
+                    "method": "head",
+                    "quantity": 400,
+                    "seed": seed,
+                    "n_eval_used": n_eval,
+                    "eval_accuracy_start": 0.5,
+                    "eval_accuracy_end": a,
+                    "train_accuracy_end": 0.7,
+                    "train_accuracy_final": 0.9,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_accuracy_summary_t_interval_over_seeds_and_the_learning_verdict():
+    from rmvalues.stages.training import metrics
+
+    cells = _cells_table({"good": [0.60, 0.62, 0.61, 0.63, 0.59], "flat": [0.52, 0.47, 0.50, 0.55, 0.46]})
+    summ = metrics.accuracy_summary(cells, None).set_index("base_model")
+    x = np.array([0.60, 0.62, 0.61, 0.63, 0.59])
+    half = 2.7764451051977987 * x.std(ddof=1) / math.sqrt(5)  # t(0.975, 4)
+    assert summ.loc["good", "accuracy"] == pytest.approx(x.mean())
+    assert summ.loc["good", "seed_ci_low"] == pytest.approx(x.mean() - half)
+    assert summ.loc["good", "learns"] and not summ.loc["flat", "learns"]
+    assert np.isnan(summ.loc["good", "pair_ci_low"])  # no per-pair margins given
+    # per-pair correctness: the pair interval joins the verdict (here it is wide: 60 of 100 pairs, 1 pattern)
+    pairs = []
+    for cell in cells[cells["base_model"] == "good"]["cell"]:
+        pairs += [{"cell": cell, "pair_id": j, "correct": j < 56} for j in range(100)]
+    summ = metrics.accuracy_summary(cells[cells["base_model"] == "good"], pd.DataFrame(pairs))
+    assert summ["pair_ci_low"].iloc[0] < 0.5 < summ["pair_ci_high"].iloc[0] and not summ["learns"].iloc[0]
+    # cells get Wilson intervals over their held-out pairs
+    with_ci = metrics.add_cell_intervals(cells)
+    assert with_ci["eval_correct"].iloc[0] == 180
+    assert (with_ci["eval_ci_low"].iloc[0], with_ci["eval_ci_high"].iloc[0]) == metrics.wilson_ci(180, 300)
+    text = training.text.describe_accuracy(metrics.accuracy_summary(cells, None))
+    assert "good's probe learns" in text and "flat's probe does not reach" in text
+    assert "rank 90.0 % of their own training pairs" in text  # the final head on all its training pairs
+    assert "fits its training pairs but what it fits does not carry over" in text
+
+
+def test_compare_bases_is_exact_with_five_seeds():
+    rows = []
+    for base, values in (("a", [5.0, 6, 7, 8, 9]), ("b", [0.0, 1, 2, 3, 4])):
+        for seed, v in enumerate(values):
+            rows.append(
+                {
+                    "cell": f"{base}{seed}",
+                    "base_model": base,
+                    "family": base,
+                    "data": "hh",
+                    "method": "head",
+                    "quantity": 40,
+                    "seed": seed,
+                    "step": 10,
+                    "framing": "positive",
+                    "gap": v,
+                }
+            )
+    comp = analysis.compare_bases(pd.DataFrame(rows))
+    r = comp.iloc[0]
+    assert r["checkpoint"] == "last" and r["difference"] == 5.0 and r["n_relabellings"] == 252
+    # fully separated groups: only the observed split and its mirror are as extreme
+    assert r["p_perm"] == pytest.approx(2 / 252) and r["p_min"] == pytest.approx(2 / 252)
+
+
+def test_pair_feature_cache_is_keyed_and_computes_only_missing_pairs(tmp_path, monkeypatch):
+    base = save_tiny_model(tmp_path / "tiny-base", "llama")
+    reg = write_registry(tmp_path / "models.yaml", {"tiny-base": registry_entry(base, "llama")})
+    spec = get_spec("tiny-base", extra=[reg])
+    tok = trainer.training_tokenizer(spec)
+    model = load_sequence_classifier(spec, tok)
+    pairs = _pairs(40)
+    pairs.attrs["sha256"] = "abc"
+    sel = prefs.select_pairs(
+        pairs, {"tiny-base": tok}, n_eval=4, n_train=12, max_length=40, truncation="left", source="t"
+    )
+    key = features.pair_feature_key(spec, sel)
+    assert key["data_sha256"] == "abc" and key["length_rule"] == {"max_length": 40, "truncation": "left"}
+    assert key["model"]["chat_template"] == spec.chat_template and "notes" not in key["model"]
+    # the key changes with the base entry, the data and the length rule
+    import dataclasses
+
+    other = [
+        features.pair_feature_key(dataclasses.replace(spec, chat_template="builtin:gemma"), sel),
+        features.pair_feature_key(spec, dataclasses.replace(sel, sha256="abd")),
+        features.pair_feature_key(spec, dataclasses.replace(sel, max_length=41)),
+        features.pair_feature_key(spec, dataclasses.replace(sel, truncation="drop")),
+    ]
+    assert len({features.digest(k) for k in [key, *other]}) == 5
+    assert features.digest(features.pair_feature_key(dataclasses.replace(spec, notes="x"), sel)) == (
+        features.digest(key)
+    )
+    calls: list[int] = []
+    real = RewardScorer.last_hidden
+
+    def counting(self, sequences, batch_size=None, progress=None):
+        calls.append(len(sequences))
+        return real(self, sequences, batch_size=batch_size, progress=progress)
+
+    monkeypatch.setattr(RewardScorer, "last_hidden", counting)
+    ids = sel.eval_ids + sel.train_ids[:6]
+    first = features.pair_features(model, tok, spec, sel, ids, tmp_path, 4)
+    assert calls == [2 * len(ids)]
+    # more pairs later: only the new ones run through the base; the cached ones come back unchanged
+    more = features.pair_features(model, tok, spec, sel, sel.eval_ids + sel.train_ids, tmp_path, 4)
+    assert calls == [2 * len(ids), 2 * 6]
+    for i in ids:
+        np.testing.assert_array_equal(more[i][0], first[i][0])
+    # the features are the hidden states the head reads of the (truncated) token ids
+    i = sel.train_ids[7]
+    alone = real(RewardScorer(model, tok), [sel.tokens["tiny-base"][i][0]])
+    np.testing.assert_allclose(more[i][0], alone[0], atol=1e-5)
+    # nothing new: no forward pass; a pair whose tokens changed is computed again
+    features.pair_features(model, tok, spec, sel, ids, tmp_path, 4)
+    assert len(calls) == 2
+    changed = dataclasses.replace(sel, tokens={"tiny-base": dict(sel.tokens["tiny-base"])})
+    c, r = changed.tokens["tiny-base"][ids[0]]
+    changed.tokens["tiny-base"][ids[0]] = (c[:-1], r)
+    features.pair_features(model, tok, spec, changed, ids, tmp_path, 4)
+    assert calls[-1] == 2
+    files = list((tmp_path / "features" / "tiny-base").glob("pairs-t-*.npz"))
+    assert len(files) == 1  # one file per key, extended
+
+
+def test_standardized_probe_saves_a_head_on_the_raw_features(tmp_path):
+    tok, data = _data(n_train=12, n_eval=6)
+    model = _fresh_model(tok)
+    seqs = [c for c, _ in data.train] + [r for _, r in data.train] + [c for c, _ in data.eval]
+    seqs += [r for _, r in data.eval]
+    f = RewardScorer(model, tok).last_hidden(seqs, batch_size=4).astype(np.float64)
+    f[:, 0] *= 1000.0  # one outlier dimension, as in LM hidden states
+    n, m = len(data.train), len(data.eval)
+    t = torch.from_numpy(f.astype(np.float32))
+    feats = {"train": (t[:n], t[n : 2 * n]), "eval": (t[2 * n : 2 * n + m], t[2 * n + m :])}
+    s = _settings(feature_cache=True, feature_scaling="standardize", epochs=3)
+    out = trainer.train_reward_model(model, tok, data, s, 0, tmp_path / "std", feats)
+    mean, sd = trainer.standardizer(f[: 2 * n])
+    np.testing.assert_allclose(out.scale, sd)
+    # the raw head gives the trained model's margins: chosen - rejected on the raw features
+    last = out.heads[max(out.heads)]
+    raw = (f[2 * n : 2 * n + m] - f[2 * n + m :]) @ last.astype(np.float64)
+    std = ((f[2 * n : 2 * n + m] - mean) / sd - (f[2 * n + m :] - mean) / sd) @ (last * sd)
+    np.testing.assert_allclose(raw, std, rtol=1e-4, atol=1e-6)
+    hist = trainer.tidy_history(out.log_history)
+    ev = hist[hist["split"] == "eval"].sort_values("step").iloc[-1]
+    assert ev["accuracy"] == pytest.approx(np.mean(raw > 0))
+    assert ev["margin"] == pytest.approx(np.mean(raw), rel=1e-4, abs=1e-6)
+    idx = {i: (f[k], f[n + k]) for k, i in enumerate(data.train_ids)}
+    idx |= {i: (f[2 * n + k], f[2 * n + m + k]) for k, i in enumerate(data.eval_ids)}
+    margins = grid.eval_margins(last, data.eval_ids, idx)
+    np.testing.assert_allclose(margins["margin"], raw, rtol=1e-5, atol=1e-6)
+
+
+def test_null_gaps_are_deterministic_random_readouts():
+    words = ["a1", "a2", "a3", "c1", "c2", "c3"]
+    labels = pd.DataFrame(
+        {
+            "corpus": "toy",
+            "word": words,
+            "category": ["Agency"] * 3 + ["Communion"] * 3,
+            "subcategory": None,
+        }
+    )
+    rng = np.random.default_rng(0)
+    wf = features.WordFeatures(
+        "m",
+        ["greatest_ever_one", "worst_ever_one"],
+        words,
+        {"greatest_ever_one": [1] * 6, "worst_ever_one": [1] * 6},
+        {p: rng.normal(size=(6, 5)) for p in ("greatest_ever_one", "worst_ever_one")},
+    )
+    cell = config.Cell("m", "hh", "head", 40, 0)
+    a = analysis.null_gaps(cell, "fam", wf, None, labels, n_heads=7)
+    b = analysis.null_gaps(cell, "fam", wf, None, labels, n_heads=7)
+    pd.testing.assert_frame_equal(a, b)
+    assert sorted(a["head"].unique()) == list(range(1, 8)) and set(a["framing"]) == {"positive", "negative"}
+    # a scale only rescales dimensions of the draw: with scale 1 it is the same draw
+    c = analysis.null_gaps(cell, "fam", wf, np.ones(5), labels, n_heads=7)
+    pd.testing.assert_frame_equal(a, c)
+    # gaps of 3 vs 3 words lie in [-3, 3]; the summary places a trained gap against them
+    assert a["gap"].abs().max() <= 3
+    trained = a.assign(step=10, head=None).drop(columns="head").iloc[:2].assign(gap=[2.9, 2.9])
+    final = analysis.final_gaps(trained, a)
+    row = final[final["framing"] == trained["framing"].iloc[0]].iloc[0]
+    sub = a[a["framing"] == row["framing"]]["gap"]
+    assert row["null_share_beyond"] == pytest.approx(np.mean(sub.abs() >= 2.9))
+    assert row["null_low"] == pytest.approx(np.percentile(sub, 2.5)) and row["n_null"] == 7
+
+
+def test_describe_confounds_names_every_difference():
+    bases = pd.DataFrame(
+        [
+            {
+                "base_model": "g",
+                "family": "gemma",
+                "type": "pretrained",
+                "size": "270M",
+                "quantization": "Q4_K_M",
+                "weights": "g.gguf",
+                "tokenizer_vocab": 262145,
+                "hidden_size": 640,
+                "layers": 18,
+                "chat_template": "builtin:gemma",
+            },
+            {
+                "base_model": "s",
+                "family": "smollm",
+                "type": "instruction-tuned",
+                "size": "135M",
+                "quantization": "Q4_1",
+                "weights": "s.gguf",
+                "tokenizer_vocab": 49152,
+                "hidden_size": 576,
+                "layers": 30,
+                "chat_template": "tokenizer",
+            },
+        ]
+    )
+    text = training.text.describe_confounds(bases)
+    for part in (
+        "training type (pretrained vs instruction-tuned)",
+        "size (270M vs 135M)",
+        "quantization of the weight file (Q4_K_M vs Q4_1)",
+        "tokenizer vocabulary (262,145 tokens vs 49,152 tokens)",
+        "hidden size the head reads (640 vs 576)",
+        "chat template (builtin:gemma vs tokenizer)",
+        "The pretrained g reads the conversations in a chat format it was not trained on",
+    ):
+        assert part in text

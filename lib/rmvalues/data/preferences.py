@@ -34,6 +34,16 @@ is too long for one model only) and contain no pad token (the sequence-classific
 real token by the pad id). The first ``n_eval`` eligible pairs are the held-out set; the following ones
 form the training pool, and a quantity ``n`` trains on the first ``n`` of the pool: the 64-pair subset is
 inside the 128-pair subset, which is inside the 256-pair subset, and so on.
+
+**Length rule** (``truncation``). ``"drop"`` (the default, TRL's behaviour): a pair with a side longer than
+``max_length`` tokens is not eligible. ``"left"``: a longer sequence is *left-truncated* to ``max_length``
+tokens (:func:`truncate_left`: the template's leading BOS token is kept, then the last ``max_length - 1``
+tokens), so the end of the conversation, where chosen and rejected differ, is kept and no pair is dropped
+for length; the eligibility checks then apply to the truncated sequences.
+
+**Per-seed subsets** (:meth:`PairSelection.subset` with ``seed``). Each seed draws its own order of the
+training pool (``default_rng([data_seed, seed])``) and a quantity ``n`` trains on the first ``n`` pairs of
+that order: subsets differ between seeds (as far as the pool allows) and stay nested within a seed.
 """
 
 from __future__ import annotations
@@ -61,6 +71,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
 FORMATS = ("hh-rlhf", "messages", "rated-pair")
+#: How sequences longer than ``max_length`` are handled (:func:`select_pairs`).
+TRUNCATIONS = ("drop", "left")
 #: Columns each format needs.
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "hh-rlhf": ("chosen", "rejected"),
@@ -340,6 +352,23 @@ def tokenize_messages(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Map
     return list(tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=True)["input_ids"])
 
 
+def truncate_left(ids: Sequence[int], max_length: int, bos_id: int | None = None) -> list[int]:
+    """``ids`` cut to at most ``max_length`` tokens from the left, keeping the end of the sequence.
+
+    When the sequence starts with ``bos_id`` (the tokenizer's BOS token, written by the chat template) that
+    first token is kept and followed by the last ``max_length - 1`` tokens (models expect their BOS at
+    position 0); otherwise the last ``max_length`` tokens are kept. Shorter sequences are returned unchanged.
+    """
+    ids = list(ids)
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2 to truncate, not {max_length}")
+    if len(ids) <= max_length:
+        return ids
+    if bos_id is not None and ids[0] == bos_id:
+        return ids[:1] + ids[len(ids) - (max_length - 1) :]
+    return ids[len(ids) - max_length :]
+
+
 @dataclass
 class PairSelection:
     """The outcome of :func:`select_pairs`: held-out and training pairs, tokenized per model."""
@@ -355,15 +384,24 @@ class PairSelection:
     data_seed: int
     sha256: str | None = None
     messages: dict[int, tuple[list[dict[str, str]], list[dict[str, str]]]] = field(default_factory=dict)
+    truncation: str = "drop"
+    n_truncated: dict[str, int] = field(default_factory=dict)  # model -> selected pairs with a truncated side
 
-    def subset(self, n: int) -> list[int]:
-        """The first ``n`` training pairs (nested: ``subset(m)`` is a prefix of ``subset(n)`` for m <= n)."""
+    def seed_order(self, seed: int) -> list[int]:
+        """The training pool in the order drawn for ``seed`` (``default_rng([data_seed, seed])``)."""
+        perm = np.random.default_rng([int(self.data_seed), int(seed)]).permutation(len(self.train_ids))
+        return [self.train_ids[int(i)] for i in perm]
+
+    def subset(self, n: int, seed: int | None = None) -> list[int]:
+        """The training pairs of quantity ``n``: the first ``n`` of the pool (``seed`` None), or the first ``n``
+        of the pool in ``seed``'s order (:meth:`seed_order`). Nested either way: ``subset(m, s)`` is a prefix
+        of ``subset(n, s)`` for m <= n."""
         if n > len(self.train_ids):
             raise PreferenceDataError(
                 f"source {self.source!r}: quantity {n} is larger than the {len(self.train_ids)} training pairs "
                 "selected"
             )
-        return self.train_ids[:n]
+        return (self.train_ids if seed is None else self.seed_order(seed))[:n]
 
     def digest(self, ids: Sequence[int]) -> str:
         """A short hash of a list of pair ids (identifies a cell's training data in its manifest)."""
@@ -378,9 +416,42 @@ class PairSelection:
             "n_eval": len(self.eval_ids),
             "n_train_pool": len(self.train_ids),
             "max_length": self.max_length,
+            "truncation": self.truncation,
             "data_seed": self.data_seed,
+            **{f"left-truncated: {m}": v for m, v in sorted(self.n_truncated.items())},
             **{f"dropped: {k}": v for k, v in sorted(self.reasons.items())},
         }
+
+
+def _tokenize_pair(
+    row: Any, tokenizers: Mapping[str, PreTrainedTokenizerBase], max_length: int | None, truncation: str
+) -> tuple[dict[str, tuple[list[int], list[int]]], dict[str, list[str]], list[str]]:
+    """One pair's (chosen, rejected) token ids per model under the length rule: ``(tokens, problems, cut)``,
+    ``problems`` mapping each reason it is not eligible to the models it applies to, ``cut`` the models
+    under which a side was left-truncated."""
+    problems: dict[str, list[str]] = {}
+    per_model: dict[str, tuple[list[int], list[int]]] = {}
+    cut: list[str] = []
+    for name, tok in tokenizers.items():
+        try:
+            c = tokenize_messages(tok, row["chosen"])
+            r = tokenize_messages(tok, row["rejected"])
+        except Exception as exc:  # a chat template may reject a conversation (jinja raise_exception)
+            problems.setdefault(f"rejected by the chat template ({type(exc).__name__})", []).append(name)
+            continue
+        if truncation == "left" and max_length is not None and max(len(c), len(r)) > max_length:
+            c = truncate_left(c, max_length, tok.bos_token_id)
+            r = truncate_left(r, max_length, tok.bos_token_id)
+            cut.append(name)
+        if max_length is not None and max(len(c), len(r)) > max_length:
+            problems.setdefault(f"longer than max_length={max_length}", []).append(name)
+        pad = tok.pad_token_id
+        if pad is not None and (pad in c or pad in r):
+            problems.setdefault("contains the pad token", []).append(name)
+        if c == r:
+            problems.setdefault("chosen equals rejected after tokenization", []).append(name)
+        per_model[name] = (c, r)
+    return per_model, problems, cut
 
 
 def select_pairs(
@@ -393,14 +464,21 @@ def select_pairs(
     data_seed: int = 0,
     source: str = "",
     progress: Callable[[int], Any] | None = None,
+    truncation: str = "drop",
 ) -> PairSelection:
     """Held-out and nested training pairs that every model in ``tokenizers`` can train on (module docstring).
 
     Visits pairs in the order of ``default_rng(data_seed).permutation`` until ``n_eval + n_train`` eligible
-    pairs are found. Raises :class:`PreferenceDataError` (before any training) when the source holds fewer.
+    pairs are found. ``truncation``: ``"drop"`` pairs longer than ``max_length``, or left-truncate their
+    sequences (``"left"``, :func:`truncate_left`). Raises :class:`PreferenceDataError` (before any training)
+    when the source holds fewer eligible pairs.
     """
     if n_eval < 0 or n_train < 1:
         raise PreferenceDataError(f"n_eval must be >= 0 and n_train >= 1 (got {n_eval}, {n_train})")
+    if truncation not in TRUNCATIONS:
+        raise PreferenceDataError(f"truncation is {truncation!r}; valid: {', '.join(TRUNCATIONS)}")
+    if truncation == "left" and (max_length is None or max_length < 2):
+        raise PreferenceDataError("left truncation needs a max_length of at least 2 tokens")
     need = n_eval + n_train
     n_rows = int(pairs.attrs.get("n_rows", len(pairs)))
     if need > len(pairs):
@@ -413,6 +491,7 @@ def select_pairs(
     tokens: dict[str, dict[int, tuple[list[int], list[int]]]] = {m: {} for m in tokenizers}
     messages: dict[int, tuple[list[dict[str, str]], list[dict[str, str]]]] = {}
     chosen_ids: list[int] = []
+    truncated: Counter[str] = Counter()
     examined = 0
     for pos in order:
         if len(chosen_ids) >= need:
@@ -427,23 +506,7 @@ def select_pairs(
         ):
             reasons[str(row["problem"])] += 1
             continue
-        problems: dict[str, list[str]] = {}
-        per_model: dict[str, tuple[list[int], list[int]]] = {}
-        for name, tok in tokenizers.items():
-            try:
-                c = tokenize_messages(tok, row["chosen"])
-                r = tokenize_messages(tok, row["rejected"])
-            except Exception as exc:  # a chat template may reject a conversation (jinja raise_exception)
-                problems.setdefault(f"rejected by the chat template ({type(exc).__name__})", []).append(name)
-                continue
-            if max_length is not None and max(len(c), len(r)) > max_length:
-                problems.setdefault(f"longer than max_length={max_length}", []).append(name)
-            pad = tok.pad_token_id
-            if pad is not None and (pad in c or pad in r):
-                problems.setdefault("contains the pad token", []).append(name)
-            if c == r:
-                problems.setdefault("chosen equals rejected after tokenization", []).append(name)
-            per_model[name] = (c, r)
+        per_model, problems, cut = _tokenize_pair(row, tokenizers, max_length, truncation)
         if problems:
             # one reason per dropped pair: the first problem, with the models it applies to
             what, names = next(iter(problems.items()))
@@ -452,6 +515,7 @@ def select_pairs(
             continue
         for name, pair in per_model.items():
             tokens[name][pid] = pair
+        truncated.update(cut)
         messages[pid] = (row["chosen"], row["rejected"])
         chosen_ids.append(pid)
     if len(chosen_ids) < need:
@@ -473,4 +537,6 @@ def select_pairs(
         data_seed=data_seed,
         sha256=pairs.attrs.get("sha256"),
         messages=messages,
+        truncation=truncation,
+        n_truncated={m: truncated.get(m, 0) for m in tokenizers} if truncation == "left" else {},
     )

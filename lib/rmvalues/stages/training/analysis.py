@@ -1,10 +1,16 @@
 """Trajectories of the trained RMs: the long scores table per checkpoint, category median ranks (paper Fig. 4),
-their mean across seeds with t intervals (the paper had one seed), the Agency - Communion gap, the comparison
-of base models, and the words that rose or fell most (paper Fig. 5)."""
+their mean across seeds with t intervals (the paper had one seed), the Agency - Communion gap, its
+random-head null, the comparison of base models at matched quantities, and the words that rose or fell most
+(paper Fig. 5).
+
+Trajectories start at the first checkpoint after step 0: step 0 is a randomly drawn head, so a change
+"from step 0" would be movement away from noise (the paper's trajectories start at step 1,000)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from math import comb
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,9 +20,12 @@ from ...data.scores import SCORE_COLUMNS, conform
 from .config import Cell
 
 __all__ = [
+    "NULL_HEADS",
     "category_gaps",
     "category_trajectories",
     "compare_bases",
+    "final_gaps",
+    "null_gaps",
     "mover_balance",
     "per_cell_category",
     "seed_summary",
@@ -27,6 +36,8 @@ __all__ = [
 
 #: Columns that identify a checkpoint of a cell in the trajectory tables.
 META = ["cell", "base_model", "data", "method", "quantity", "seed", "step"]
+#: Random heads per head-only cell for the untrained-readout null of the category gaps (:func:`null_gaps`).
+NULL_HEADS = 40
 
 
 def trajectory_table(
@@ -153,21 +164,20 @@ def category_gaps(cat: pd.DataFrame, first: str = "Agency", second: str = "Commu
 
 
 def compare_bases(gaps: pd.DataFrame, n_permutations: int = 9999, seed: int = 0) -> pd.DataFrame:
-    """Between every two base models, per data, quantity and framing, at the first and last checkpoint: the
-    difference of mean gaps across seeds, Welch's t confidence interval, a permutation Welch test and Cohen's d
-    (:func:`rmvalues.stats.permutation_welch`, :func:`rmvalues.stats.cohens_d`). With 3 seeds per base the
-    exact permutation test cannot go below p = 0.1: the seeds show spread, not significance."""
+    """Between every two base models at matched quantities (per data, quantity and framing), at each cell's
+    last checkpoint: the difference of mean gaps across seeds (the sampled unit: one trained RM per seed),
+    Welch's t confidence interval, a permutation Welch test and Cohen's d
+    (:func:`rmvalues.stats.permutation_welch`, :func:`rmvalues.stats.cohens_d`). The permutation test is exact
+    when the relabellings (``n_relabellings``) are at most ``n_permutations``; ``p_min`` is the smallest p it
+    can give (2 / relabellings for equal groups: 0.0079 with 5 seeds per base)."""
     rows = []
     for (data, quantity, framing), g in gaps.groupby(["data", "quantity", "framing"], sort=True):
         bases = sorted(g["base_model"].unique())
         for i, a in enumerate(bases):
             for b in bases[i + 1 :]:
-                for when in ("first", "last"):
-                    row = {"data": data, "quantity": quantity, "framing": framing, "checkpoint": when}
-                    rows.append(
-                        row
-                        | _compare_two(a, _gaps_at(g, a, when), b, _gaps_at(g, b, when), n_permutations, seed)
-                    )
+                row = {"data": data, "quantity": quantity, "framing": framing, "checkpoint": "last"}
+                x, y = _gaps_at(g, a, "last"), _gaps_at(g, b, "last")
+                rows.append(row | _compare_two(a, x, b, y, n_permutations, seed))
     return pd.DataFrame(rows)
 
 
@@ -190,7 +200,18 @@ def _compare_two(
     if len(x) >= 2 and len(y) >= 2:
         ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
         _, p = permutation_welch(x, y, n_permutations, seed)
-        row.update(ci_low=float(ci.low), ci_high=float(ci.high), p_perm=p, d=cohens_d(x, y))
+        n_rel = comb(len(x) + len(y), len(x))
+        p_min = (
+            (2 if len(x) == len(y) else 1) / n_rel if n_rel <= n_permutations else 1 / (n_permutations + 1)
+        )
+        row.update(
+            ci_low=float(ci.low),
+            ci_high=float(ci.high),
+            p_perm=p,
+            n_relabellings=n_rel,
+            p_min=p_min,
+            d=cohens_d(x, y),
+        )
     return row
 
 
@@ -204,8 +225,9 @@ def _gaps_at(g: pd.DataFrame, base: str, when: str) -> np.ndarray:
 def word_movers(trajectories: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     """The words whose rank rose or fell most between the first and the last checkpoint (paper Fig. 5).
 
-    Per cell: each word's rank averaged over prompts at the first and last step; ``change = rank_last -
-    rank_first`` (negative: the word rose, i.e. gained reward relative to the others). Averaged over seeds
+    Per cell: each word's rank averaged over prompts at the first and last scored step (the first checkpoint
+    after step 0 and the last); ``change = rank_last - rank_first`` (negative: the word rose, i.e. gained
+    reward relative to the others); cells with a single scored checkpoint have no change and are left out. Averaged over seeds
     per base model, data and quantity; the ``top`` risers and fallers of each are returned with ``direction``.
     """
     from ...stats import rank_scores
@@ -215,8 +237,12 @@ def word_movers(trajectories: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     ranked = ranked.drop_duplicates(["model", "prompt_id", "word"]).merge(meta, on="model")
     first = ranked.groupby("cell")["step"].transform("min")
     last = ranked.groupby("cell")["step"].transform("max")
-    ranked = ranked[(ranked["step"] == first) | (ranked["step"] == last)].copy()
-    ranked["when"] = np.where(ranked["step"] == first[ranked.index], "first", "last")
+    ranked = ranked[((ranked["step"] == first) | (ranked["step"] == last)) & (first < last)].copy()
+    if ranked.empty:  # no cell has two scored checkpoints
+        cols = ["base_model", "data", "quantity", "word", "rank_first", "rank_last", "change", "change_sd"]
+        return pd.DataFrame(columns=[*cols, "n_seeds", "category", "direction"])
+    first = first[ranked.index]
+    ranked["when"] = np.where(ranked["step"] == first, "first", "last")
     per = (
         ranked.groupby(["base_model", "data", "quantity", "seed", "word", "when"])["rank"]
         .mean()
@@ -273,3 +299,62 @@ def timing_summary(timings: Mapping[str, float], models: Sequence[str]) -> pd.Da
         .agg(seconds=("seconds", "sum"), n=("n", "sum"))
     )
     return df.reset_index()
+
+
+def null_gaps(
+    cell: Cell,
+    family: str,
+    word_features: Any,
+    scale: np.ndarray | None,
+    labels: pd.DataFrame,
+    n_heads: int = NULL_HEADS,
+) -> pd.DataFrame | None:
+    """The Agency - Communion gap of ``n_heads`` random heads of one cell: heads drawn like its initial head
+    (isotropic Gaussian in the space it was trained in, i.e. divided by the cell's ``scale`` when its features
+    were standardized) and read through the same word features (``word_features.rewards``). Returns
+    :func:`category_gaps` rows with ``head`` (1..n) in place of ``step``, or None when the corpus has no
+    Agency / Communion pair. The seed is a stable function of the cell's name."""
+    from ...stats import stable_seed
+
+    hidden = next(iter(word_features.features.values())).shape[1]
+    rng = np.random.default_rng(stable_seed(cell.seed, "null", cell.name))
+    heads = rng.normal(size=(n_heads, hidden))
+    if scale is not None:
+        heads = heads / np.asarray(scale, dtype=np.float64)
+    rewards = word_features.rewards(heads)
+    traj = trajectory_table(cell, family, list(range(1, n_heads + 1)), rewards, word_features.words, labels)
+    try:
+        gaps = category_gaps(category_trajectories(traj))
+    except ValueError:
+        return None
+    return gaps.rename(columns={"step": "head"})
+
+
+def final_gaps(
+    gaps: pd.DataFrame, null: pd.DataFrame | None = None, confidence: float = 0.95
+) -> pd.DataFrame:
+    """The gap at each cell's last checkpoint, summarised across seeds per base model, data, quantity and
+    framing: mean, sd and t interval (:func:`rmvalues.stats.mean_ci`), with the random-head null of the same
+    cells (``null``: :func:`null_gaps` rows): its mean, 2.5 and 97.5 percentiles and ``null_share_beyond``,
+    the share of random heads whose gap is at least as far from 0 as the trained mean gap."""
+    from ...stats import mean_ci
+
+    keys = ["base_model", "family", "data", "method", "quantity", "framing"]
+    last = gaps[gaps["step"] == gaps.groupby("cell")["step"].transform("max")]
+    rows = []
+    for key, g in last.groupby(keys, sort=True, observed=True):
+        mean, sd, lo, hi, n = mean_ci(g["gap"], confidence)
+        row = {**dict(zip(keys, key, strict=True)), "gap": mean, "sd": sd, "ci_low": lo, "ci_high": hi}
+        row["n_seeds"] = n
+        if null is not None and not null.empty:
+            sel = null[(null["cell"].isin(g["cell"])) & (null["framing"] == key[-1])]["gap"].to_numpy(float)
+            if len(sel):
+                row.update(
+                    null_mean=float(sel.mean()),
+                    null_low=float(np.percentile(sel, 2.5)),
+                    null_high=float(np.percentile(sel, 97.5)),
+                    null_share_beyond=float(np.mean(np.abs(sel) >= abs(mean))),
+                    n_null=len(sel),
+                )
+        rows.append(row)
+    return pd.DataFrame(rows)

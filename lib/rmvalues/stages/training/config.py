@@ -20,11 +20,12 @@ import yaml
 from ...core import paths
 from ...core.errors import RmvaluesError
 from ...data import preferences
-from ...data.preferences import PreferenceSource
+from ...data.preferences import TRUNCATIONS, PreferenceSource
 from ...models.registry import RegistryError, registry
 
 METHODS = ("head", "lora", "full")
 PRECISIONS = ("auto", "float32", "bfloat16")
+FEATURE_SCALINGS = ("none", "standardize")
 
 
 def _is_int(x: Any) -> bool:
@@ -47,7 +48,9 @@ class TrainSettings:
     per_device_batch_size: int = 4  # gradient accumulation = batch_size / per_device_batch_size
     epochs: float = 2.0
     max_length: int | None = 1024
+    truncation: str = "drop"  # drop: longer pairs are not eligible; left: sequences are left-truncated
     eval_pairs: int = 500
+    train_pool: int | None = None  # training pairs the seeds draw their subsets from (None: largest quantity)
     checkpoint_every: int = 1000
     data_seed: int = 0
     weight_decay: float = 0.0
@@ -57,6 +60,7 @@ class TrainSettings:
     lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     feature_cache: bool = True
     feature_batch_size: int = 16
+    feature_scaling: str = "none"  # none | standardize (head-only with the feature cache)
     precision: str = "auto"
     gradient_checkpointing: bool | None = None  # None: on a GPU for lora/full, never on CPU
 
@@ -79,7 +83,9 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "per_device_batch_size": (int,),
     "epochs": (float, int),
     "max_length": (int, type(None)),
+    "truncation": (str,),
     "eval_pairs": (int,),
+    "train_pool": (int, type(None)),
     "checkpoint_every": (int,),
     "data_seed": (int,),
     "weight_decay": (float, int),
@@ -89,6 +95,7 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "lora_target_modules": (list, tuple),
     "feature_cache": (bool,),
     "feature_batch_size": (int,),
+    "feature_scaling": (str,),
     "precision": (str,),
     "gradient_checkpointing": (bool, type(None)),
 }
@@ -117,6 +124,12 @@ def make_settings(values: Mapping[str, Any], where: str = "settings") -> TrainSe
     problems = []
     if s.method not in METHODS:
         problems.append(f"method is {s.method!r}; valid methods: {', '.join(METHODS)}")
+    if s.truncation not in TRUNCATIONS:
+        problems.append(f"truncation is {s.truncation!r}; valid: {', '.join(TRUNCATIONS)}")
+    elif s.truncation == "left" and s.max_length is None:
+        problems.append("truncation left needs a max_length")
+    if s.train_pool is not None and s.train_pool < 1:
+        problems.append("train_pool must be >= 1 (or null: the largest quantity)")
     if s.precision not in PRECISIONS:
         problems.append(f"precision is {s.precision!r}; valid: {', '.join(PRECISIONS)}")
     if s.learning_rate <= 0:
@@ -140,6 +153,10 @@ def make_settings(values: Mapping[str, Any], where: str = "settings") -> TrainSe
         problems.append("lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
     if s.feature_batch_size < 1:
         problems.append("feature_batch_size must be >= 1")
+    if s.feature_scaling not in FEATURE_SCALINGS:
+        problems.append(f"feature_scaling is {s.feature_scaling!r}; valid: {', '.join(FEATURE_SCALINGS)}")
+    elif s.feature_scaling != "none" and not (s.method == "head" and s.feature_cache):
+        problems.append("feature_scaling standardize needs method head with feature_cache true")
     if problems:
         raise TrainingConfigError(f"{where}: " + "; ".join(problems))
     return s
@@ -275,6 +292,10 @@ def _check_grid(spec: GridSpec, cfg: TrainingConfig, where: str) -> None:
         problems.append(
             f"quantities must be positive integers (numbers of training pairs), got {list(spec.quantities)}"
         )
+    pool = spec.settings.train_pool
+    ints = spec.quantities and all(_is_int(q) for q in spec.quantities)
+    if pool is not None and ints and pool < max(spec.quantities):
+        problems.append(f"train_pool ({pool}) is smaller than the largest quantity ({max(spec.quantities)})")
     if not all(_is_int(s) and s >= 0 for s in spec.seeds):
         problems.append(f"seeds must be non-negative integers, got {list(spec.seeds)}")
     if not all(isinstance(m, str) for m in spec.models):

@@ -1,8 +1,9 @@
 """What the frozen base computes once, and how checkpoints are scored on the corpus words.
 
 * **Pair features** (:func:`pair_features`): the last-token hidden states of the chosen and rejected
-  sequences of the selected pairs (:meth:`rmvalues.engine.RewardScorer.last_hidden`), the table a head-only cell
-  trains on.
+  sequences of the selected pairs (:meth:`rmvalues.engine.RewardScorer.last_hidden`, batched by length), the
+  table a head-only cell trains on. Computed once per pair and cached in one file per base model entry,
+  data checksum and length rule (:func:`pair_feature_key`); a later run computes only the pairs it lacks.
 * **Word features** (:func:`word_features`): the hidden states the score head reads for every (prompt, word)
   input of the scoring engine (:meth:`rmvalues.engine.RewardScorer.features`: token-exact chat inputs, the
   prompt's keys and values reused). For a head-only cell each checkpoint's rewards are these features times its
@@ -10,7 +11,9 @@
 * **Checkpoints of LoRA / full cells** (:func:`checkpoint_rewards`) are loaded and scored one by one.
 
 Features are cached on disk per base model (``<output_dir>/features/<model>/<kind>-<digest>.npz``), keyed by
-everything that determines them (the model's source, the token ids or prompts and words).
+everything that determines them (the model's registry entry, the data and length rule or the prompts and
+words); each cached pair also stores a digest of its token ids, and a pair whose tokens changed is
+recomputed.
 """
 
 from __future__ import annotations
@@ -38,15 +41,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
+    "CHECK_WORDS",
     "WordFeatures",
     "checkpoint_rewards",
     "digest",
     "feature_file",
+    "pair_feature_key",
     "pair_features",
     "score_model_words",
     "word_features",
     "word_features_cached",
 ]
+
+
+#: Words per prompt whose hidden states are checked against the scoring engine's rewards.
+CHECK_WORDS = 32
 
 
 def digest(obj: Any) -> str:
@@ -69,6 +78,28 @@ def _save_npz(file: Path, **arrays: Any) -> None:
 # -- pairs ------------------------------------------------------------------------------------------------------
 
 
+def pair_feature_key(base: ModelSpec, selection: PairSelection) -> dict[str, Any]:
+    """What a pair's features depend on besides its tokens: the base model's registry entry (without its
+    notes), the source and its data checksum, and the length rule (``max_length``, ``truncation``)."""
+    entry = {k: v for k, v in dataclasses.asdict(base).items() if k not in ("notes", "registry_file")}
+    return {
+        "model": entry,
+        "source": selection.source,
+        "data_sha256": selection.sha256,
+        "length_rule": {"max_length": selection.max_length, "truncation": selection.truncation},
+    }
+
+
+def _read_pair_cache(file: Path) -> dict[int, tuple[str, np.ndarray, np.ndarray]]:
+    if not file.is_file():
+        return {}
+    with np.load(file, allow_pickle=False) as npz:
+        return {
+            int(i): (str(d), npz["chosen"][k], npz["rejected"][k])
+            for k, (i, d) in enumerate(zip(npz["ids"], npz["tokens"], strict=True))
+        }
+
+
 def pair_features(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -79,26 +110,38 @@ def pair_features(
     batch_size: int,
     progress: bool = False,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Features of the chosen and rejected sequences of pairs ``ids`` (cached on disk per base model):
-    pair id -> (chosen, rejected) last-token hidden states."""
-    tokens = selection.tokens[base.name]
-    key = {"model": dataclasses.asdict(base.source), "tokens": [tokens[i] for i in ids]}
-    file = feature_file(root, base.name, f"pairs-{selection.source}", key)
-    if file.is_file():
-        with np.load(file) as npz:
-            if list(npz["ids"]) == list(ids):
-                return {int(i): (npz["chosen"][k], npz["rejected"][k]) for k, i in enumerate(ids)}
-    from tqdm import tqdm
+    """Features of the chosen and rejected sequences of pairs ``ids``: pair id -> (chosen, rejected)
+    last-token hidden states.
 
-    scorer = RewardScorer(model, tokenizer)
-    with tqdm(
-        total=2 * len(ids), desc=f"features {base.name}", unit="seq", leave=False, disable=not progress
-    ) as bar:
-        seqs = [tokens[i][0] for i in ids] + [tokens[i][1] for i in ids]
-        feats = scorer.last_hidden(seqs, batch_size=batch_size, progress=bar.update)
-    n = len(ids)
-    _save_npz(file, ids=np.asarray(ids), chosen=feats[:n], rejected=feats[n:])
-    return {int(i): (feats[k], feats[n + k]) for k, i in enumerate(ids)}
+    Cached on disk in one file per :func:`pair_feature_key` (base model entry, data checksum, length rule)
+    holding every pair computed so far; only pairs missing from it (or whose token ids changed) are computed,
+    through the scoring engine's :meth:`~rmvalues.engine.RewardScorer.last_hidden` (sorted by length, so
+    batches are of similar lengths), and added to it."""
+    tokens = selection.tokens[base.name]
+    file = feature_file(root, base.name, f"pairs-{selection.source}", pair_feature_key(base, selection))
+    cache = _read_pair_cache(file)
+    want = {int(i): digest(tokens[i]) for i in ids}
+    todo = [i for i, d in want.items() if i not in cache or cache[i][0] != d]
+    if todo:
+        from tqdm import tqdm
+
+        scorer = RewardScorer(model, tokenizer)
+        with tqdm(
+            total=2 * len(todo), desc=f"features {base.name}", unit="seq", leave=False, disable=not progress
+        ) as bar:
+            seqs = [tokens[i][0] for i in todo] + [tokens[i][1] for i in todo]
+            feats = scorer.last_hidden(seqs, batch_size=batch_size, progress=bar.update)
+        n = len(todo)
+        cache.update({i: (want[i], feats[k], feats[n + k]) for k, i in enumerate(todo)})
+        keep = sorted(cache)
+        _save_npz(
+            file,
+            ids=np.asarray(keep, dtype=np.int64),
+            tokens=np.asarray([cache[i][0] for i in keep]),
+            chosen=np.stack([cache[i][1] for i in keep]),
+            rejected=np.stack([cache[i][2] for i in keep]),
+        )
+    return {i: (cache[i][1], cache[i][2]) for i in want}
 
 
 # -- words ------------------------------------------------------------------------------------------------------
@@ -131,8 +174,9 @@ def word_features(
 
     The engine renders ``[user: prompt, assistant: word]`` token-exactly with the model's chat template and
     reuses the prompt's keys/values (:meth:`RewardScorer.features`, rows in input order). They are checked
-    against the engine's own rewards (``features @ head == scores``), so a change in the engine's batching is
-    caught, not silently misaligned.
+    against the engine's own rewards (``features @ head == scores``) on the first ``CHECK_WORDS`` words of
+    every prompt, so a change in the engine's batching or order is caught, not silently misaligned (the
+    rewards of all words would cost a second forward pass).
     """
     scorer = RewardScorer(model, tokenizer)
     head = model.score.weight.detach().double().cpu().numpy().reshape(-1)
@@ -146,8 +190,8 @@ def word_features(
             raise ScoringError(
                 f"the engine returned {hidden.shape[0]} hidden states for {len(ids)} candidates"
             )
-        scored = scorer.score(split, ids)
-        check = hidden.astype(np.float64) @ head
+        scored = scorer.score(split, ids[:CHECK_WORDS])
+        check = hidden[:CHECK_WORDS].astype(np.float64) @ head
         if not np.allclose(check, scored, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(scored).max()))):
             raise ScoringError(
                 "hidden states from the scoring engine do not reproduce its rewards (the engine's candidate "

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "base_colors",
+    "plot_final_gaps",
     "plot_heldout_accuracy",
     "plot_paper_trajectories",
     "plot_training_curves",
@@ -74,35 +75,75 @@ def plot_training_curves(history: pd.DataFrame, cells: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_heldout_accuracy(cells: pd.DataFrame) -> Figure:
-    """Held-out preference accuracy of every trained RM before (step 0) and after training, per seed."""
+def plot_heldout_accuracy(cells: pd.DataFrame, accuracy: pd.DataFrame) -> Figure:
+    """Held-out preference accuracy against the number of training pairs (log scale), per base model: one dot
+    per seed, the mean with its t interval across seeds (thick bar) and the bootstrap interval over held-out
+    pairs (thin bar); chance at 50 %."""
     import matplotlib.pyplot as plt
 
     colors = base_colors(cells)
-    groups = list(cells.groupby(["base_model", "quantity"], sort=True))
-    fig, ax = plt.subplots(figsize=(1.2 * len(groups) + 2.5, 3.4))
-    for k, ((base, _q), g) in enumerate(groups):
-        for _, r in g.iterrows():
-            ax.plot(
-                [k - 0.15, k + 0.15],
-                [r["eval_accuracy_start"], r["eval_accuracy_end"]],
-                color=colors[base],
-                alpha=0.7,
-            )
-            ax.scatter([k + 0.15], [r["eval_accuracy_end"]], color=colors[base], s=18, zorder=3)
-            ax.scatter(
-                [k - 0.15],
-                [r["eval_accuracy_start"]],
-                facecolor="white",
-                edgecolor=colors[base],
-                s=18,
-                zorder=3,
-            )
-    ax.axhline(0.5, color="grey", lw=0.6, ls=":")
-    ax.set_xticks(range(len(groups)), [f"{b}\n{q} pairs" for (b, q), _ in groups], fontsize=8)
+    bases = sorted(cells["base_model"].unique())
+    fig, ax = plt.subplots(figsize=(6.2, 3.6))
+    for k, base in enumerate(bases):
+        shift = 1 + 0.06 * (k - (len(bases) - 1) / 2)
+        c = cells[cells["base_model"] == base]
+        ax.scatter(c["quantity"] * shift, c["eval_accuracy_end"], color=colors[base], s=14, alpha=0.55)
+        a = accuracy[accuracy["base_model"] == base].sort_values("quantity")
+        x = a["quantity"].to_numpy(float) * shift
+        ax.plot(x, a["accuracy"], color=colors[base], marker="o", lw=1.5, label=base)
+        ax.vlines(x, a["seed_ci_low"], a["seed_ci_high"], color=colors[base], lw=3, alpha=0.8)
+        if a["pair_ci_low"].notna().any():
+            ax.vlines(x * 1.015, a["pair_ci_low"], a["pair_ci_high"], color=colors[base], lw=1, alpha=0.8)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    qs = sorted(cells["quantity"].unique())
+    ax.set_xticks(qs, [str(q) for q in qs])
+    ax.minorticks_off()
+    ax.set_xlabel("training pairs")
     ax.set_ylabel("held-out accuracy")
+    ax.legend(fontsize=8)
     ax.set_title(
-        "Held-out preference accuracy: step 0 (open) and after training (filled), one line per seed",
+        "Held-out accuracy: seeds (dots), mean with t interval over seeds (thick) and\n"
+        "bootstrap interval over held-out pairs (thin); dotted: chance",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_final_gaps(final: pd.DataFrame, gaps: pd.DataFrame) -> Figure:
+    """The Agency - Communion gap at the last checkpoint against the number of training pairs, per base model
+    and framing: one dot per seed, the mean with its t interval, and the central 95 % of randomly drawn heads'
+    gaps (shaded)."""
+    import matplotlib.pyplot as plt
+
+    framings = [f for f in ("positive", "negative") if f in set(final["framing"])]
+    colors = base_colors(final)
+    bases = sorted(final["base_model"].unique())
+    last = gaps[gaps["step"] == gaps.groupby("cell")["step"].transform("max")]
+    fig, axes = plt.subplots(1, len(framings), figsize=(5.0 * len(framings), 3.6), squeeze=False, sharey=True)
+    for ax, fr in zip(axes[0], framings, strict=True):
+        for k, base in enumerate(bases):
+            shift = 1 + 0.06 * (k - (len(bases) - 1) / 2)
+            f = final[(final["framing"] == fr) & (final["base_model"] == base)].sort_values("quantity")
+            x = f["quantity"].to_numpy(float) * shift
+            if "null_low" in f.columns and f["null_low"].notna().any():
+                ax.fill_between(x, f["null_low"], f["null_high"], color=colors[base], alpha=0.12, lw=0)
+            d = last[(last["framing"] == fr) & (last["base_model"] == base)]
+            ax.scatter(d["quantity"] * shift, d["gap"], color=colors[base], s=14, alpha=0.55)
+            ax.plot(x, f["gap"], color=colors[base], marker="o", lw=1.5, label=base)
+            ax.vlines(x, f["ci_low"], f["ci_high"], color=colors[base], lw=3, alpha=0.8)
+        ax.axhline(0, color="grey", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        qs = sorted(final["quantity"].unique())
+        ax.set_xticks(qs, [str(q) for q in qs])
+        ax.minorticks_off()
+        ax.set_xlabel("training pairs")
+        ax.set_title(f"{fr} prompts", fontsize=9)
+    axes[0][0].set_ylabel("Agency - Communion median rank\n(> 0: Communion favoured)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(
+        "Gap at the last checkpoint: seeds (dots), mean with t interval; shaded: 95 % of random heads",
         fontsize=9,
     )
     fig.tight_layout()
@@ -111,7 +152,8 @@ def plot_heldout_accuracy(cells: pd.DataFrame) -> Figure:
 
 def plot_trajectories(summary: pd.DataFrame) -> Figure:
     """Mean median rank of each category over training steps (lower = more reward), per base model, with the
-    t confidence band across seeds; columns: quantities, rows: framings (paper Fig. 4, with seeds)."""
+    t confidence band across seeds, from the first checkpoint after step 0; columns: quantities, rows:
+    framings (paper Fig. 4, with seeds)."""
     import matplotlib.pyplot as plt
 
     quantities = sorted(summary["quantity"].unique())
@@ -161,6 +203,11 @@ def plot_word_movers(movers: pd.DataFrame, data: str | None = None, quantity: in
     if quantity is not None:
         m = m[m["quantity"] == quantity]
     bases = sorted(m["base_model"].unique())
+    if not bases:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no cell has two scored checkpoints", ha="center", va="center", fontsize=9)
+        return fig
     cat_colors = label_colors(list(m["category"].unique()))
     fig, axes = plt.subplots(
         1,

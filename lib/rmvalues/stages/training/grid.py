@@ -1,13 +1,20 @@
 """The grid: one trained RM per (base model x source x quantity x seed) cell, resumable, registered by name.
 
-* **Data.** Held-out and nested training pairs per source, eligible under every base model of the grid
-  (:func:`prepare_data`; :func:`rmvalues.data.preferences.select_pairs`).
+* **Data.** Held-out pairs and a training pool per source, eligible under every base model of the grid
+  (:func:`prepare_data`; :func:`rmvalues.data.preferences.select_pairs`, with the grid's length rule). Each
+  seed draws its own training subsets from the pool, nested within the seed
+  (:meth:`rmvalues.data.preferences.PairSelection.subset`).
 * **Resume.** Each cell writes its artifacts into ``<output_dir>/cells/<cell>/`` and its model folder into
   ``<output_dir>/models/<cell>/``, then a ``cell.json`` marker with a key of everything that determines it
   (:func:`cell_key`: base model, data ids, settings, seed). A rerun skips cells whose marker matches; a cell
   without marker (interrupted) or with another key is trained again.
-* **Trajectories.** Every checkpoint (step 0 included) is scored on the corpus words x prompts with the scoring
-  engine's token-exact inputs (:mod:`.features`), stored per cell with a key of the prompts and words.
+* **Held-out pairs.** A head-only cell also stores each held-out pair's margin under its final head
+  (``eval.parquet``), so accuracy intervals can resample the pairs.
+* **Trajectories.** Every checkpoint after step 0 (step 0 is the randomly drawn head, not a trained RM) is
+  scored on the corpus words x prompts with the scoring engine's token-exact inputs (:mod:`.features`), stored
+  per cell with a key of the prompts and words. A head-only cell also scores ``NULL_HEADS`` random heads,
+  drawn like its initial head in the space it was trained in (``null.parquet``): what an untrained linear
+  readout of the same features gives.
 * **Registry.** The trained RMs are listed in ``<output_dir>/registry.yaml`` (:mod:`.artifacts`).
 """
 
@@ -33,7 +40,7 @@ from ...data import preferences
 from ...data.preferences import PairSelection
 from ...models.loading import load_sequence_classifier
 from ...models.registry import ModelSpec, get_spec
-from .analysis import trajectory_table
+from .analysis import NULL_HEADS, null_gaps, trajectory_table
 from .artifacts import registry_entry, save_full_rm, save_head_rm, write_registry
 from .config import Cell, GridSpec, TrainingConfig, TrainSettings, check_models, load_config
 from .features import (
@@ -59,7 +66,9 @@ __all__ = [
     "GridResult",
     "cell_key",
     "finished",
+    "pairs_needed",
     "prepare_data",
+    "subset_table",
     "run_grid",
     "train_cell",
 ]
@@ -71,7 +80,7 @@ def cell_key(
     cell: Cell, base: ModelSpec, settings: TrainSettings, selection: PairSelection
 ) -> dict[str, Any]:
     """Everything that determines a trained cell (its marker must match for a rerun to skip it)."""
-    ids = selection.subset(cell.quantity)
+    ids = selection.subset(cell.quantity, cell.seed)
     return {
         "cell": cell.name,
         "model": dataclasses.asdict(base.source) | {"name": base.name, "pad_token": base.pad_token},
@@ -125,9 +134,20 @@ def _trajectory_ok(cp: CellPaths, key: Mapping[str, Any]) -> bool:
     return stored == json.loads(json.dumps(key)) and (cp.dir / "trajectory.parquet").is_file()
 
 
-def _load_heads(cp: CellPaths) -> dict[int, np.ndarray]:
+def _load_heads(cp: CellPaths) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+    """A head-only cell's heads per step (on the raw hidden states) and the sd it was trained under."""
     with np.load(cp.dir / "heads.npz") as npz:
-        return {int(s): npz["heads"][i] for i, s in enumerate(npz["steps"])}
+        heads = {int(s): npz["heads"][i] for i, s in enumerate(npz["steps"])}
+        scale = npz["scale"] if "scale" in npz.files else None
+    return heads, scale
+
+
+def eval_margins(head: np.ndarray, ids: Sequence[int], feats: PairFeatures) -> pd.DataFrame:
+    """``pair_id, margin, correct`` of held-out pairs under a head on the raw features (margin = reward of
+    chosen - reward of rejected; a tie counts as wrong, as in TRL's accuracy)."""
+    w = np.asarray(head, dtype=np.float64)
+    margin = np.array([float((feats[i][0].astype(np.float64) - feats[i][1]) @ w) for i in ids])
+    return pd.DataFrame({"pair_id": list(ids), "margin": margin, "correct": margin > 0})
 
 
 def prepare_data(
@@ -135,20 +155,48 @@ def prepare_data(
     tokenizers: Mapping[str, PreTrainedTokenizerBase],
     cfg: TrainingConfig | None = None,
 ) -> dict[str, PairSelection]:
-    """Held-out and nested training pairs per source, eligible under every base model of the grid."""
+    """Held-out pairs and the training pool (``train_pool`` pairs, default the largest quantity) per source,
+    eligible under every base model of the grid, with the grid's length rule."""
     cfg = cfg or load_config()
+    s = spec.settings
     out = {}
     for source in spec.sources:
         out[source] = preferences.select_pairs(
             preferences.load_pairs(cfg.sources[source]),
             tokenizers,
-            n_eval=spec.settings.eval_pairs,
-            n_train=max(spec.quantities),
-            max_length=spec.settings.max_length,
-            data_seed=spec.settings.data_seed,
+            n_eval=s.eval_pairs,
+            n_train=s.train_pool or max(spec.quantities),
+            max_length=s.max_length,
+            data_seed=s.data_seed,
             source=source,
+            truncation=s.truncation,
         )
     return out
+
+
+def subset_table(spec: GridSpec, selections: Mapping[str, PairSelection]) -> pd.DataFrame:
+    """``data, quantity, seed, position, pair_id``: the training pairs of every seed and quantity (the same
+    for every base model)."""
+    rows = [
+        {"data": source, "quantity": q, "seed": seed, "position": k, "pair_id": int(i)}
+        for source, sel in selections.items()
+        for q in spec.quantities
+        for seed in spec.seeds
+        for k, i in enumerate(sel.subset(q, seed))
+    ]
+    return pd.DataFrame(rows, columns=["data", "quantity", "seed", "position", "pair_id"])
+
+
+def pairs_needed(spec: GridSpec, selection: PairSelection) -> list[int]:
+    """Every pair a grid's cells of one source use: the held-out pairs, then each seed's largest subset."""
+    ids = list(selection.eval_ids)
+    seen = set(ids)
+    for seed in spec.seeds:
+        for i in selection.subset(max(spec.quantities), seed):
+            if i not in seen:
+                seen.add(i)
+                ids.append(i)
+    return ids
 
 
 # -- training one cell -----------------------------------------------------------------------------------------
@@ -201,13 +249,19 @@ def _eval_curve(history: pd.DataFrame) -> dict[str, float]:
 
 
 def _write_marker(
-    cp: CellPaths, key: Mapping[str, Any], cell: Cell, outcome: Any, history: pd.DataFrame
+    cp: CellPaths,
+    key: Mapping[str, Any],
+    cell: Cell,
+    outcome: Any,
+    history: pd.DataFrame,
+    train_accuracy: float = np.nan,
 ) -> None:
     train_hist = history[history["split"] == "train"]
     metrics = {
         **_eval_curve(history),
         "train_loss_end": float(train_hist["loss"].iloc[-1]) if len(train_hist) else np.nan,
         "train_accuracy_end": float(train_hist["accuracy"].iloc[-1]) if len(train_hist) else np.nan,
+        "train_accuracy_final": train_accuracy,
     }
     marker = {
         "key": json.loads(json.dumps(key, default=str)),
@@ -242,25 +296,35 @@ def train_cell(
     shutil.rmtree(cp.dir, ignore_errors=True)
     shutil.rmtree(cp.model_dir, ignore_errors=True)
     cp.dir.mkdir(parents=True)
-    data = cell_data(selection, cell.model, cell.quantity)
+    data = cell_data(selection, cell.model, cell.quantity, cell.seed)
     model, features = _cell_inputs(
         cell, settings, (data.train_ids, data.eval_ids), base, base_model, tok, feats
     )
     outcome = train_reward_model(model, tok, data, settings, cell.seed, cp.dir, features)
     history = tidy_history(outcome.log_history)
     atomic_write_parquet(history, cp.dir / "history.parquet")
+    train_accuracy = np.nan
     if settings.method == "head":
         steps = sorted(outcome.heads)
+        extra = {"scale": outcome.scale} if outcome.scale is not None else {}
         np.savez(
-            cp.dir / "heads.npz", steps=np.asarray(steps), heads=np.stack([outcome.heads[s] for s in steps])
+            cp.dir / "heads.npz",
+            steps=np.asarray(steps),
+            heads=np.stack([outcome.heads[s] for s in steps]),
+            **extra,
         )
+        if feats is not None:
+            last = outcome.heads[steps[-1]]
+            train_accuracy = float(eval_margins(last, data.train_ids, feats)["correct"].mean())
+            if data.eval_ids:
+                atomic_write_parquet(eval_margins(last, data.eval_ids, feats), cp.dir / "eval.parquet")
         save_head_rm(base, base_model, outcome.heads[steps[-1]], tok, cp.model_dir)
         # the shared base must stay untouched for the next cell
         base_model.score.weight.requires_grad_(False)
     else:
         save_full_rm(outcome.model, tok, cp.model_dir)
     shutil.rmtree(cp.dir / "trainer" / "runs", ignore_errors=True)
-    _write_marker(cp, key, cell, outcome, history)
+    _write_marker(cp, key, cell, outcome, history, train_accuracy)
 
 
 # -- the grid ---------------------------------------------------------------------------------------------------
@@ -274,8 +338,13 @@ class GridResult:
     cells: pd.DataFrame  # one row per cell: status, times, n pairs, final metrics, registry name
     data: pd.DataFrame  # one row per source: eligibility counts
     history: pd.DataFrame  # per cell and step: train/eval loss, accuracy, margin
-    trajectories: pd.DataFrame  # long scores table per cell and checkpoint
+    trajectories: pd.DataFrame  # long scores table per cell and checkpoint after step 0
     registry: Path
+    eval_pairs: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # cell, pair_id, margin, correct (head-only)
+    subsets: pd.DataFrame = field(default_factory=pd.DataFrame)  # data, quantity, seed, pair_id
+    null: pd.DataFrame = field(default_factory=pd.DataFrame)  # random-head gaps per cell (head-only)
     timings: dict[str, float] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)  # ``preferences:<source>`` -> sha256 of its file
 
@@ -321,7 +390,7 @@ def _frozen_base(
     if settings.feature_cache:
         for source in sorted({c.source for c in todo}):
             sel = g.selections[source]
-            ids = list(sel.eval_ids) + list(sel.subset(max(g.spec.quantities)))
+            ids = pairs_needed(g.spec, sel)
             with g.timer.step(f"pair features {name}"):
                 pair_feats[source] = pair_features(
                     base_model, tok, base, sel, ids, g.root, settings.feature_batch_size, g.progress
@@ -330,15 +399,23 @@ def _frozen_base(
 
 
 def _write_trajectory(g: _Grid, cell: Cell, cp: CellPaths, wf: WordFeatures | None) -> None:
-    """Score every checkpoint of a cell on the words (head-only: features times each stored head)."""
+    """Score every checkpoint after step 0 of a cell on the words (head-only: features times each stored
+    head, and the random-head null)."""
     family = g.bases[cell.model].family
     if wf is not None:
-        heads = _load_heads(cp)
-        steps = sorted(heads)
+        heads, scale = _load_heads(cp)
+        steps = [s for s in sorted(heads) if s > 0]
         rewards = wf.rewards(np.stack([heads[s] for s in steps]))
         traj = trajectory_table(cell, family, steps, rewards, g.words, g.labels, wf.n_tokens)
+        null = null_gaps(cell, family, wf, scale, g.labels)
+        if null is not None:
+            atomic_write_parquet(null, cp.dir / "null.parquet")
     else:
-        ckpts = {int(p.name.split("-")[1]): p for p in (cp.dir / "trainer").glob("checkpoint-*")}
+        ckpts = {
+            int(p.name.split("-")[1]): p
+            for p in (cp.dir / "trainer").glob("checkpoint-*")
+            if int(p.name.split("-")[1]) > 0
+        }
         steps, rewards = checkpoint_rewards(
             g.bases[cell.model], ckpts, g.tokenizers[cell.model], g.prompts, g.words
         )
@@ -379,7 +456,7 @@ def _run_model(g: _Grid, name: str, bar: Any) -> None:
 
 def _collect(g: _Grid) -> GridResult:
     """Every cell's stored marker, history and trajectory in one set of tables; the registry file."""
-    rows, histories, trajs, entries = [], [], [], {}
+    rows, histories, trajs, entries, evals, nulls = [], [], [], {}, [], []
     for cell in g.cells:
         cp = CellPaths(g.root, cell)
         marker = json.loads(cp.marker.read_text(encoding="utf-8"))
@@ -387,6 +464,12 @@ def _collect(g: _Grid) -> GridResult:
         hist.insert(0, "cell", cell.name)
         histories.append(hist)
         trajs.append(pd.read_parquet(cp.dir / "trajectory.parquet"))
+        for name, frames in (("eval.parquet", evals), ("null.parquet", nulls)):
+            if (cp.dir / name).is_file():
+                df = pd.read_parquet(cp.dir / name)
+                if "cell" not in df.columns:
+                    df.insert(0, "cell", cell.name)
+                frames.append(df)
         entries[cell.name] = registry_entry(cell, g.bases[cell.model], cp.model_dir, g.spec.settings)
         rows.append(
             {
@@ -408,6 +491,9 @@ def _collect(g: _Grid) -> GridResult:
         data=pd.DataFrame([sel.summary() for sel in g.selections.values()]),
         history=pd.concat(histories, ignore_index=True),
         trajectories=pd.concat(trajs, ignore_index=True),
+        eval_pairs=pd.concat(evals, ignore_index=True) if evals else pd.DataFrame(),
+        subsets=subset_table(g.spec, g.selections),
+        null=pd.concat(nulls, ignore_index=True) if nulls else pd.DataFrame(),
         registry=write_registry(entries, g.root / REGISTRY_FILE),
         timings=g.timer.seconds,
         inputs={f"preferences:{s.source}": s.sha256 for s in g.selections.values() if s.sha256},
@@ -454,6 +540,8 @@ def run_grid(
         "prompts": list(prompts["prompt_id"]),
         "words_digest": digest(words),
         "corpus": _corpus(labels),
+        "from_step": 1,  # step 0 (the randomly drawn head) is not scored
+        "null_heads": NULL_HEADS,
     }
     log.info("grid %s: %d cells, %d to train", spec.name, len(g.cells), len(g.todo))
     bar = tqdm(total=len(g.cells), desc=f"grid {spec.name}", unit="cell", disable=not progress)

@@ -58,8 +58,9 @@ def load_paper_training_results() -> tuple[pd.DataFrame, pd.DataFrame]:
     ``results``: ``dataset, label, model_id, base_model, category, checkpoint, value`` (``value`` is the
     file's ``sum_value``: the release README calls it the median rank of the category's tokens per
     checkpoint). Exact duplicate rows (``uf_100`` repeats its rows) are dropped; a missing ``base_model``
-    (the Qwen runs) is filled from the model id. ``files``: rows, duplicates dropped, sha256, and which
-    other file has identical bytes (``uf_13`` = ``uf_27`` in the release).
+    (the Qwen runs) is filled from the model id. ``files``: rows, duplicates dropped, sha256, which other
+    file has identical bytes, and ``used``: a file byte-identical to a later file of the list is left out of
+    ``results`` (in the release ``uf_13`` = ``uf_27``, so the 13K run is not in it and only ``uf_27`` counts).
     """
     frames, info = [], []
     shas = {k: datasets.get(v).sha256 for k, v in PAPER_TRAINING_FILES.items()}
@@ -69,6 +70,8 @@ def load_paper_training_results() -> tuple[pd.DataFrame, pd.DataFrame]:
         n = len(raw)
         raw = raw.drop_duplicates()
         same = [k for k, s in shas.items() if s == shas[key] and k != key]
+        keys = list(PAPER_TRAINING_FILES)
+        used = not any(keys.index(k) > keys.index(key) for k in same)
         info.append(
             {
                 "dataset": key,
@@ -77,8 +80,11 @@ def load_paper_training_results() -> tuple[pd.DataFrame, pd.DataFrame]:
                 "duplicate_rows_dropped": n - len(raw),
                 "sha256": shas[key],
                 "identical_to": ", ".join(same),
+                "used": used,
             }
         )
+        if not used:
+            continue
         df = pd.DataFrame(
             {
                 "dataset": key,
@@ -111,8 +117,12 @@ def paper_gaps(results: pd.DataFrame, first: str = "Agency", second: str = "Comm
 
 
 def paper_vs_ours(paper: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
-    """Side by side: the sign and change of the Agency - Communion gap per base family, first vs last
-    checkpoint, in the paper's runs (one seed) and ours (mean over seeds; positive framing)."""
+    """Side by side: the sign and change of the Agency - Communion gap per base family between the first and
+    the last checkpoint, in the paper's runs (one seed; its first checkpoint is step 1,000) and ours (mean over
+    seeds, positive framing; the first checkpoint after step 0, with the t interval of the last one across
+    seeds). Both first checkpoints follow real training: neither is a randomly drawn head."""
+    from ...stats import mean_ci
+
     rows = []
     for (_ds, label, fam), g in paper[paper["dataset"] != "grm_80k"].groupby(
         ["dataset", "label", "base_model"]
@@ -125,19 +135,25 @@ def paper_vs_ours(paper: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
     for (data_, q, base), g in pos.groupby(["data", "quantity", "base_model"]):
         first = g[g["step"] == g.groupby("cell")["step"].transform("min")]["gap"]
         last = g[g["step"] == g.groupby("cell")["step"].transform("max")]["gap"]
+        mean, _, lo, hi, n = mean_ci(last)
         rows.append(
             {
                 "study": "this book",
                 "data": f"{data_} ({q} pairs)",
                 "base": base,
-                "seeds": int(g["seed"].nunique()),
+                "seeds": n,
                 "gap_first": float(first.mean()),
-                "gap_last": float(last.mean()),
+                "gap_last": mean,
+                "gap_last_ci_low": lo,
+                "gap_last_ci_high": hi,
             }
         )
     out = pd.DataFrame(rows)
     out["favoured_at_end"] = np.where(
         out["gap_last"] > 0, "Communion", np.where(out["gap_last"] < 0, "Agency", "neither")
     )
+    if "gap_last_ci_low" in out.columns:  # ours: no direction when the interval across seeds includes 0
+        open_ = (out["gap_last_ci_low"] <= 0) & (out["gap_last_ci_high"] >= 0)
+        out.loc[open_, "favoured_at_end"] = "neither (interval includes 0)"
     out["gap_change"] = out["gap_last"] - out["gap_first"]
     return out

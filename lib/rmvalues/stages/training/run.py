@@ -4,14 +4,17 @@ The paper's causal evidence (Christian et al. 2026, Sec. 5, Figs. 4-5): RMs trai
 with identical data and settings still differ in agency vs communion. ``run(params)`` runs that experiment as a
 grid, **base models x preference sources x quantities x seeds** (``config/training.yaml``, :mod:`.config`),
 for any registered causal LM and any preference data, through TRL's ``RewardTrainer`` (:mod:`.trainer`,
-:mod:`.grid`), scores every checkpoint on the words of the corpora run (:mod:`.features`), analyses the
-trajectories across seeds (:mod:`.analysis`), compares them with the paper's released runs (:mod:`.paper`)
-and checks that a trained RM loads by name from the run's ``registry.yaml`` and scores identically.
+:mod:`.grid`), measures held-out accuracy with intervals (:mod:`.metrics`), scores every checkpoint after
+step 0 on the words of the corpora run (:mod:`.features`), analyses the trajectories across seeds against a
+random-head null and compares base models at matched quantities (:mod:`.analysis`), compares them with the
+paper's released runs (:mod:`.paper`) and checks that a trained RM loads by name from the run's
+``registry.yaml`` and scores identically.
 
-Outputs: ``cells``, ``data``, ``history``, ``trajectories``, ``category_trajectories``, ``seed_summary``,
-``gaps``, ``base_comparison`` (two or more base models), ``word_movers``, ``paper_training_gaps`` and
-``paper_vs_ours`` (``.parquet``), the trained RMs' ``registry.yaml`` (read by the scoring stage) and a
-``manifest.json``; the trained model folders, cell artifacts and feature caches live beside them.
+Outputs: ``cells``, ``data``, ``bases``, ``accuracy``, ``eval_pairs``, ``history``, ``trajectories``,
+``category_trajectories``, ``seed_summary``, ``gaps``, ``null_gaps``, ``final_gaps``, ``base_comparison`` (two
+or more base models), ``word_movers``, ``paper_files``, ``paper_training_gaps`` and ``paper_vs_ours``
+(``.parquet``), the trained RMs' ``registry.yaml`` (read by the scoring stage) and a ``manifest.json``; the
+trained model folders, cell artifacts and feature caches live beside them.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from ...core.manifest import RunRecord, Timer
 from ...data.corpora import read_corpora_table
 from ...data.prompts import prompt_table, prompts_checksum, select_prompts
 from ...data.scores import labels_of
-from ...models.loading import load_reward_model, model_info, quiet_transformers
-from ...models.registry import get_spec
-from . import analysis, paper
+from ...models.loading import ensure_local, load_reward_model, load_tokenizer, model_info, quiet_transformers
+from ...models.registry import ModelSpec, get_spec
+from . import analysis, metrics, paper
 from .config import GridSpec
 from .features import score_model_words
 from .grid import run_grid
@@ -54,12 +57,20 @@ class Results:
     params: Params
     spec: GridSpec
     data: pd.DataFrame  # one row per preference source: eligibility counts
-    cells: pd.DataFrame  # one row per trained RM: status, pairs used, steps, time, held-out metrics
+    cells: pd.DataFrame  # one row per trained RM: status, pairs used, steps, time, held-out metrics (Wilson)
     history: pd.DataFrame  # per cell and step: train/eval loss, accuracy, margin
-    trajectories: pd.DataFrame  # long scores table per cell and checkpoint
+    trajectories: pd.DataFrame  # long scores table per cell and checkpoint after step 0
     registry: Path  # the run's registry.yaml of trained RMs
     timings: dict[str, float]  # seconds per grid step (data, load, features, train, trajectory)
     words_origin: str  # the corpora run's table the words come from
+    bases: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # one row per base model: what differs besides it
+    eval_pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # cell, pair_id, margin, correct
+    subsets: pd.DataFrame = field(default_factory=pd.DataFrame)  # data, quantity, seed, position, pair_id
+    accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)  # per base and quantity across seeds
+    null: pd.DataFrame = field(default_factory=pd.DataFrame)  # random-head gaps per cell (null_gaps)
+    final: pd.DataFrame = field(default_factory=pd.DataFrame)  # final_gaps: last checkpoint, across seeds
     categories: pd.DataFrame = field(default_factory=pd.DataFrame)  # category_trajectories
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # seed_summary
     gaps: pd.DataFrame | None = None  # None when the corpus lacks Agency or Communion
@@ -144,24 +155,58 @@ def _train(
         params=params,
         spec=spec,
         data=grid.data,
-        cells=grid.cells,
+        cells=metrics.add_cell_intervals(grid.cells),
         history=grid.history,
         trajectories=grid.trajectories,
         registry=grid.registry,
         timings=grid.timings,
         words_origin=origin,
+        eval_pairs=grid.eval_pairs,
+        subsets=grid.subsets,
+        null=grid.null,
+        bases=base_table([get_spec(m, extra=params.extra_registry) for m in spec.models]),
     )
+
+
+def base_table(specs: list[ModelSpec]) -> pd.DataFrame:
+    """One row per base model: what differs between them besides pretraining (type, size, quantization of the
+    weight file, tokenizer vocabulary, hidden size the head reads, layers, chat template)."""
+    from transformers import AutoConfig
+
+    rows = []
+    for spec in specs:
+        with quiet_transformers():
+            cfg = AutoConfig.from_pretrained(str(ensure_local(spec))).get_text_config()
+            vocab = len(load_tokenizer(spec))
+        rows.append(
+            {
+                "base_model": spec.name,
+                "family": spec.family,
+                "type": spec.type,
+                "size": spec.size,
+                "quantization": spec.source.quantization or "none",
+                "weights": spec.source.gguf_file or spec.hub_id or spec.source.path,
+                "tokenizer_vocab": vocab,
+                "hidden_size": int(cfg.hidden_size),
+                "layers": int(cfg.num_hidden_layers),
+                "chat_template": spec.chat_template,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _analyse(res: Results, record: RunRecord) -> None:
     """Category trajectories, their summary across seeds, gaps, base comparison and word movers."""
     with record.timed("analysis"):
+        res.accuracy = metrics.accuracy_summary(res.cells, res.eval_pairs)
         res.categories = analysis.category_trajectories(res.trajectories)
         res.summary = analysis.seed_summary(res.categories)
         try:
             res.gaps = analysis.category_gaps(res.categories)
         except ValueError:  # the corpus has no Agency / Communion pair
             res.gaps = None
+        if res.gaps is not None:
+            res.final = analysis.final_gaps(res.gaps, res.null if not res.null.empty else None)
         if res.gaps is not None and len(res.spec.models) > 1:
             res.comparison = analysis.compare_bases(res.gaps)
         res.movers = analysis.word_movers(res.trajectories)
@@ -203,13 +248,20 @@ def _write(res: Results, record: RunRecord) -> None:
     tables: dict[str, pd.DataFrame | None] = {
         "cells": res.cells,
         "data": res.data,
+        "bases": res.bases,
+        "accuracy": res.accuracy,
+        "eval_pairs": res.eval_pairs,
+        "train_subsets": res.subsets,
         "history": res.history,
         "trajectories": res.trajectories,
         "category_trajectories": res.categories,
         "seed_summary": res.summary,
         "gaps": res.gaps,
+        "null_gaps": res.null,
+        "final_gaps": res.final,
         "base_comparison": res.comparison,
         "word_movers": res.movers,
+        "paper_files": res.paper_files,
         "paper_training_gaps": res.paper_gaps,
         "paper_vs_ours": res.paper_vs_ours,
     }

@@ -10,6 +10,12 @@
   Everything else is TRL's: collator, Bradley-Terry loss, optimizer, schedule, batch order, metrics,
   evaluation. It is the same computation as head-only training on the full model (``feature_cache: false``),
   only without re-running the frozen base every step (a test checks that both give the same head).
+* **Feature scaling** (``feature_scaling: standardize``, head-only with the feature cache). The head is trained
+  on features standardized with the mean and standard deviation of the cell's own *training* sequences (never
+  the held-out ones), as a linear probe usually is; every recorded head is mapped back to the raw hidden
+  states (``w / sd``), so the saved RM reads the base's hidden state directly. Its rewards then differ from
+  the trained model's by one constant per cell (``w . mean / sd``), which changes no preference, accuracy,
+  margin or ranking.
 * **Seeds.** ``transformers.set_seed(seed)`` right before the score head is drawn (:func:`init_head`), and the
   trainer is seeded with the same seed (batch order, LoRA init): the same seed gives identical rewards.
 * **Pad token.** A pad token equal to EOS is refused before training (:func:`check_pad_token`): the
@@ -50,6 +56,7 @@ __all__ = [
     "init_head",
     "on_gpu",
     "reward_config",
+    "standardizer",
     "tidy_history",
     "train_reward_model",
     "training_tokenizer",
@@ -170,9 +177,10 @@ class CellData:
     eval_ids: list[int]
 
 
-def cell_data(selection: PairSelection, model: str, quantity: int) -> CellData:
-    """The first ``quantity`` training pairs and the held-out pairs of ``selection``, tokenized for ``model``."""
-    ids = selection.subset(quantity)
+def cell_data(selection: PairSelection, model: str, quantity: int, seed: int | None = None) -> CellData:
+    """The ``quantity`` training pairs of ``seed`` (:meth:`PairSelection.subset`; ``None``: the first of the
+    pool) and the held-out pairs of ``selection``, tokenized for ``model``."""
+    ids = selection.subset(quantity, seed)
     tokens = selection.tokens[model]
     return CellData(
         train=[tokens[i] for i in ids],
@@ -221,9 +229,12 @@ def _find_score(model: Any) -> torch.nn.Linear:
     raise RuntimeError(f"{type(model).__name__} has no score head")
 
 
-def reward_config(settings: TrainSettings, seed: int, out_dir: Path, has_eval: bool, cached: bool) -> Any:
+def reward_config(
+    settings: TrainSettings, seed: int, out_dir: Path, has_eval: bool, cached: bool, n_eval: int = 0
+) -> Any:
     """TRL's ``RewardConfig`` for one cell (bf16 and activation checkpointing only on a GPU; on CPU float32
-    and ``use_cpu=True``). A cached-feature cell takes the whole effective batch per device."""
+    and ``use_cpu=True``). A cached-feature cell takes the whole effective batch per device and evaluates all
+    held-out pairs in one batch (so TRL's accuracy, a mean of per-batch means, is the exact share of pairs)."""
     from trl import RewardConfig
 
     cuda = on_gpu()
@@ -239,7 +250,7 @@ def reward_config(settings: TrainSettings, seed: int, out_dir: Path, has_eval: b
         output_dir=str(out_dir),
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
-        per_device_eval_batch_size=max(per_device, 8),
+        per_device_eval_batch_size=max(n_eval, 1) if cached else max(per_device, 8),
         num_train_epochs=float(settings.epochs),
         learning_rate=float(settings.learning_rate),
         lr_scheduler_type=settings.lr_scheduler_type,
@@ -261,6 +272,9 @@ def reward_config(settings: TrainSettings, seed: int, out_dir: Path, has_eval: b
         disable_tqdm=True,
         dataloader_num_workers=0,
         center_rewards_coefficient=None,
+        **(
+            {"optim": "adamw_torch"} if settings.method == "head" else {}
+        ),  # the fused AdamW is slower for a head
     )
 
 
@@ -279,11 +293,14 @@ class TrainOutcome:
     model: Any  # the trained model (cached-feature, plain or PEFT-wrapped)
     trainer: Any
     log_history: pd.DataFrame
-    heads: dict[int, np.ndarray]  # step -> score head weights (head method)
+    heads: dict[int, np.ndarray]  # step -> score head weights on the raw hidden states (head method)
     checkpoints: dict[int, Path]  # step -> checkpoint folder (lora/full)
     n_train_used: int
     n_eval_used: int
     seconds: float
+    scale: np.ndarray | None = (
+        None  # per-dimension sd the head was trained under (feature_scaling standardize)
+    )
 
 
 def _set_trainable(model: PreTrainedModel, settings: TrainSettings) -> Any:
@@ -312,10 +329,22 @@ def _set_trainable(model: PreTrainedModel, settings: TrainSettings) -> Any:
 Pairs = list[tuple[list[int], list[int]]]
 
 
+def standardizer(train_rows: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, sd)`` per dimension of the training rows (chosen and rejected sequences); an sd of 0 becomes 1."""
+    x = np.asarray(train_rows, dtype=np.float64)
+    mean, sd = x.mean(axis=0), x.std(axis=0)
+    return mean, np.where(sd > 0, sd, 1.0)
+
+
 def _cached_inputs(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: CellData, features: Mapping[str, Any]
-) -> tuple[PreTrainedModel, Pairs, Pairs]:
-    """The cached-feature model over the pairs' features, and pairs of row indices into its table."""
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: CellData,
+    features: Mapping[str, Any],
+    scaling: str = "none",
+) -> tuple[PreTrainedModel, Pairs, Pairs, np.ndarray | None]:
+    """The cached-feature model over the pairs' features (standardized with the training rows' statistics for
+    ``scaling="standardize"``), pairs of row indices into its table, and the sd used (or None)."""
     import torch
 
     ftr_c, ftr_r = features["train"]
@@ -329,7 +358,12 @@ def _cached_inputs(
         n_ev = len(data.eval)
         eval_pairs = [([2 * n_tr + i], [2 * n_tr + n_ev + i]) for i in range(n_ev)]
     table = torch.cat(rows, dim=0)
-    return cached_feature_model(table, model.score, tokenizer.pad_token_id), train_pairs, eval_pairs
+    scale = None
+    if scaling == "standardize":
+        mean, scale = standardizer(table[: 2 * n_tr].numpy())
+        table = ((table.double() - torch.from_numpy(mean)) / torch.from_numpy(scale)).float()
+    model_ = cached_feature_model(table, model.score, tokenizer.pad_token_id)
+    return model_, train_pairs, eval_pairs, scale
 
 
 def _fit(trainer: Any, method: str, out: Path, has_eval: bool, every: int) -> tuple[dict, dict, float]:
@@ -384,10 +418,12 @@ def train_reward_model(
     if cached:
         if features is None:
             raise ValueError("head-only training with feature_cache needs the features of the pairs")
-        train_model, train_pairs, eval_pairs = _cached_inputs(model, tokenizer, data, features)
+        train_model, train_pairs, eval_pairs, scale = _cached_inputs(
+            model, tokenizer, data, features, settings.feature_scaling
+        )
     else:
-        train_model, train_pairs, eval_pairs = model, data.train, data.eval
-    args = reward_config(settings, seed, out / "trainer", bool(eval_pairs), cached)
+        train_model, train_pairs, eval_pairs, scale = model, data.train, data.eval, None
+    args = reward_config(settings, seed, out / "trainer", bool(eval_pairs), cached, len(eval_pairs))
     snapshots = head_snapshots(settings.checkpoint_every) if method == "head" else None
     with quiet_transformers():
         trainer = RewardTrainer(
@@ -405,15 +441,19 @@ def train_reward_model(
     n_eval_used = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
     initial, checkpoints, seconds = _fit(trainer, method, out, bool(eval_pairs), settings.checkpoint_every)
     history = pd.DataFrame(([initial] if initial else []) + list(trainer.state.log_history))
+    heads = snapshots.heads if snapshots is not None else {}
+    if scale is not None:  # back to the raw hidden states the saved RM reads
+        heads = {s: (np.asarray(w, np.float64) / scale).astype(np.float32) for s, w in heads.items()}
     return TrainOutcome(
         model=trainer.model,
         trainer=trainer,
         log_history=history,
-        heads=snapshots.heads if snapshots is not None else {},
+        heads=heads,
         checkpoints=checkpoints,
         n_train_used=n_train_used,
         n_eval_used=n_eval_used,
         seconds=seconds,
+        scale=scale,
     )
 
 
