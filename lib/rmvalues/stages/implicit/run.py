@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ...core.findings import Finding, write_findings
 from ...core.manifest import RunRecord
 from ...data.corpora import read_corpora_table
 from ...data.prompts import prompt_table, prompts_checksum
@@ -36,6 +37,7 @@ from ...engine.logprobs import LogProbEngine
 from ...models.loading import load_tokenizer, model_info, quiet_transformers
 from ...models.registry import ModelSpec
 from . import planted
+from .findings import findings as chapter_findings
 from .metrics import VocabAlignment, align_vocabularies, require_same_tokenizer
 from .params import TOKEN_METRICS, Params, resolve_pairs
 from .ranking import median_ranks, pair_anova, scores_table, token_adjusted, token_counts
@@ -96,6 +98,7 @@ class Results:
     metric_contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_metric_contrasts.csv
     planted_losses: list[float] = field(default_factory=list)
     sham_losses: list[float] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # findings.json (the findings page)
     timings: dict[str, float] = field(default_factory=dict)
     engine_stats: dict[str, Any] = field(default_factory=dict)
 
@@ -366,6 +369,8 @@ def _write(res: Results, record: RunRecord) -> None:
     record.write_csv(res.planted_ranks, "planted_ranks.csv")
     record.write_csv(res.validation, "planted_validation.csv")
     record.write_csv(res.metric_contrasts, "planted_metric_contrasts.csv")
+    res.findings = chapter_findings(res)
+    write_findings(record, res.findings)
     record.finish()
     res.timings = dict(record.timings)
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.errors import RmvaluesError
+from ...core.findings import Finding, write_findings
 from ...core.manifest import RunRecord, Timer
 from ...data.corpora import read_corpora_table
 from ...data.prompts import prompt_table, prompts_checksum, select_prompts
@@ -37,6 +38,7 @@ from ...models.registry import ModelSpec, get_spec
 from . import analysis, metrics, paper
 from .config import GridSpec
 from .features import score_model_words
+from .findings import findings as chapter_findings
 from .grid import run_grid
 from .params import REGISTRY_FILE, Params
 
@@ -81,6 +83,7 @@ class Results:
     paper_gaps: pd.DataFrame = field(default_factory=pd.DataFrame)
     paper_vs_ours: pd.DataFrame | None = None
     consistency: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)  # findings.json (the findings page)
     seconds: float = 0.0
 
     @property
@@ -268,6 +271,8 @@ def _write(res: Results, record: RunRecord) -> None:
     for name, df in tables.items():
         if df is not None:
             record.write_parquet(df, f"{name}.parquet")
+    res.findings = chapter_findings(res)
+    write_findings(record, res.findings)
     record.finish()
 
 

@@ -1,0 +1,126 @@
+"""The implicit-rewards chapter's answers for the findings page (``findings.json``): whether the two base
+models' log-probabilities already differ in how prompt framing moves the Big Two categories (the primary,
+single-token analysis, prompts as the unit), and whether the implicit reward recovers words planted by a brief
+fine-tune beyond a sham control."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ...core.display import interval, number, pvalue
+from ...core.findings import Finding
+from ...stats import framing_contrast, paired_gap_difference, prompt_gaps
+
+BIG2 = ("big2_nouns", "big2_expanded", "big2_dictionary")
+CATEGORY, VERSUS = "Communion", "Agency"
+#: The planted-word check the page reports: word-level mixture-weighted log ratio on the tuned model itself.
+PLANTED = {"level": "word", "metric": "word_mwlr"}
+
+
+def _ci(low: float, high: float, digits: int = 1) -> str:
+    return f"95% CI {interval(low, high, digits)}" if pd.notna(low) and pd.notna(high) else ""
+
+
+def _pair_finding(results: Any) -> Finding | None:
+    """The first pair's difference of D(Communion), paired by prompt, with each model's own D."""
+    med = results.single_medians
+    if med.empty:
+        return None
+    corpus = next((c for c in BIG2 if c in set(med["corpus"])), None)
+    if corpus is None:
+        return None
+    pair = med["pair"].iloc[0]
+    part = med[(med["corpus"] == corpus) & (med["pair"] == pair)]
+    gaps = prompt_gaps(part, CATEGORY)
+    models = part[["rm", "family"]].drop_duplicates().sort_values("rm")
+    if gaps.empty or len(models) != 2:
+        return None
+    (p, fam_p), (q, fam_q) = models.itertuples(index=False)
+    own = {m: framing_contrast(gaps[gaps["rm"] == m]) for m in (p, q)}
+    c = framing_contrast(paired_gap_difference(gaps, p, q))
+    n_words = int(part.groupby("category", observed=True)["n_words"].max().sum())
+    n_pairs = med["pair"].nunique()
+    each = "; ".join(
+        f"{m} ({f} base) {number(own[m].estimate, 1)}"
+        + (f" ({_ci(own[m].ci_low, own[m].ci_high)})" if _ci(own[m].ci_low, own[m].ci_high) else "")
+        for m, f in ((p, fam_p), (q, fam_q))
+    )
+    answer = (
+        f"Ranking the {n_words} {corpus} words that are one token for both models by their log-probability as "
+        f"the answer, how much {CATEGORY} words gain in rank relative to {VERSUS} words from negative to positive "
+        f"prompts (D) is {each}. Their difference, {q} minus {p}, is {number(c.estimate, 1)} ranks"
+        + (f" ({_ci(c.ci_low, c.ci_high)}, prompts paired)" if _ci(c.ci_low, c.ci_high) else "")
+        + ". One model per base family: the difference is between these two base models, which also differ in "
+        "size, tokenizer and training data."
+    )
+    if n_pairs > 1:
+        answer += f" The run compares {n_pairs} model pairs; the chapter reports every one."
+    return Finding(
+        key=f"{corpus}_pair",
+        question=f"Do the base models' own log-probabilities differ in how framing moves {CATEGORY} against {VERSUS} words?",
+        answer=answer,
+        estimate=f"{number(c.estimate, 1)} ranks",
+        interval=_ci(c.ci_low, c.ci_high),
+        baseline=f"Welch p {pvalue(c.p)}" if pd.notna(c.p) else "",
+        unit=f"{c.n_positive + c.n_negative} prompts, one pair of base models, {n_words} single-token words",
+        would_change=(
+            "More base models per family; words that are several tokens (the all-words analysis pools their "
+            "log-probabilities and depends on the token count)."
+        ),
+        value=c.estimate,
+        low=c.ci_low,
+        high=c.ci_high,
+        reference=0.0,
+        scale=f"difference of D({CATEGORY}), ranks",
+        label=f"{q} − {p}, D({CATEGORY}) from log-probs",
+    )
+
+
+def _planted_finding(results: Any) -> Finding | None:
+    """How well the implicit reward separates planted words from the other candidates, beyond a sham plant."""
+    v = results.validation
+    if v.empty:
+        return None
+    rows = v[(v["level"] == PLANTED["level"]) & (v["metric"] == PLANTED["metric"])]
+    tuned = results.params.planted_model
+    own = rows[rows["reference"] == tuned]  # against the untuned model itself, not the cross-family model
+    rows = own if not own.empty else rows
+    if rows.empty:
+        return None
+    r = rows.iloc[0]
+    ok = "passes" if bool(r["passes"]) else "does not pass"
+    return Finding(
+        key="planted",
+        question="Does the implicit reward find words that a brief fine-tune made more likely?",
+        answer=(
+            f"After fine-tuning {tuned} to favour {int(r['n_planted'])} planted words, the word-level "
+            f"implicit reward (mixture-weighted log ratio against {r['reference']}) ranks them above the other "
+            f"{int(r['n_candidates']) - int(r['n_planted'])} candidates with AUC {number(r['auc_planted'], 3)}, "
+            f"against {number(r['auc_sham'], 3)} for a sham fine-tune on other words (difference "
+            f"{number(r['diff_sham'], 3)}, {_ci(r['ci_low_sham'], r['ci_high_sham'], 3)} from a bootstrap "
+            f"that resamples the {int(r['n_prompts'])} evaluation prompts and the planted words together); the "
+            f"check {ok} its criterion."
+        ),
+        estimate=f"AUC {number(r['auc_planted'], 3)} (sham {number(r['auc_sham'], 3)})",
+        interval=f"difference to sham: {_ci(r['ci_low_sham'], r['ci_high_sham'], 3)}",
+        baseline=f"sham fine-tune AUC {number(r['auc_sham'], 3)}; untuned {number(r['auc_untuned'], 3)}",
+        unit=f"{int(r['n_planted'])} planted words among {int(r['n_candidates'])} candidates, {int(r['n_prompts'])} prompts",
+        would_change=(
+            "A longer or weaker fine-tune, other planted words; it validates the metric on a known plant, not the "
+            "value biases themselves."
+        ),
+        value=float(r["diff_sham"]),
+        low=float(r["ci_low_sham"]),
+        high=float(r["ci_high_sham"]),
+        reference=0.0,
+        scale="AUC difference, planted vs sham",
+        label="planted words: AUC above sham",
+    )
+
+
+def findings(results: Any) -> list[Finding]:
+    """The chapter's findings: the first model pair's framing contrast on single-token Big Two words, and the
+    planted-word validation of the implicit reward (each when the run has it)."""
+    return [f for f in (_pair_finding(results), _planted_finding(results)) if f is not None]
