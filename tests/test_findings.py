@@ -145,6 +145,68 @@ def test_scoring_findings_per_rm_and_pair():
     assert findings(types.SimpleNamespace(medians=pd.DataFrame())) == []
 
 
+def test_implicit_findings_pair_and_planted_check():
+    from rmvalues.stages.implicit.findings import findings
+
+    med = pd.concat(
+        [_medians([5, 7, 9], [1, -2, 0], "gem", "gemma"), _medians([1, 2, 3], [1, 2, 3], "smol", "smollm")]
+    )
+    med["pair"], med["n_words"] = "gem|smol", 3
+    val = pd.DataFrame(
+        [
+            dict(level="word", reference="other", metric="word_mwlr", n_prompts=9, n_planted=4, n_candidates=40,
+                 auc_planted=0.5, auc_untuned=0.5, auc_sham=0.5, diff_sham=0.0, ci_low_sham=-0.1,
+                 ci_high_sham=0.1, passes=False),
+            dict(level="word", reference="gem", metric="word_mwlr", n_prompts=9, n_planted=4, n_candidates=40,
+                 auc_planted=0.9, auc_untuned=0.5, auc_sham=0.6, diff_sham=0.3, ci_low_sham=0.1,
+                 ci_high_sham=0.45, passes=True),
+            dict(level="word", reference="gem", metric="word_sum", n_prompts=9, n_planted=4, n_candidates=40,
+                 auc_planted=0.7, auc_untuned=0.6, auc_sham=0.6, diff_sham=0.1, ci_low_sham=-0.1,
+                 ci_high_sham=0.2, passes=False),
+        ]
+    )  # fmt: skip
+    res = types.SimpleNamespace(
+        single_medians=med, validation=val, params=types.SimpleNamespace(planted_model="gem")
+    )
+    pair, planted = findings(res)
+    assert pair.key == "big2_nouns_pair"
+    assert pair.value == pytest.approx(0.0 - (7.0 - (-1 / 3)))  # smol - gem, paired by prompt
+    assert "6 big2_nouns words" in pair.answer  # the largest word count of each category, summed
+    assert planted.key == "planted" and planted.value == pytest.approx(
+        0.3
+    )  # against the untuned model itself
+    assert (planted.low, planted.high) == (0.1, 0.45) and "passes" in planted.answer
+    assert "the other 36 candidates" in planted.answer and "against gem" in planted.answer
+    empty = types.SimpleNamespace(single_medians=pd.DataFrame(), validation=pd.DataFrame(), params=res.params)
+    assert findings(empty) == []
+
+
+def test_training_findings_compare_bases_at_largest_quantity():
+    from rmvalues.stages.training.findings import findings
+
+    comp = pd.DataFrame(
+        [
+            dict(data="hh", quantity=q, framing=f, base_a="gem", base_b="smol", gap_a=3.0, gap_b=1.0,
+                 difference=2.0 + q, n_a=5, n_b=5, ci_low=0.5, ci_high=3.5 + q, p_perm=0.0079, p_min=0.0079)
+            for q in (40, 400)
+            for f in ("positive", "negative")
+        ]
+    )  # fmt: skip
+    final = pd.DataFrame(
+        [
+            dict(base_model=b, data="hh", quantity=400, framing=f, null_low=-1.0, null_high=1.0)
+            for b in ("gem", "smol")
+            for f in ("positive", "negative")
+        ]
+    )
+    out = findings(types.SimpleNamespace(comparison=comp, final=final))
+    assert [f.key for f in out] == ["bases_hh_400_negative", "bases_hh_400_positive"]
+    assert out[0].value == 402.0 and (out[0].low, out[0].high) == (0.5, 403.5)
+    assert "p 0.008" in out[0].baseline and "gem [−1.0, 1.0]" in out[0].baseline
+    assert "5 + 5 trained reward models" in out[0].unit
+    assert findings(types.SimpleNamespace(comparison=None, final=final)) == []
+
+
 def test_statistics_findings_from_rm_level_table():
     from rmvalues.stages.rm_statistics.findings import findings
 
