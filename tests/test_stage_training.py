@@ -560,7 +560,7 @@ def test_run_writes_every_output_and_hands_off_the_registry(tmp_path, corpora_re
         "paper_training_gaps",
         "paper_vs_ours",
     }
-    assert set(manifest["outputs"]) == {f"{n}.parquet" for n in expected} | {"registry.yaml"}
+    assert set(manifest["outputs"]) == {f"{n}.parquet" for n in expected} | {"registry.yaml", "findings.json"}
     assert res.comparison is None  # one base model
     # the scoring stage reads the registry through a verified hand-off and finds the trained RM by name
     inp = StageInput("training", params.run_name, ("registry.yaml",))
