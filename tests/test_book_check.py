@@ -77,3 +77,6 @@ def test_table_cells_render_literally():
     body = table(df, "Tokens.", "tbl-x").data
     assert "&lt;pad>" in body and r"&lt;\|endoftext\|>" in body and "| a b " in body
     assert all(line.count("|") - line.count(r"\|") == 3 for line in body.splitlines() if line.startswith("|"))
+    # a link role in a cell keeps its target (``&lt;`` there would break the reference)
+    linked = table(pd.DataFrame({"x": ["{doc}`Word lists <corpora>` <b>"]}), "Links.", "tbl-y").data
+    assert "{doc}`Word lists <corpora>` &lt;b>" in linked

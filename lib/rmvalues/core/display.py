@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,18 @@ def _download(csv: str | os.PathLike[str] | None) -> str:
     )
 
 
+#: A MyST role with its content, e.g. ``{doc}`Word lists <corpora>```.
+_ROLE = re.compile(r"(\{[a-z][a-z:-]*\}`[^`]*`)")
+
+
 def _cell(value: Any) -> Any:
     """A text cell as Markdown shows it literally: one line, pipes escaped (they would end the cell) and
     ``<`` as an entity (``<pad>`` would otherwise be read as an HTML tag and vanish)."""
     if not isinstance(value, str):
         return value
-    return value.replace("\n", " ").replace("|", "\\|").replace("<", "&lt;")
+    parts = _ROLE.split(value.replace("\n", " ").replace("|", "\\|"))
+    # a MyST role ({doc}`label <target>`) keeps its ``<``; text outside roles gets the entity
+    return "".join(p if _ROLE.fullmatch(p) else p.replace("<", "&lt;") for p in parts)
 
 
 def _markdown(df: pd.DataFrame) -> str:
