@@ -713,3 +713,12 @@ def test_real_tokenizers_leading_space():
         # "communion" is split bare ("comm"+"union" / "commun"+"ion") in both vocabularies
         assert tok.loc[(name, "communion"), "n_tokens_bare"] == 2
         assert tok.loc[(name, "care"), "ids_bare"] != tok.loc[(name, "care"), "ids_space"]
+
+
+def test_stems_note_points_to_the_table_only_when_there_is_one():
+    from types import SimpleNamespace
+
+    from rmvalues.stages.corpora.text import stems_note
+
+    assert "tbl-corpora-stems" in stems_note(SimpleNamespace(stems=pd.DataFrame({"stem": ["do*"]})))
+    assert "numref" not in stems_note(SimpleNamespace(stems=pd.DataFrame()))

@@ -96,3 +96,18 @@ def key_numbers(results: Any) -> dict[str, str]:
         or "n/a (no tokenizers)"
     )
     return out
+
+
+def stems_note(results: Any) -> str:
+    """The closing sentence on wildcard stems: it points to the stems table only where the run shows one
+    (corpora without wildcards, e.g. a Big Two run alone, have none)."""
+    if results.stems is None or results.stems.empty:
+        return (
+            "The selected corpora have no wildcard stems, so no mechanical expansion enters this run's word "
+            "lists."
+        )
+    return (
+        "Wildcard dictionaries are built to count words in running text, and their mechanical expansion shows "
+        "it: short stems pull in unrelated words and overlapping stems put some words under both categories "
+        "({numref}`tbl-corpora-stems`)."
+    )
