@@ -26,13 +26,9 @@ package turns it into a stage:
   "live"``; one row per corpus label of a word), ``tokens.parquet`` (the token ids of every candidate per model
   and prompt, and how they were obtained), ``timings.parquet`` (per model: load and scoring time, candidates
   per second, method, batch size, dtype, device), and for word scoring ``medians.parquet`` (category median
-<<<<<<< HEAD
   ranks) and, when an RM has published scores too, ``live_vs_published.parquet``; the chapter's reader tables
-  as CSV downloads (``tables/<name>.csv``, :data:`READER_TABLES`); plus ``manifest.json``.
-=======
-  ranks) and, when an RM has published scores too, ``live_vs_published.parquet``; the chapter's answers
-  ``findings.json`` (for the findings page); plus ``manifest.json``.
->>>>>>> main
+  as CSV downloads (``tables/<name>.csv``, :data:`READER_TABLES`); the chapter's answers ``findings.json`` (for
+  the findings page); plus ``manifest.json``.
 
 Command line (one command scores a new RM; see the README)::
 
