@@ -10,7 +10,7 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["plot_contrasts", "plot_median_ranks", "plot_recovery"]
+__all__ = ["plot_contrasts", "plot_median_ranks", "plot_median_ranks_grid", "plot_recovery"]
 
 
 def plot_median_ranks(
@@ -44,6 +44,65 @@ def plot_median_ranks(
         ax.invert_yaxis()
         ax.tick_params(axis="x", rotation=30 if df["category"].nunique() > 2 else 0)
     g.figure.suptitle(f"{corpus}: {metric}" + (f" ({pair})" if pair else ""), y=1.03)
+    plt.close(g.figure)
+    return g.figure
+
+
+def _model_palette(df: pd.DataFrame) -> dict[str, str]:
+    """One colour per model: its base family's (the book's palette), or distinct colours when two models
+    share a family or a panel shows pair metrics (``model`` = the pair)."""
+    from ...core.style import family_color, label_colors
+
+    fams = df.drop_duplicates("model").set_index("model")["family"] if "family" in df else pd.Series()
+    colors = {m: family_color(fams.get(m, "")) for m in df["model"].unique()}
+    if len(set(colors.values())) < len(colors):
+        return label_colors(set(colors))
+    return colors
+
+
+def plot_median_ranks_grid(medians: pd.DataFrame, metric: str, pair: str | None = None) -> Figure:
+    """ONE figure of the category median ranks of ``metric`` (mean ± SE over prompts) per model: a row per
+    corpus (and per pair, for the single-token analysis, whose word set is the pair's), a column per framing.
+    ``pair`` keeps one pair's rows. Empty ``medians`` give an empty figure with a note."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    df = medians[(medians["metric"] == metric) & (medians["analysis"] == "pooled")].copy()
+    if pair is not None and "pair" in df:
+        df = df[df["pair"] == pair]
+    if df.empty:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"No median ranks of {metric} in this run.", ha="center", va="center")
+        plt.close(fig)
+        return fig
+    many_pairs = "pair" in df and df["pair"].nunique() > 1
+    df["panel"] = (df["pair"] + " | " + df["corpus"]) if many_pairs else df["corpus"]
+    n_cat = df.groupby("panel")["category"].nunique().max()
+    g = sns.catplot(
+        data=df,
+        x="category",
+        y="median_rank",
+        hue="model",
+        palette=_model_palette(df),
+        row="panel",
+        col="framing",
+        col_order=[f for f in ("positive", "negative") if f in set(df["framing"])],
+        kind="point",
+        errorbar="se",
+        dodge=0.3 if df["model"].nunique() > 1 else False,
+        sharex=False,
+        sharey=False,
+        height=2.8,
+        aspect=1.2 if n_cat <= 2 else 1.45,
+    )
+    g.set_axis_labels("", "median rank (1 = most probable)")
+    g.set_titles("{row_name}, {col_name} prompts")
+    for ax in g.axes.flat:
+        ax.invert_yaxis()
+        ax.tick_params(axis="x", rotation=30 if n_cat > 2 else 0)
+    sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, title=None, frameon=False)
+    g.figure.tight_layout()
     plt.close(g.figure)
     return g.figure
 
