@@ -133,7 +133,7 @@ class Results:
 
     def reader_tables(self) -> dict[str, pd.DataFrame]:
         """The chapter's tables by download name (:data:`READER_TABLES`), flat (lists joined, no index)."""
-        engine = pd.DataFrame(self.engine_stats).T.rename_axis("model").reset_index()
+        engine = pd.DataFrame.from_dict(self.engine_stats, orient="index").rename_axis("model").reset_index()
         timings = pd.DataFrame({"step": list(self.timings), "seconds": list(self.timings.values())})
         tables = {
             "models": self.models,

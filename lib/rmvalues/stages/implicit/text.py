@@ -349,7 +349,9 @@ def _pair_numbers(results: Any) -> dict[str, str]:
         "big2_single_words": str(int(sel.loc[sel["corpus"] == big2, "n_survive"].sum())) if big2 else "n/a",
     }
     cm, cfm = "C(category):C(model)", "C(category):C(framing):C(model)"
-    out["single_category_model"] = _term(results.single_anova, pair, big2, "single_token", cm) if big2 else "n/a"
+    out["single_category_model"] = (
+        _term(results.single_anova, pair, big2, "single_token", cm) if big2 else "n/a"
+    )
     out["single_category_framing_model"] = (
         _term(results.single_anova, pair, big2, "single_token", cfm) if big2 else "n/a"
     )
@@ -374,7 +376,10 @@ def _tail_ratio(tokens: pd.DataFrame, pair: str, k: int) -> str:
     if grp.empty:
         return "n/a"
     mix = (grp["p"] + grp["q"]) / 2
-    by_lr, by_mw = mix[grp["logratio"].nlargest(k).index].median(), mix[grp["mwlr"].nlargest(k).index].median()
+    by_lr, by_mw = (
+        mix[grp["logratio"].nlargest(k).index].median(),
+        mix[grp["mwlr"].nlargest(k).index].median(),
+    )
     return f"{by_mw / by_lr:.0e}" if by_lr > 0 else "n/a"
 
 
@@ -394,9 +399,7 @@ def _validation_numbers(results: Any) -> dict[str, str]:
         ),
     }
     mc = results.metric_contrasts
-    out["mwlr_beats_raw"] = (
-        f"{int((mc['ci_low'] > 0).sum())} of {len(mc)}" if len(mc) else "n/a"
-    )
+    out["mwlr_beats_raw"] = f"{int((mc['ci_low'] > 0).sum())} of {len(mc)}" if len(mc) else "n/a"
     return out
 
 
@@ -412,7 +415,9 @@ def key_numbers(results: Any) -> dict[str, str]:
         "corpora": ", ".join(p.corpora),
         "n_prompts": str(len(results.prompts)),
         "n_word_prompts": str(len(results.word_prompts)),
-        "n_corpus_words": f"{results.word_logprobs['word'].nunique():,}" if len(results.word_logprobs) else "n/a",
+        "n_corpus_words": f"{results.word_logprobs['word'].nunique():,}"
+        if len(results.word_logprobs)
+        else "n/a",
         "top_k": str(int(p.top_k)),
         "contrast_a": p.contrast[0],
         "contrast_b": p.contrast[1],
@@ -425,9 +430,13 @@ def key_numbers(results: Any) -> dict[str, str]:
         out[f"{key}_interval"] = (f.interval or "no interval") if f else "n/a"
         out[f"{key}_baseline"] = (f.baseline or "none") if f else "n/a"
     out["pair_answer"] = (
-        found["pair"].answer if "pair" in found else "No pair of models with Big Two single-token words in this run."
+        found["pair"].answer
+        if "pair" in found
+        else "No pair of models with Big Two single-token words in this run."
     )
     out["planted_answer"] = (
-        found["planted"].answer if "planted" in found else "The planted-word validation was skipped in this run."
+        found["planted"].answer
+        if "planted" in found
+        else "The planted-word validation was skipped in this run."
     )
     return out
