@@ -342,7 +342,7 @@ def _pair_numbers(results: Any) -> dict[str, str]:
         "first_pair": pair or "n/a",
         "single_survivors": "; ".join(
             f"{c} {int(g['n_survive'].sum())} of {int(g['n_words'].sum())}"
-            for c, g in sel.groupby("corpus", sort=False)
+            for c, g in (sel.groupby("corpus", sort=False) if len(sel) else [])
         )
         or "n/a",
         "big2_corpus": big2 or "n/a",
