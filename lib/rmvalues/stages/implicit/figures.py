@@ -165,6 +165,6 @@ def plot_recovery(recovery: pd.DataFrame) -> Figure:
     ax.set_xlim(0, 1)
     ax.set_xlabel("AUC of the planted words")
     ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(conds), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig

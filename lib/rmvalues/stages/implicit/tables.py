@@ -12,6 +12,7 @@ __all__ = [
     "anova_table",
     "contrast_table",
     "metric_contrast_table",
+    "planted_rank_table",
     "sham_table",
     "top_tokens_table",
     "validation_table",
@@ -121,3 +122,13 @@ def metric_contrast_table(contrasts: pd.DataFrame) -> pd.DataFrame:
     cols = {"level": "level", "reference": "reference", "metric_a": "metric a", "auc_a": "AUC a"}
     cols |= {"metric_b": "metric b", "auc_b": "AUC b", "diff": "a − b [95% CI]"}
     return reader_table(df, cols, digits=3)
+
+
+def planted_rank_table(ranks: pd.DataFrame, condition: str = "planted") -> pd.DataFrame:
+    """The rank of each planted word among the candidates under ``condition``, one column per level and
+    metric (``level: metric``)."""
+    if ranks.empty:
+        return pd.DataFrame(columns=["word"])
+    df = ranks[ranks["condition"] == condition].assign(panel=lambda d: d["level"] + ": " + d["metric"])
+    wide = df.pivot_table(index="word", columns="panel", values="rank", sort=False)
+    return wide.round(0).astype("Int64").reset_index().rename_axis(columns=None)
