@@ -914,7 +914,7 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
     import matplotlib.pyplot as plt
 
     fig = stage.figures.plot_median_ranks_grid(res.single_medians, "single_token")
-    assert len(fig.axes) == 2  # one corpus with an ANOVA-able word set (mfd2) x two framings
+    assert len(fig.axes) == 4  # ONE figure: a row per corpus with surviving words x a column per framing
     plt.close(fig)
 
 
