@@ -660,6 +660,142 @@ def test_default_parameters_are_valid():
     ]
 
 
+# -- the chapter's prose numbers and reader tables -------------------------------------------------------------
+
+PAIR = "smollm2-135m-instruct vs gemma3-270m"
+
+
+def _anova(metric: str, f_cm: float, p_cm: float) -> list[dict]:
+    base = {"pair": PAIR, "corpus": "big2_nouns", "metric": metric, "n_points": 16, "sum_sq": 1.0}
+    return [
+        {**base, "term": "C(category)", "df": 1.0, "F": 3.0, "p": 0.1},
+        {**base, "term": "C(category):C(model)", "df": 1.0, "F": f_cm, "p": p_cm},
+        {**base, "term": "C(category):C(framing):C(model)", "df": 1.0, "F": 0.5, "p": 0.5},
+        {**base, "term": "Residual", "df": 8.0, "F": np.nan, "p": np.nan},
+    ]
+
+
+def _hand_results() -> stage.Results:
+    from rmvalues.core.findings import Finding
+
+    p = stage.Params.parse({"corpora": ["big2_nouns"], "top_k": 2})
+    counts = pd.DataFrame(
+        {
+            "pair": [PAIR, PAIR],
+            "corpus": ["big2_nouns"] * 2,
+            "category": ["Agency", "Communion"],
+            "n_words": [104, 159],
+            "n_single_p": [95, 141],
+            "n_single_q": [25, 42],
+            "n_survive": [25, 42],
+        }
+    )
+    contrasts = pd.DataFrame(
+        {"pair": [PAIR] * 3, "framing": ["all", "all", "positive"], "difference": [0.1, -0.2, 0.3]}
+    )
+    tokens = pd.DataFrame(
+        {
+            "pair": [PAIR] * 4,
+            "framing": ["all"] * 4,
+            "p": [1e-6, 1e-6, 0.1, 0.2],
+            "q": [1e-2, 1e-2, 0.2, 0.3],
+            "logratio": [9.0, 8.0, 1.0, 0.5],
+            "mwlr": [0.0, 0.0, 0.1, 0.2],
+        }
+    )
+    finding = Finding(
+        key="big2_nouns_pair", question="q?", answer="An answer.", estimate="2.0 ranks", interval=""
+    )
+    return stage.Results(
+        params=p,
+        prompts=["a", "b", "c", "d"],
+        word_prompts=["a", "b"],
+        pairs=[("gemma3-270m", "smollm2-135m-instruct")],
+        single_counts=counts,
+        single_anova=pd.DataFrame(_anova("single_token", 7.02, 0.0291)),
+        anova=pd.DataFrame(_anova("word_sum", 5.12, 0.054) + _anova("word_sum_adjusted", 0.74, 0.416)),
+        contrasts=contrasts,
+        token_rewards=tokens,
+        word_logprobs=pd.DataFrame({"word": ["kin", "kin", "peace"]}),
+        findings=[finding],
+    )
+
+
+def test_key_numbers_of_a_hand_made_run():
+    k = stage.text.key_numbers(_hand_results())
+    assert (
+        k["first_pair"] == PAIR
+        and k["n_pairs"] == "1"
+        and k["models"] == "gemma3-270m, smollm2-135m-instruct"
+    )
+    assert k["single_survivors"] == "big2_nouns 67 of 263" and k["big2_single_words"] == "67"
+    assert k["single_category_model"] == "F(1, 8) = 7.02, p = 0.029"
+    assert k["single_category_framing_model"] == "F(1, 8) = 0.50, p = 0.500"
+    assert k["all_words_category_model"] == "F(1, 8) = 5.12, p = 0.054"
+    assert k["adjusted_category_model"] == "F(1, 8) = 0.74, p = 0.416"
+    assert k["contrast_wins"] == "1 of 2"  # the 'all' rows only
+    assert k["tail_ratio"] == "4e+01"  # median (p+q)/2 of the top two by MWLR (0.2) over by log ratio (0.005)
+    assert k["n_prompts"] == "4" and k["n_word_prompts"] == "2" and k["n_corpus_words"] == "2"
+    assert k["pair_estimate"] == "2.0 ranks" and k["pair_interval"] == "no interval"
+    assert k["pair_answer"] == "An answer." and k["planted_estimate"] == "n/a"
+    assert k["validation_passes"] == "n/a" and k["sham_zipf_tolerance"] == "0.25"
+    assert set(stage.text.MARKDOWN_KEYS) <= set(k)
+
+
+def test_key_numbers_are_all_present_without_pairs_or_validation():
+    full = stage.text.key_numbers(_hand_results())
+    empty = stage.text.key_numbers(stage.Results(params=stage.Params.parse({})))
+    assert set(empty) == set(full)
+    for key in ("first_pair", "single_survivors", "single_category_model", "all_words_category_model"):
+        assert empty[key] == "n/a", key
+    assert all(isinstance(v, str) and v for v in empty.values())
+
+
+def test_reader_tables_format_anova_and_validation():
+    anova = stage.tables.anova_table(pd.DataFrame(_anova("single_token", 7.02, 0.0004)))
+    assert anova.columns.tolist() == ["pair", "corpus", "term", "F", "df", "p"]
+    assert anova["term"].tolist() == ["category × model", "category × framing × model"]
+    assert anova["df"].tolist() == ["1, 8", "1, 8"] and anova["p"].iloc[0] == "< 0.001"
+    v = pd.DataFrame(
+        [
+            {
+                "level": "word", "reference": "m", "metric": "word_mwlr", "auc_planted": 0.9, "auc_untuned": 0.5,
+                "auc_sham": 0.6, "diff_untuned": 0.4, "ci_low_untuned": 0.3, "ci_high_untuned": 0.5,
+                "diff_sham": 0.3, "ci_low_sham": -0.1, "ci_high_sham": 0.6, "passes": False,
+            }
+        ]
+    )  # fmt: skip
+    t = stage.tables.validation_table(v)
+    assert t.iloc[0]["tuned − sham [95% CI]"] == "0.300 [−0.100, 0.600]" and t.iloc[0]["verdict"] == "fails"
+    words = pd.DataFrame(
+        {
+            "role": ["planted", "sham"],
+            "word": ["duty", "kin"],
+            "zipf_frequency": [4.5, 4.4],
+            "matched_to": ["", "duty"],
+            "zipf_difference": [0.0, -0.1],
+            "category": ["Authority", "Communion"],
+        }
+    )
+    sham = stage.tables.sham_table(words)
+    assert sham.iloc[0][["planted word", "sham word", "Zipf (planted)"]].tolist() == ["duty", "kin", "4.50"]
+    for empty in (pd.DataFrame(),):
+        assert stage.tables.validation_table(empty).empty and stage.tables.sham_table(empty).empty
+        assert stage.tables.anova_table(empty).empty and stage.tables.contrast_table(empty).empty
+
+
+def test_figures_are_one_figure_even_without_data():
+    import matplotlib.pyplot as plt
+
+    for fig in (
+        stage.figures.plot_median_ranks_grid(pd.DataFrame(), "single_token"),
+        stage.figures.plot_contrasts(pd.DataFrame()),
+        stage.figures.plot_recovery(pd.DataFrame()),
+    ):
+        assert len(fig.axes) == 1
+        plt.close(fig)
+
+
 # -- the stage on tiny models ---------------------------------------------------------------------------------
 
 
@@ -768,6 +904,18 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
         ["token", "token_mwlr", "token_logratio"],
     ]
     assert "planted-word validation" not in res.timings and "fine-tune (sham)" in res.timings
+    # the reader tables: every one a CSV download through the record, the prose numbers all present
+    for name in stage.READER_TABLES:
+        assert f"tables/{name}.csv" in manifest["outputs"] and res.csv(name).is_file(), name
+    assert len(pd.read_csv(res.csv("validation"))) == len(v)
+    k = stage.text.key_numbers(res)
+    assert k["first_pair"] == "tiny-llama vs tiny-gemma" and k["validation_passes"].endswith(f"of {len(v)}")
+    assert k["big2_single_words"] == "1" and k["planted_estimate"].startswith("AUC")
+    import matplotlib.pyplot as plt
+
+    fig = stage.figures.plot_median_ranks_grid(res.single_medians, "single_token")
+    assert len(fig.axes) == 4  # ONE figure: a row per corpus with surviving words x a column per framing
+    plt.close(fig)
 
 
 def test_token_logratio_for_different_tokenizers_fails_before_loading_models(tmp_path, corpora_results):

@@ -7,8 +7,8 @@ ranks, the 3-way ANOVA, top tokens, the word-pair contrast) and validates the me
 (:mod:`.validation`).
 """
 
-from . import figures, text
+from . import figures, tables, text
 from .params import Params
-from .run import Results, run
+from .run import READER_TABLES, Results, run
 
-__all__ = ["Params", "Results", "figures", "run", "text"]
+__all__ = ["READER_TABLES", "Params", "Results", "figures", "run", "tables", "text"]

@@ -1,4 +1,6 @@
-"""Figures of the implicit-rewards chapter (matplotlib; each function returns a closed figure to display)."""
+"""Figures of the implicit-rewards chapter (matplotlib). Each function returns one open figure: a figure cell of
+the notebook draws it with ``plt.show()`` (one numbered figure per cell); :func:`plot_median_ranks` returns a
+closed one, to ``display``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["plot_contrasts", "plot_median_ranks", "plot_recovery"]
+__all__ = ["note", "plot_contrasts", "plot_median_ranks", "plot_median_ranks_grid", "plot_recovery"]
 
 
 def plot_median_ranks(
@@ -48,17 +50,87 @@ def plot_median_ranks(
     return g.figure
 
 
+def note(text: str) -> Figure:
+    """A figure that only says ``text`` (a figure cell shows it when the run has nothing to plot, so the
+    numbered figure and its references stay)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
+def _model_palette(df: pd.DataFrame) -> dict[str, str]:
+    """One colour per model: its base family's (the book's palette), or distinct colours when two models
+    share a family or a panel shows pair metrics (``model`` = the pair)."""
+    from ...core.style import family_color, label_colors
+
+    fams = df.drop_duplicates("model").set_index("model")["family"] if "family" in df else pd.Series()
+    colors = {m: family_color(fams.get(m, "")) for m in df["model"].unique()}
+    if len(set(colors.values())) < len(colors):
+        return label_colors(set(colors))
+    return colors
+
+
+def plot_median_ranks_grid(medians: pd.DataFrame, metric: str, pair: str | None = None) -> Figure:
+    """ONE figure of the category median ranks of ``metric`` (mean ± SE over prompts) per model: a row per
+    corpus (and per pair, for the single-token analysis, whose word set is the pair's), a column per framing.
+    ``pair`` keeps one pair's rows. Empty ``medians`` give an empty figure with a note."""
+    import seaborn as sns
+
+    if medians.empty:
+        return note(f"No median ranks of {metric} in this run.")
+    df = medians[(medians["metric"] == metric) & (medians["analysis"] == "pooled")].copy()
+    if pair is not None and "pair" in df:
+        df = df[df["pair"] == pair]
+    if df.empty:
+        return note(f"No median ranks of {metric} in this run.")
+    many_pairs = "pair" in df and df["pair"].nunique() > 1
+    df["panel"] = (df["pair"] + " | " + df["corpus"]) if many_pairs else df["corpus"]
+    n_cat = df.groupby("panel")["category"].nunique().max()
+    g = sns.catplot(
+        data=df,
+        x="category",
+        y="median_rank",
+        hue="model",
+        palette=_model_palette(df),
+        row="panel",
+        col="framing",
+        col_order=[f for f in ("positive", "negative") if f in set(df["framing"])],
+        kind="point",
+        errorbar="se",
+        dodge=0.3 if df["model"].nunique() > 1 else False,
+        sharex=False,
+        sharey=False,
+        height=2.8,
+        aspect=1.2 if n_cat <= 2 else 1.45,
+    )
+    g.set_axis_labels("", "median rank (1 = most probable)")
+    g.set_titles("{row_name}, {col_name} prompts")
+    for ax in g.axes.flat:
+        ax.invert_yaxis()
+        ax.tick_params(axis="x", rotation=30 if n_cat > 2 else 0)
+    sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, title=None, frameon=False)
+    g.figure.tight_layout()
+    return g.figure
+
+
 def plot_contrasts(contrasts: pd.DataFrame) -> Figure:
     """Lollipop of the word-pair contrast (MWLR of word a minus word b) per pair and variant (Fig. 3)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FormatStrFormatter
 
+    if contrasts.empty:
+        return note("No model pair: no word contrast in this run.")
     df = contrasts[contrasts["framing"] == "all"].copy()
-    df["label"] = df["pair"] + " | " + df["case"] + ", " + df["space"]
+    df["label"] = df["case"] + ", " + df["space"]
+    if df["pair"].nunique() > 1:
+        df["label"] = df["pair"] + " | " + df["label"]
 
     a, b = df["text_a"].iloc[0].strip().lower(), df["text_b"].iloc[0].strip().lower()
     df = df.iloc[::-1]
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(df) + 1.5))
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(df) + 1.5))
     y = np.arange(len(df))
     ax.hlines(y, 0, df["difference"], color="0.6")
     ax.scatter(df["difference"], y, color=np.where(df["difference"] > 0, "#0064E0", "#DB4437"), zorder=3)
@@ -68,7 +140,6 @@ def plot_contrasts(contrasts: pd.DataFrame) -> Figure:
     ax.tick_params(axis="x", rotation=30)
     ax.set_xlabel(f"MWLR({a}) - MWLR({b}), mean over prompts")
     fig.tight_layout()
-    plt.close(fig)
     return fig
 
 
@@ -77,6 +148,8 @@ def plot_recovery(recovery: pd.DataFrame) -> Figure:
     model and its two controls (0.5 = chance)."""
     import matplotlib.pyplot as plt
 
+    if recovery.empty:
+        return note("The planted-word validation was skipped in this run (planted_model = '').")
     df = recovery[recovery["target"] == "planted words"].copy()
     df["label"] = df["level"] + ": " + df["metric"]
     wide = df.pivot_table(index="label", columns="condition", values="auc", sort=False)
@@ -92,7 +165,6 @@ def plot_recovery(recovery: pd.DataFrame) -> Figure:
     ax.set_xlim(0, 1)
     ax.set_xlabel("AUC of the planted words")
     ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(conds), fontsize=8, frameon=False)
     fig.tight_layout()
-    plt.close(fig)
     return fig

@@ -16,13 +16,15 @@ It writes ``single_token_words.csv``, ``single_token_counts.csv``, ``single_toke
 ``median_ranks.parquet``, ``all_words_anova.csv``, ``all_words_posthocs.csv``, ``word_mwlr.parquet``,
 ``token_mwlr.parquet``, ``token_alignment.csv``, ``token_collisions.csv``, ``top_tokens.csv``,
 ``pair_contrasts.csv``, ``planted_words.csv``, ``planted_recovery.csv``, ``planted_ranks.csv``,
-``planted_validation.csv`` and ``planted_metric_contrasts.csv``, with a ``manifest.json`` (models with their prompt format, inputs, seeds,
-timings).
+``planted_validation.csv`` and ``planted_metric_contrasts.csv``; the chapter's reader tables as CSV downloads
+(``tables/<name>.csv``, :data:`READER_TABLES`); the chapter's answers ``findings.json`` (for the findings page);
+with a ``manifest.json`` (models with their prompt format, inputs, seeds, timings).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -62,7 +64,30 @@ from .single_token import (
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Results", "run"]
+__all__ = ["READER_TABLES", "Results", "run"]
+
+#: The chapter's tables, as the CSV downloads the book offers beside them (``tables/<name>.csv``).
+READER_TABLES = (
+    "models",
+    "engine",
+    "alignment",
+    "collisions",
+    "timings",
+    "single_counts",
+    "single_words",
+    "single_anova",
+    "single_posthocs",
+    "token_counts",
+    "anova",
+    "posthocs",
+    "top_tokens",
+    "contrasts",
+    "planted_words",
+    "validation",
+    "recovery",
+    "planted_ranks",
+    "metric_contrasts",
+)
 
 
 @dataclass
@@ -101,6 +126,37 @@ class Results:
     findings: list[Finding] = field(default_factory=list)  # findings.json (the findings page)
     timings: dict[str, float] = field(default_factory=dict)
     engine_stats: dict[str, Any] = field(default_factory=dict)
+
+    def csv(self, name: str) -> Path:
+        """The CSV download of one of the chapter's tables (:data:`READER_TABLES`)."""
+        return Path(self.output_dir) / "tables" / f"{name}.csv"
+
+    def reader_tables(self) -> dict[str, pd.DataFrame]:
+        """The chapter's tables by download name (:data:`READER_TABLES`), flat (lists joined, no index)."""
+        engine = pd.DataFrame.from_dict(self.engine_stats, orient="index").rename_axis("model").reset_index()
+        timings = pd.DataFrame({"step": list(self.timings), "seconds": list(self.timings.values())})
+        tables = {
+            "models": self.models,
+            "engine": engine if self.engine_stats else pd.DataFrame(),
+            "alignment": self.alignment,
+            "collisions": _flat(self.collisions),
+            "timings": timings,
+            "single_counts": self.single_counts,
+            "single_words": _flat(self.single_words),
+            "single_anova": self.single_anova,
+            "single_posthocs": self.single_posthocs,
+            "token_counts": self.token_counts,
+            "anova": self.anova,
+            "posthocs": self.posthocs,
+            "top_tokens": self.top_tokens,
+            "contrasts": self.contrasts,
+            "planted_words": self.planted_words,
+            "validation": self.validation,
+            "recovery": self.recovery,
+            "planted_ranks": self.planted_ranks,
+            "metric_contrasts": self.metric_contrasts,
+        }
+        return {name: tables[name] for name in READER_TABLES}
 
 
 @dataclass
@@ -369,6 +425,9 @@ def _write(res: Results, record: RunRecord) -> None:
     record.write_csv(res.planted_ranks, "planted_ranks.csv")
     record.write_csv(res.validation, "planted_validation.csv")
     record.write_csv(res.metric_contrasts, "planted_metric_contrasts.csv")
+    res.timings = dict(record.timings)  # the steps so far (the manifest has the final ones)
+    for name, table in res.reader_tables().items():
+        record.write_csv(table, f"tables/{name}.csv")
     res.findings = chapter_findings(res)
     write_findings(record, res.findings)
     record.finish()

@@ -3,8 +3,14 @@ the run did not compute)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+
+from ...core.display import number
+from .findings import BIG2
+from .planting import ZIPF_TOLERANCE
 
 __all__ = [
     "describe_all_words_anova",
@@ -19,8 +25,13 @@ __all__ = [
     "describe_token_counts",
     "describe_top_tokens",
     "describe_validation",
+    "key_numbers",
+    "MARKDOWN_KEYS",
     "summary",
 ]
+
+#: The keys of :func:`key_numbers` that hold MyST Markdown (pasted with ``{glue:md}``): the findings' answers.
+MARKDOWN_KEYS = ("pair_answer", "planted_answer")
 
 _TERMS = {
     "C(category)": "category",
@@ -306,3 +317,126 @@ def summary(
             f"- **Planted words against the controls**: {describe_validation(validation)}",
         ]
     )
+
+
+def _term(anova: pd.DataFrame, pair: str, corpus: str, metric: str, term: str) -> str:
+    """``F(df, residual df) = F, p`` of one ANOVA term, or ``n/a``."""
+    if anova.empty:
+        return "n/a"
+    t = anova[(anova["pair"] == pair) & (anova["corpus"] == corpus) & (anova["metric"] == metric)]
+    t = t.set_index("term")
+    if term not in t.index or "Residual" not in t.index:
+        return "n/a"
+    return _f(t.loc[term], float(t.loc["Residual", "df"]))
+
+
+def _pair_numbers(results: Any) -> dict[str, str]:
+    """Numbers of the first pair: surviving single-token words, the ANOVA terms, the contrast, the tail."""
+    first = results.pairs[0] if results.pairs else None
+    pair = f"{first[1]} vs {first[0]}" if first else ""
+    counts = results.single_counts
+    sel = counts[counts["pair"] == pair] if len(counts) else counts
+    present = set(sel["corpus"]) if len(sel) else set()
+    big2 = next((c for c in BIG2 if c in present), None)
+    out = {
+        "first_pair": pair or "n/a",
+        "single_survivors": "; ".join(
+            f"{c} {int(g['n_survive'].sum())} of {int(g['n_words'].sum())}"
+            for c, g in (sel.groupby("corpus", sort=False) if len(sel) else [])
+        )
+        or "n/a",
+        "big2_corpus": big2 or "n/a",
+        "big2_single_words": str(int(sel.loc[sel["corpus"] == big2, "n_survive"].sum())) if big2 else "n/a",
+    }
+    cm, cfm = "C(category):C(model)", "C(category):C(framing):C(model)"
+    out["single_category_model"] = (
+        _term(results.single_anova, pair, big2, "single_token", cm) if big2 else "n/a"
+    )
+    out["single_category_framing_model"] = (
+        _term(results.single_anova, pair, big2, "single_token", cfm) if big2 else "n/a"
+    )
+    corpus = big2 or (results.params.corpora[0] if results.params.corpora else "")
+    out["all_words_corpus"] = corpus if pair else "n/a"
+    out["all_words_category_model"] = _term(results.anova, pair, corpus, "word_sum", cm) if pair else "n/a"
+    out["adjusted_category_model"] = (
+        _term(results.anova, pair, corpus, "word_sum_adjusted", cm) if pair else "n/a"
+    )
+    con = results.contrasts
+    con = con[(con["pair"] == pair) & (con["framing"] == "all")] if len(con) else con
+    out["contrast_wins"] = f"{int((con['difference'] > 0).sum())} of {len(con)}" if len(con) else "n/a"
+    out["tail_ratio"] = _tail_ratio(results.token_rewards, pair, int(results.params.top_k))
+    return out
+
+
+def _tail_ratio(tokens: pd.DataFrame, pair: str, k: int) -> str:
+    """How many times more probable the top-``k`` tokens by MWLR are than those by the raw log ratio."""
+    if tokens.empty or not pair:
+        return "n/a"
+    grp = tokens[(tokens["framing"] == "all") & (tokens["pair"] == pair)]
+    if grp.empty:
+        return "n/a"
+    mix = (grp["p"] + grp["q"]) / 2
+    by_lr, by_mw = (
+        mix[grp["logratio"].nlargest(k).index].median(),
+        mix[grp["mwlr"].nlargest(k).index].median(),
+    )
+    return f"{by_mw / by_lr:.0e}" if by_lr > 0 else "n/a"
+
+
+def _validation_numbers(results: Any) -> dict[str, str]:
+    """The planted-word validation: panels passing, the word-level MWLR panel's AUCs, the design."""
+    v, words = results.validation, results.planted_words
+    out = {
+        "validation_passes": f"{int(v['passes'].sum())} of {len(v)}" if len(v) else "n/a",
+        "n_bootstrap": str(int(v["n_bootstrap"].iloc[0])) if len(v) else "n/a",
+        "n_planted": str(int((words["role"] == "planted").sum())) if len(words) else "n/a",
+        "planted_steps": str(int(results.params.planted_steps)) if len(v) else "n/a",
+        "sham_zipf_tolerance": number(ZIPF_TOLERANCE, 2),
+        "sham_zipf_mean": (
+            number(float(np.abs(words.loc[words["role"] == "sham", "zipf_difference"]).mean()), 2)
+            if len(words)
+            else "n/a"
+        ),
+    }
+    mc = results.metric_contrasts
+    out["mwlr_beats_raw"] = f"{int((mc['ci_low'] > 0).sum())} of {len(mc)}" if len(mc) else "n/a"
+    return out
+
+
+def key_numbers(results: Any) -> dict[str, str]:
+    """The numbers the chapter's prose cites, as text to glue (every key always present; ``n/a`` where the
+    run has no such number, e.g. a run without a model pair, without the Big Two nouns or without the
+    validation). The keys of :data:`MARKDOWN_KEYS` hold the findings' answers as Markdown."""
+    p = results.params
+    out = {
+        "n_models": str(len(p.models)),
+        "models": ", ".join(p.models),
+        "n_pairs": str(len(results.pairs)),
+        "corpora": ", ".join(p.corpora),
+        "n_prompts": str(len(results.prompts)),
+        "n_word_prompts": str(len(results.word_prompts)),
+        "n_corpus_words": f"{results.word_logprobs['word'].nunique():,}"
+        if len(results.word_logprobs)
+        else "n/a",
+        "top_k": str(int(p.top_k)),
+        "contrast_a": p.contrast[0],
+        "contrast_b": p.contrast[1],
+        **_pair_numbers(results),
+        **_validation_numbers(results),
+    }
+    found = {f.key.rsplit("_", 1)[-1] if f.key.endswith("_pair") else f.key: f for f in results.findings}
+    for key, f in (("pair", found.get("pair")), ("planted", found.get("planted"))):
+        out[f"{key}_estimate"] = f.estimate if f else "n/a"
+        out[f"{key}_interval"] = (f.interval or "no interval") if f else "n/a"
+        out[f"{key}_baseline"] = (f.baseline or "none") if f else "n/a"
+    out["pair_answer"] = (
+        found["pair"].answer
+        if "pair" in found
+        else "No pair of models with Big Two single-token words in this run."
+    )
+    out["planted_answer"] = (
+        found["planted"].answer
+        if "planted" in found
+        else "The planted-word validation was skipped in this run."
+    )
+    return out
