@@ -216,3 +216,26 @@ def test_the_checks_catch_what_they_should(tmp_path, monkeypatch):
         assert ("rmvalues.stages.b", 3) in mod.imports
     finally:
         modules.cache_clear()
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_no_merge_conflict_markers():
+    """No file the project tracks keeps a merge's conflict markers (Python would accept them in a docstring)."""
+    import subprocess
+
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    marked = [
+        f
+        for f in files
+        if f.endswith((".py", ".md", ".yaml", ".yml", ".ipynb", ".txt", ".toml", ".cfg", ".cff"))
+        and (_ROOT / f).is_file()
+        and any(
+            line.startswith(("<<<<<<< ", ">>>>>>> "))
+            for line in (_ROOT / f).read_text(errors="replace").splitlines()
+        )
+    ]
+    assert marked == []
