@@ -387,12 +387,6 @@ def summary(
 # -- numbers glued into the chapter's prose ----------------------------------------------------------------------
 
 
-def _num(x: float | None, digits: int = 1) -> str:
-    from ...core.display import number
-
-    return "n/a" if x is None or pd.isna(x) else number(float(x), digits)
-
-
 def _top_rows(frame: pd.DataFrame | None, **match: str) -> pd.DataFrame:
     """Rows of ``frame`` at its largest quantity (and the given column values); empty when there are none."""
     if frame is None or frame.empty or "quantity" not in frame.columns:
@@ -430,7 +424,7 @@ def _gap_at_top(final: pd.DataFrame | None, framing: str) -> str:
             if pd.notna(r.get("null_low", np.nan))
             else ""
         )
-        parts.append(f"{r['base_model']} {_num(r['gap'])}{ci}{null}")
+        parts.append(f"{r['base_model']} {_f(r['gap'])}{ci}{null}")
     return "; ".join(parts) or "n/a"
 
 
@@ -440,7 +434,7 @@ def _difference_at_top(comparison: pd.DataFrame | None, framing: str) -> str:
     top = _top_rows(comparison[comparison["checkpoint"] == "last"], framing=framing)
     parts = []
     for r in top.to_dict("records"):
-        text = f"{r['base_a']} minus {r['base_b']} {_num(r['difference'])}"
+        text = f"{r['base_a']} minus {r['base_b']} {_f(r['difference'])}"
         if pd.notna(r.get("ci_low", np.nan)):
             from ...core.display import pvalue
 
