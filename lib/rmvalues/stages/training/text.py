@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -296,7 +297,14 @@ def describe_paper(pvo: pd.DataFrame | None, files: pd.DataFrame | None = None) 
 def describe_registry(registry: object, consistency: Mapping[str, Any]) -> str:
     """Where the trained RMs are registered, and the check that the last one loads by name and scores as its
     last checkpoint did."""
-    out = f"The trained RMs are registered in `{registry}`."
+    from ...core import paths
+
+    path = Path(registry)
+    try:
+        path = path.resolve().relative_to(paths.project_root().resolve())
+    except ValueError:
+        pass
+    out = f"The trained RMs are registered in `{path}`."
     if consistency:
         out += (
             f" Loaded by name from it and scored by the scoring engine under `{consistency['prompt_id']}` on "
@@ -307,13 +315,18 @@ def describe_registry(registry: object, consistency: Mapping[str, Any]) -> str:
     return out
 
 
+def _is_training(key: str) -> bool:
+    """A timing of one cell's training (``train <cell>``, or ``grid: train <cell>`` in the manifest)."""
+    return key.removeprefix("grid: ").startswith("train ")
+
+
 def describe_time(seconds: float, cells: pd.DataFrame, timings: Mapping[str, float] | None = None) -> str:
     """The chapter's wall-clock time, the cells trained in this run and the feature pass's share."""
     trained = int((cells["status"] == "trained now").sum())
     text = f"training chapter: {seconds:.0f} s in total; {len(cells)} cells, {trained} trained in this run"
     if timings:
         feats = sum(v for k, v in timings.items() if "pair features" in k)
-        train = sum(v for k, v in timings.items() if k.startswith("grid: train "))
+        train = sum(v for k, v in timings.items() if _is_training(k))
         text += f"; pair features {feats:.0f} s, training {train:.0f} s"
     return text
 
@@ -547,11 +560,7 @@ def key_numbers(results: Any) -> dict[str, str]:
         out[f"difference_top_{framing}"] = _difference_at_top(comparison, framing)
         out[f"separated_{framing}"] = _separated(comparison, framing)
     feats = sum(v for k, v in res.timings.items() if "pair features" in k) if res.timings else float("nan")
-    train = (
-        sum(v for k, v in res.timings.items() if k.startswith("grid: train "))
-        if res.timings
-        else float("nan")
-    )
+    train = sum(v for k, v in res.timings.items() if _is_training(k)) if res.timings else float("nan")
     out["feature_seconds"] = f"{feats:,.0f} s" if not pd.isna(feats) else "n/a"
     out["train_seconds"] = f"{train:,.0f} s" if not pd.isna(train) else "n/a"
     return out
