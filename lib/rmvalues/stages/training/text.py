@@ -3,6 +3,7 @@ did not compute)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -300,10 +301,8 @@ def describe_registry(registry: object, consistency: Mapping[str, Any]) -> str:
     from ...core import paths
 
     path = Path(registry)
-    try:
+    with contextlib.suppress(ValueError):
         path = path.resolve().relative_to(paths.project_root().resolve())
-    except ValueError:
-        pass
     out = f"The trained RMs are registered in `{path}`."
     if consistency:
         out += (
