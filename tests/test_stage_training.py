@@ -1240,3 +1240,20 @@ def test_figures_always_draw_one_figure():
     ):
         assert fig.get_size_inches()[0] <= figures.MAX_WIDTH
         plt.close(fig)
+
+
+def test_reader_tables_write_intervals_in_one_column():
+    from rmvalues.stages.training import tables
+
+    res = _hand_results()
+    res.accuracy["n_seeds"], res.accuracy["untrained_accuracy"], res.accuracy["train_accuracy"] = 5, 0.5, 0.8
+    acc = tables.accuracy_table(res.accuracy)
+    assert acc.loc[0, "over seeds"] == "[0.600, 0.624]" and acc.loc[1, "over pairs"] == "n/a"
+    assert acc["learns"].tolist() == ["yes", "no"]
+    res.final["null_share_beyond"] = 0.25
+    gaps = tables.gap_table(res.final)
+    assert gaps.loc[0, "95% CI"] == "[1.0, 4.0]" and gaps.loc[0, "random heads"] == "[\u22121.0, 1.0]"
+    res.comparison["gap_a"], res.comparison["gap_b"], res.comparison["d"] = 1.0, 2.0, -0.5
+    cmp = tables.comparison_table(res.comparison)
+    assert cmp.loc[1, "Welch 95% CI"] == "[\u22125.0, \u22121.5]" and cmp.loc[1, "permutation p"] == "0.008"
+    assert cmp.loc[0, "bases (A vs B)"] == "gemma3-270m vs smollm2-135m-instruct"
