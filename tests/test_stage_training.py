@@ -562,7 +562,8 @@ def test_run_writes_every_output_and_hands_off_the_registry(tmp_path, corpora_re
         "paper_vs_ours",
     }
     tables = {f"tables/{n}.csv" for n in training.READER_TABLES}
-    assert set(manifest["outputs"]) == {f"{n}.parquet" for n in expected} | {"registry.yaml"} | tables
+    outputs = {f"{n}.parquet" for n in expected} | {"registry.yaml", "findings.json"} | tables
+    assert set(manifest["outputs"]) == outputs
     for name in training.READER_TABLES:  # the book's CSV downloads, one per reader table
         assert res.csv(name) == out / "tables" / f"{name}.csv" and res.csv(name).is_file()
     assert len(pd.read_csv(res.csv("cells"))) == len(res.cells)

@@ -2,6 +2,6 @@
 
 from . import figures, tables, text
 from .params import Params
-from .run import Results, run
+from .run import READER_TABLES, Results, run
 
-__all__ = ["Params", "Results", "figures", "run", "tables", "text"]
+__all__ = ["READER_TABLES", "Params", "Results", "figures", "run", "tables", "text"]
