@@ -1190,6 +1190,7 @@ def test_key_numbers_from_a_hand_made_run():
     assert all(isinstance(v, str) and v for v in k.values())
     assert k["n_cells"] == "10" and k["n_trained_now"] == "4" and k["steps_range"] == "25 to 250"
     assert k["n_eval"] == "300" and k["n_pool"] == "500" and k["n_words"] == "3"
+    assert k["cells_train_seconds"] == "n/a"  # the hand-made cells record no training time
     assert k["seconds"] == "1,234 s" and k["feature_seconds"] == "100 s" and k["train_seconds"] == "5 s"
     assert k["accuracy_top"] == "gemma3-270m 61.2 % (seeds 60.0 % to 62.4 %, pairs 55.0 % to 67.0 %)"
     assert k["n_learning"] == "1 of 2"

@@ -560,6 +560,12 @@ def key_numbers(results: Any) -> dict[str, str]:
         out[f"separated_{framing}"] = _separated(comparison, framing)
     feats = sum(v for k, v in res.timings.items() if "pair features" in k) if res.timings else float("nan")
     train = sum(v for k, v in res.timings.items() if _is_training(k)) if res.timings else float("nan")
+    cells = res.cells
+    out["cells_train_seconds"] = (
+        f"{cells['train_seconds'].sum():,.0f} s"
+        if "train_seconds" in cells.columns and cells["train_seconds"].notna().any()
+        else "n/a"
+    )
     out["feature_seconds"] = f"{feats:,.0f} s" if not pd.isna(feats) else "n/a"
     out["train_seconds"] = f"{train:,.0f} s" if not pd.isna(train) else "n/a"
     return out
