@@ -55,12 +55,13 @@ def gap_table(final: pd.DataFrame) -> pd.DataFrame:
 
 def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
     """Base models at matched quantities (last checkpoint): the two mean gaps, their difference with Welch's
-    interval, the exact permutation p and Cohen's d."""
+    interval, the exact permutation p and Cohen's d. With one pair of base models the ``A vs B`` column is
+    left out (name them in the caption)."""
     c = comparison
     out = {
         "pairs": c["quantity"],
         "framing": c["framing"],
-        "bases (A vs B)": [f"{a} vs {b}" for a, b in zip(c["base_a"], c["base_b"], strict=True)],
+        "A vs B": [f"{a} vs {b}" for a, b in zip(c["base_a"], c["base_b"], strict=True)],
         "gap A": [number(x, 1) for x in c["gap_a"]],
         "gap B": [number(x, 1) for x in c["gap_b"]],
         "A minus B": [number(x, 1) for x in c["difference"]],
@@ -69,4 +70,6 @@ def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
         out["Welch 95% CI"] = _intervals(c, "ci_low", "ci_high", 1)
         out["permutation p"] = [pvalue(p) for p in c["p_perm"]]
         out["Cohen's d"] = [number(x, 2) for x in c["d"]]
-    return pd.DataFrame(out).reset_index(drop=True)
+    table = pd.DataFrame(out).reset_index(drop=True)
+    one_pair = len(c[["base_a", "base_b"]].drop_duplicates()) == 1
+    return table.drop(columns="A vs B") if one_pair else table
