@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -560,7 +561,12 @@ def test_run_writes_every_output_and_hands_off_the_registry(tmp_path, corpora_re
         "paper_training_gaps",
         "paper_vs_ours",
     }
-    assert set(manifest["outputs"]) == {f"{n}.parquet" for n in expected} | {"registry.yaml", "findings.json"}
+    tables = {f"tables/{n}.csv" for n in training.READER_TABLES}
+    outputs = {f"{n}.parquet" for n in expected} | {"registry.yaml", "findings.json"} | tables
+    assert set(manifest["outputs"]) == outputs
+    for name in training.READER_TABLES:  # the book's CSV downloads, one per reader table
+        assert res.csv(name) == out / "tables" / f"{name}.csv" and res.csv(name).is_file()
+    assert len(pd.read_csv(res.csv("cells"))) == len(res.cells)
     assert res.comparison is None  # one base model
     # the scoring stage reads the registry through a verified hand-off and finds the trained RM by name
     inp = StageInput("training", params.run_name, ("registry.yaml",))
@@ -1064,3 +1070,192 @@ def test_describe_confounds_names_every_difference():
         "The pretrained g reads the conversations in a chat format it was not trained on",
     ):
         assert part in text
+
+
+def _hand_results(two_bases: bool = True) -> training.Results:
+    """A Results built by hand: two base models (or one), one quantity, five seeds each."""
+    params = training.Params()
+    spec = params.grid_spec()
+    bases = ["gemma3-270m", "smollm2-135m-instruct"] if two_bases else ["gemma3-270m"]
+    cells = pd.DataFrame(
+        [
+            {"cell": f"{b}-s{s}", "base_model": b, "quantity": 400, "seed": s, "status": st, "steps": st_n}
+            for b in bases
+            for s, st, st_n in zip(
+                range(5), ["trained now"] * 2 + ["reused"] * 3, [25, 80, 250, 250, 250], strict=True
+            )
+        ]
+    )
+    accuracy = pd.DataFrame(
+        [
+            {
+                "base_model": "gemma3-270m",
+                "quantity": 400,
+                "accuracy": 0.612,
+                "seed_ci_low": 0.6,
+                "seed_ci_high": 0.624,
+                "pair_ci_low": 0.55,
+                "pair_ci_high": 0.67,
+                "learns": True,
+            },
+            {
+                "base_model": "gemma3-270m",
+                "quantity": 40,
+                "accuracy": 0.5,
+                "seed_ci_low": 0.45,
+                "seed_ci_high": 0.55,
+                "pair_ci_low": np.nan,
+                "pair_ci_high": np.nan,
+                "learns": False,
+            },
+        ]
+    )
+    final = pd.DataFrame(
+        [
+            {
+                "base_model": "gemma3-270m",
+                "quantity": 400,
+                "framing": "positive",
+                "gap": 2.5,
+                "ci_low": 1.0,
+                "ci_high": 4.0,
+                "null_low": -1.0,
+                "null_high": 1.0,
+            },
+            {
+                "base_model": "gemma3-270m",
+                "quantity": 400,
+                "framing": "negative",
+                "gap": 0.5,
+                "ci_low": -1.0,
+                "ci_high": 2.0,
+                "null_low": -1.0,
+                "null_high": 1.0,
+            },
+        ]
+    )
+    comparison = (
+        pd.DataFrame(
+            [
+                {
+                    "quantity": q,
+                    "framing": "positive",
+                    "checkpoint": "last",
+                    "base_a": bases[0],
+                    "base_b": bases[-1],
+                    "difference": d,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p_perm": p,
+                    "p_min": 0.0079365,
+                }
+                for q, d, lo, hi, p in ((40, 0.4, -1.0, 1.8, 0.5), (400, -3.25, -5.0, -1.5, 0.0079365))
+            ]
+        )
+        if two_bases
+        else None
+    )
+    return training.Results(
+        params=params,
+        spec=spec,
+        data=pd.DataFrame([{"source": "hh", "n_eval": 300, "n_train_pool": 500}]),
+        cells=cells,
+        history=pd.DataFrame(),
+        trajectories=pd.DataFrame({"word": ["a", "b", "c"]}),
+        registry=Path("results/training/x/registry.yaml"),
+        timings={
+            "grid: pair features gemma3-270m": 100.4,
+            "grid: train gemma3-270m-s0": 2.0,
+            "grid: train x": 3.0,
+        },
+        words_origin="corpora/default/corpora.parquet",
+        accuracy=accuracy,
+        final=final,
+        comparison=comparison,
+        paper_files=pd.DataFrame({"dataset": ["a", "b"], "used": [True, False]}),
+        consistency={
+            "rm": "gemma3-270m-s4",
+            "prompt_id": "best_ever_one",
+            "words": 3,
+            "max_abs_difference": 2.5e-7,
+            "tolerance": 1e-3,
+        },
+        seconds=1234.4,
+    )
+
+
+def test_key_numbers_from_a_hand_made_run():
+    res = _hand_results()
+    k = training.text.key_numbers(res)
+    assert all(isinstance(v, str) and v for v in k.values())
+    assert k["n_cells"] == "10" and k["n_trained_now"] == "4" and k["steps_range"] == "25 to 250"
+    assert k["n_eval"] == "300" and k["n_pool"] == "500" and k["n_words"] == "3"
+    assert k["cells_train_seconds"] == "n/a"  # the hand-made cells record no training time
+    assert k["seconds"] == "1,234 s" and k["feature_seconds"] == "100 s" and k["train_seconds"] == "5 s"
+    assert k["accuracy_top"] == "gemma3-270m 61.2 % (seeds 60.0 % to 62.4 %, pairs 55.0 % to 67.0 %)"
+    assert k["n_learning"] == "1 of 2"
+    assert k["gap_top_positive"] == "gemma3-270m 2.5, 95 % CI 1.0 to 4.0; random heads -1.0 to 1.0"
+    assert k["outside_null_positive"] == "1 of 1" and k["outside_null_negative"] == "0 of 1"
+    assert k["difference_top_positive"] == (
+        "gemma3-270m minus smollm2-135m-instruct -3.2 (Welch 95 % CI -5.0 to -1.5, exact permutation p 0.008)"
+    )
+    assert k["separated_positive"] == "1 of 2" and k["separated_negative"] == "n/a"
+    assert k["difference_top_negative"] == "n/a" and k["p_min"] == "0.0079"
+    assert k["paper_files"] == "2" and k["paper_files_used"] == "1"
+    assert k["consistency_difference"] == "2.5e-07" and k["consistency_tolerance"] == "0.001"
+
+
+def test_key_numbers_has_every_key_without_a_comparison_or_gaps():
+    full = training.text.key_numbers(_hand_results())
+    res = _hand_results(two_bases=False)
+    res.final, res.accuracy, res.consistency = pd.DataFrame(), pd.DataFrame(), {}
+    k = training.text.key_numbers(res)
+    assert set(k) == set(full)
+    for key in (
+        "gap_top_positive",
+        "difference_top_positive",
+        "separated_positive",
+        "p_min",
+        "accuracy_top",
+        "n_learning",
+        "outside_null_negative",
+        "consistency_rm",
+        "consistency_difference",
+    ):
+        assert k[key] == "n/a", key
+    text = training.text.describe_registry(res.registry, {})
+    assert "registry.yaml" in text
+
+
+def test_figures_always_draw_one_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rmvalues.stages.training import figures
+
+    for fig in (
+        figures.plot_final_gaps(pd.DataFrame(), pd.DataFrame()),
+        figures.plot_trajectories(pd.DataFrame()),
+        figures.plot_paper_trajectories(pd.DataFrame()),
+    ):
+        assert fig.get_size_inches()[0] <= figures.MAX_WIDTH
+        plt.close(fig)
+
+
+def test_reader_tables_write_intervals_in_one_column():
+    from rmvalues.stages.training import tables
+
+    res = _hand_results()
+    res.accuracy["n_seeds"], res.accuracy["untrained_accuracy"], res.accuracy["train_accuracy"] = 5, 0.5, 0.8
+    acc = tables.accuracy_table(res.accuracy)
+    assert acc.loc[0, "over seeds"] == "[0.600, 0.624]" and acc.loc[1, "over pairs"] == "n/a"
+    assert acc["learns"].tolist() == ["yes", "no"]
+    res.final["null_share_beyond"] = 0.25
+    gaps = tables.gap_table(res.final)
+    assert gaps.loc[0, "95% CI"] == "[1.0, 4.0]" and gaps.loc[0, "random heads"] == "[\u22121.0, 1.0]"
+    res.comparison["gap_a"], res.comparison["gap_b"], res.comparison["d"] = 1.0, 2.0, -0.5
+    cmp = tables.comparison_table(res.comparison)
+    assert cmp.loc[1, "Welch 95% CI"] == "[\u22125.0, \u22121.5]" and cmp.loc[1, "permutation p"] == "0.008"
+    assert "A vs B" not in cmp.columns  # one pair of base models: named in the caption

@@ -25,6 +25,20 @@ __all__ = [
 ]
 
 
+#: Widest figure (inches) that stays readable at the book page's width.
+MAX_WIDTH = 9.0
+
+
+def _placeholder(text: str) -> Figure:
+    """A small figure that says why there is nothing to plot (a figure cell always shows one figure)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    return fig
+
+
 def base_colors(frame: pd.DataFrame) -> dict[str, str]:
     """Colour of each ``base_model`` of ``frame``: its family's colour when every base has its own known
     family (``family`` column), else fixed colours per base model name."""
@@ -48,7 +62,11 @@ def plot_training_curves(history: pd.DataFrame, cells: pd.DataFrame) -> Figure:
     metrics = ["loss", "accuracy", "margin"]
     colors = base_colors(cells)
     fig, axes = plt.subplots(
-        len(metrics), len(quantities), figsize=(3.6 * len(quantities) + 1, 6.8), sharex="col", squeeze=False
+        len(metrics),
+        len(quantities),
+        figsize=(min(MAX_WIDTH, 2.7 * len(quantities) + 1.2), 6.4),
+        sharex="col",
+        squeeze=False,
     )
     for j, q in enumerate(quantities):
         for i, metric in enumerate(metrics):
@@ -67,10 +85,7 @@ def plot_training_curves(history: pd.DataFrame, cells: pd.DataFrame) -> Figure:
                 ax.set_title(f"{q} training pairs")
             if i == len(metrics) - 1:
                 ax.set_xlabel("optimizer step")
-    axes[0][-1].legend(fontsize=8, title="held-out (markers)", title_fontsize=8)
-    fig.suptitle(
-        "Training curves (thin: training batches; markers: held-out pairs; means over seeds)", fontsize=10
-    )
+    axes[0][-1].legend(fontsize=7, title="held-out (markers)", title_fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -102,11 +117,6 @@ def plot_heldout_accuracy(cells: pd.DataFrame, accuracy: pd.DataFrame) -> Figure
     ax.set_xlabel("training pairs")
     ax.set_ylabel("held-out accuracy")
     ax.legend(fontsize=8)
-    ax.set_title(
-        "Held-out accuracy: seeds (dots), mean with t interval over seeds (thick) and\n"
-        "bootstrap interval over held-out pairs (thin); dotted: chance",
-        fontsize=9,
-    )
     fig.tight_layout()
     return fig
 
@@ -117,11 +127,15 @@ def plot_final_gaps(final: pd.DataFrame, gaps: pd.DataFrame) -> Figure:
     gaps (shaded)."""
     import matplotlib.pyplot as plt
 
+    if final is None or final.empty or gaps is None or gaps.empty:
+        return _placeholder("no Agency - Communion gap in this run (the corpus lacks one of the categories)")
     framings = [f for f in ("positive", "negative") if f in set(final["framing"])]
     colors = base_colors(final)
     bases = sorted(final["base_model"].unique())
     last = gaps[gaps["step"] == gaps.groupby("cell")["step"].transform("max")]
-    fig, axes = plt.subplots(1, len(framings), figsize=(5.0 * len(framings), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(framings), figsize=(min(MAX_WIDTH, 4.4 * len(framings)), 3.4), squeeze=False, sharey=True
+    )
     for ax, fr in zip(axes[0], framings, strict=True):
         for k, base in enumerate(bases):
             shift = 1 + 0.06 * (k - (len(bases) - 1) / 2)
@@ -142,10 +156,6 @@ def plot_final_gaps(final: pd.DataFrame, gaps: pd.DataFrame) -> Figure:
         ax.set_title(f"{fr} prompts", fontsize=9)
     axes[0][0].set_ylabel("Agency - Communion median rank\n(> 0: Communion favoured)")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(
-        "Gap at the last checkpoint: seeds (dots), mean with t interval; shaded: 95 % of random heads",
-        fontsize=9,
-    )
     fig.tight_layout()
     return fig
 
@@ -156,6 +166,8 @@ def plot_trajectories(summary: pd.DataFrame) -> Figure:
     framings (paper Fig. 4, with seeds)."""
     import matplotlib.pyplot as plt
 
+    if summary is None or summary.empty:
+        return _placeholder("no scored checkpoint in this run")
     quantities = sorted(summary["quantity"].unique())
     framings = [f for f in ("positive", "negative") if f in set(summary["framing"])]
     colors = base_colors(summary)
@@ -165,7 +177,7 @@ def plot_trajectories(summary: pd.DataFrame) -> Figure:
     fig, axes = plt.subplots(
         len(framings),
         len(quantities),
-        figsize=(3.8 * len(quantities) + 1.5, 3.0 * len(framings) + 0.6),
+        figsize=(min(MAX_WIDTH, 2.6 * len(quantities) + 1.2), 2.7 * len(framings) + 0.9),
         squeeze=False,
         sharey="row",
     )
@@ -185,11 +197,11 @@ def plot_trajectories(summary: pd.DataFrame) -> Figure:
             if j == 0:
                 ax.invert_yaxis()
                 ax.set_ylabel("median rank (1 = most reward)")
-            ax.set_title(f"{fr} prompts · {q} pairs", fontsize=9)
+            ax.set_title(f"{fr} prompts · {q} pairs", fontsize=8)
             ax.set_xlabel("optimizer step")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(2, len(labels)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
@@ -204,15 +216,12 @@ def plot_word_movers(movers: pd.DataFrame, data: str | None = None, quantity: in
         m = m[m["quantity"] == quantity]
     bases = sorted(m["base_model"].unique())
     if not bases:
-        fig, ax = plt.subplots(figsize=(4, 1))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no cell has two scored checkpoints", ha="center", va="center", fontsize=9)
-        return fig
+        return _placeholder("no cell has two scored checkpoints")
     cat_colors = label_colors(list(m["category"].unique()))
     fig, axes = plt.subplots(
         1,
         len(bases),
-        figsize=(4.4 * len(bases), 0.24 * m.groupby("base_model").size().max() + 1.2),
+        figsize=(min(MAX_WIDTH, 4.4 * len(bases)), 0.24 * m.groupby("base_model").size().max() + 1.2),
         squeeze=False,
     )
     for ax, base in zip(axes[0], bases, strict=True):
@@ -241,10 +250,17 @@ def plot_paper_trajectories(gaps: pd.DataFrame) -> Figure:
     """The paper's released training runs: Agency - Communion gap of the median ranks per checkpoint."""
     import matplotlib.pyplot as plt
 
+    if gaps is None or gaps.empty:
+        return _placeholder("the paper's released training results are not available")
     g = gaps[gaps["dataset"] != "grm_80k"]
     datasets = [d for d in PAPER_TRAINING_FILES if d in set(g["dataset"])]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(3.0 * len(datasets), 3.0), squeeze=False, sharey=True)
-    for ax, ds in zip(axes[0], datasets, strict=True):
+    ncols = min(3, len(datasets))
+    nrows = math.ceil(len(datasets) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(MAX_WIDTH, 2.6 * nrows + 0.6), squeeze=False, sharey=True)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(datasets) :]:
+        ax.axis("off")
+    for ax, ds in zip(flat, datasets, strict=False):
         sub = g[g["dataset"] == ds]
         for (base, _model_id), h in sub.groupby(["base_model", "model_id"]):
             h = h.sort_values("checkpoint")
@@ -252,9 +268,13 @@ def plot_paper_trajectories(gaps: pd.DataFrame) -> Figure:
         ax.axhline(0, color="grey", lw=0.6, ls=":")
         ax.set_title(PAPER_TRAINING_LABELS.get(ds, ds), fontsize=9)
         ax.set_xlabel("training step")
-    axes[0][0].set_ylabel("Agency - Communion\n(median rank; > 0: Communion favoured)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    for row in axes:
+        row[0].set_ylabel("Agency - Communion\n(median rank; > 0: Communion)", fontsize=8)
+    handles, labels = [], []
+    for ax in flat:
+        h, lab = ax.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
     uniq = dict(zip(labels, handles, strict=False))
     fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=len(uniq), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

@@ -13,10 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["CHANCE", "accuracy_summary", "pair_bootstrap_ci", "wilson_ci"]
+__all__ = ["CHANCE", "N_BOOTSTRAP", "accuracy_summary", "pair_bootstrap_ci", "wilson_ci"]
 
 #: Accuracy of a head that cannot tell chosen from rejected.
 CHANCE = 0.5
+
+
+#: Bootstrap resamples of the held-out pairs for the pair-level accuracy interval.
+N_BOOTSTRAP = 2000
 
 
 def wilson_ci(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -31,7 +35,7 @@ def wilson_ci(correct: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def pair_bootstrap_ci(
-    correct: np.ndarray, n_bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95
+    correct: np.ndarray, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, confidence: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean accuracy over seeds, resampling held-out pairs.
 
@@ -69,7 +73,7 @@ def accuracy_summary(
     cells: pd.DataFrame,
     eval_pairs: pd.DataFrame | None,
     confidence: float = 0.95,
-    n_bootstrap: int = 2000,
+    n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Held-out accuracy per base model, data and quantity across seeds.

@@ -13,8 +13,9 @@ paper's released runs (:mod:`.paper`) and checks that a trained RM loads by name
 Outputs: ``cells``, ``data``, ``bases``, ``accuracy``, ``eval_pairs``, ``history``, ``trajectories``,
 ``category_trajectories``, ``seed_summary``, ``gaps``, ``null_gaps``, ``final_gaps``, ``base_comparison`` (two
 or more base models), ``word_movers``, ``paper_files``, ``paper_training_gaps`` and ``paper_vs_ours``
-(``.parquet``), the trained RMs' ``registry.yaml`` (read by the scoring stage) and a ``manifest.json``; the
-trained model folders, cell artifacts and feature caches live beside them.
+(``.parquet``), the trained RMs' ``registry.yaml`` (read by the scoring stage), the chapter's tables as CSV
+downloads (``tables/<name>.csv``, :data:`READER_TABLES`), the chapter's answers ``findings.json`` and a
+``manifest.json``; the trained model folders, cell artifacts and feature caches live beside them.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .findings import findings as chapter_findings
 from .grid import run_grid
 from .params import REGISTRY_FILE, Params
 
-__all__ = ["CONSISTENCY_TOLERANCE", "ConsistencyError", "Results", "run"]
+__all__ = ["CONSISTENCY_TOLERANCE", "READER_TABLES", "ConsistencyError", "Results", "run"]
 
 #: Largest difference allowed between a registered RM's live rewards and its trajectory's last checkpoint.
 CONSISTENCY_TOLERANCE = 1e-3
@@ -85,6 +86,35 @@ class Results:
     consistency: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)  # findings.json (the findings page)
     seconds: float = 0.0
+    output_dir: Path | None = None  # the run's output folder (the CSV downloads are in its tables/)
+
+    def csv(self, name: str) -> Path:
+        """The CSV download of one of the chapter's tables (:data:`READER_TABLES`)."""
+        root = self.output_dir if self.output_dir is not None else self.registry.parent
+        return root / "tables" / f"{name}.csv"
+
+    def reader_tables(self) -> dict[str, pd.DataFrame]:
+        """The chapter's tables by download name (:data:`READER_TABLES`), flat (no index); an empty table where
+        the run has none (one base model, no Agency/Communion gap)."""
+
+        def table(df: pd.DataFrame | None) -> pd.DataFrame:
+            return df if df is not None else pd.DataFrame()
+
+        return {
+            "settings": self.settings_table.reset_index().rename(columns={"index": "setting"}),
+            "data": self.data,
+            "cells": self.cells,
+            "bases": self.bases,
+            "accuracy": self.accuracy,
+            "final_gaps": self.final,
+            "base_comparison": table(self.comparison),
+            "mover_balance": self.mover_balance,
+            "word_movers": self.movers,
+            "paper_files": self.paper_files,
+            "paper_vs_ours": table(self.paper_vs_ours),
+            "consistency": pd.DataFrame([self.consistency]) if self.consistency else pd.DataFrame(),
+            "timings": self.timing_table,
+        }
 
     @property
     def settings_table(self) -> pd.DataFrame:
@@ -164,6 +194,7 @@ def _train(
         registry=grid.registry,
         timings=grid.timings,
         words_origin=origin,
+        output_dir=record.output_dir,
         eval_pairs=grid.eval_pairs,
         subsets=grid.subsets,
         null=grid.null,
@@ -237,7 +268,13 @@ def _check_consistency(res: Results, prompts: pd.DataFrame, record: RunRecord) -
     last = traj[(traj["cell"] == name) & (traj["prompt_id"] == pid)]
     last = last[last["step"] == last["step"].max()].drop_duplicates("word").set_index("word")["score"]
     diff = float(np.max(np.abs(last.reindex(words).to_numpy() - live)))
-    res.consistency = {"rm": name, "prompt_id": pid, "words": len(words), "max_abs_difference": diff}
+    res.consistency = {
+        "rm": name,
+        "prompt_id": pid,
+        "words": len(words),
+        "max_abs_difference": diff,
+        "tolerance": CONSISTENCY_TOLERANCE,
+    }
     record.extra["consistency"] = res.consistency
     if not diff < CONSISTENCY_TOLERANCE:
         raise ConsistencyError(
@@ -245,6 +282,24 @@ def _check_consistency(res: Results, prompts: pd.DataFrame, record: RunRecord) -
             f"checkpoint's under {pid} (tolerance {CONSISTENCY_TOLERANCE}): the saved model folder does not "
             "hold the trained head"
         )
+
+
+#: The chapter's tables, as the CSV downloads the book offers beside them (``tables/<name>.csv``).
+READER_TABLES = (
+    "settings",
+    "data",
+    "cells",
+    "bases",
+    "accuracy",
+    "final_gaps",
+    "base_comparison",
+    "mover_balance",
+    "word_movers",
+    "paper_files",
+    "paper_vs_ours",
+    "consistency",
+    "timings",
+)
 
 
 def _write(res: Results, record: RunRecord) -> None:
@@ -271,6 +326,9 @@ def _write(res: Results, record: RunRecord) -> None:
     for name, df in tables.items():
         if df is not None:
             record.write_parquet(df, f"{name}.parquet")
+    reader = res.reader_tables()
+    for name in READER_TABLES:
+        record.write_csv(reader[name], f"tables/{name}.csv")
     res.findings = chapter_findings(res)
     write_findings(record, res.findings)
     record.finish()

@@ -3,8 +3,11 @@ did not compute)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +20,9 @@ __all__ = [
     "describe_gaps",
     "describe_paper",
     "describe_subsets",
+    "describe_registry",
     "describe_time",
+    "key_numbers",
     "summary",
 ]
 
@@ -290,13 +295,37 @@ def describe_paper(pvo: pd.DataFrame | None, files: pd.DataFrame | None = None) 
     return " ".join(out)
 
 
+def describe_registry(registry: object, consistency: Mapping[str, Any]) -> str:
+    """Where the trained RMs are registered, and the check that the last one loads by name and scores as its
+    last checkpoint did."""
+    from ...core import paths
+
+    path = Path(registry)
+    with contextlib.suppress(ValueError):
+        path = path.resolve().relative_to(paths.project_root().resolve())
+    out = f"The trained RMs are registered in `{path}`."
+    if consistency:
+        out += (
+            f" Loaded by name from it and scored by the scoring engine under `{consistency['prompt_id']}` on "
+            f"{consistency['words']:,} words, `{consistency['rm']}` gives rewards at most "
+            f"{consistency['max_abs_difference']:.1e} away from its last checkpoint's (the run stops above "
+            f"{consistency.get('tolerance', float('nan')):g})."
+        )
+    return out
+
+
+def _is_training(key: str) -> bool:
+    """A timing of one cell's training (``train <cell>``, or ``grid: train <cell>`` in the manifest)."""
+    return key.removeprefix("grid: ").startswith("train ")
+
+
 def describe_time(seconds: float, cells: pd.DataFrame, timings: Mapping[str, float] | None = None) -> str:
     """The chapter's wall-clock time, the cells trained in this run and the feature pass's share."""
     trained = int((cells["status"] == "trained now").sum())
     text = f"training chapter: {seconds:.0f} s in total; {len(cells)} cells, {trained} trained in this run"
     if timings:
         feats = sum(v for k, v in timings.items() if "pair features" in k)
-        train = sum(v for k, v in timings.items() if k.startswith("grid: train "))
+        train = sum(v for k, v in timings.items() if _is_training(k))
         text += f"; pair features {feats:.0f} s, training {train:.0f} s"
     return text
 
@@ -365,3 +394,178 @@ def summary(
             "not test the paper's claim that pretraining alone carries the bias into trained reward models."
         )
     return " ".join(out)
+
+
+# -- numbers glued into the chapter's prose ----------------------------------------------------------------------
+
+
+def _top_rows(frame: pd.DataFrame | None, **match: str) -> pd.DataFrame:
+    """Rows of ``frame`` at its largest quantity (and the given column values); empty when there are none."""
+    if frame is None or frame.empty or "quantity" not in frame.columns:
+        return pd.DataFrame()
+    for col, value in match.items():
+        frame = frame[frame[col] == value]
+    return frame[frame["quantity"] == frame["quantity"].max()] if not frame.empty else frame
+
+
+def _accuracy_at_top(accuracy: pd.DataFrame | None) -> str:
+    top = _top_rows(accuracy)
+    parts = []
+    for r in top.to_dict("records"):
+        seeds = (
+            f"seeds {_ci(r['seed_ci_low'], r['seed_ci_high'], pct=True)}"
+            if pd.notna(r["seed_ci_low"])
+            else "one seed"
+        )
+        pairs = (
+            f", pairs {_ci(r['pair_ci_low'], r['pair_ci_high'], pct=True)}"
+            if pd.notna(r["pair_ci_low"])
+            else ""
+        )
+        parts.append(f"{r['base_model']} {_pct(r['accuracy'])} ({seeds}{pairs})")
+    return "; ".join(parts) or "n/a"
+
+
+def _gap_at_top(final: pd.DataFrame | None, framing: str) -> str:
+    top = _top_rows(final, framing=framing)
+    parts = []
+    for r in top.to_dict("records"):
+        ci = f", 95 % CI {_ci(r['ci_low'], r['ci_high'])}" if pd.notna(r["ci_low"]) else ""
+        null = (
+            f"; random heads {_ci(r['null_low'], r['null_high'])}"
+            if pd.notna(r.get("null_low", np.nan))
+            else ""
+        )
+        parts.append(f"{r['base_model']} {_f(r['gap'])}{ci}{null}")
+    return "; ".join(parts) or "n/a"
+
+
+def _difference_at_top(comparison: pd.DataFrame | None, framing: str) -> str:
+    if comparison is None or comparison.empty:
+        return "n/a"
+    top = _top_rows(comparison[comparison["checkpoint"] == "last"], framing=framing)
+    parts = []
+    for r in top.to_dict("records"):
+        text = f"{r['base_a']} minus {r['base_b']} {_f(r['difference'])}"
+        if pd.notna(r.get("ci_low", np.nan)):
+            from ...core.display import pvalue
+
+            text += f" (Welch 95 % CI {_ci(r['ci_low'], r['ci_high'])}, exact permutation p {pvalue(r['p_perm'])})"
+        parts.append(text)
+    return "; ".join(parts) or "n/a"
+
+
+def _separated(comparison: pd.DataFrame | None, framing: str) -> str:
+    """At how many matched quantities the Welch interval of the difference excludes 0 (``k of n``)."""
+    if comparison is None or comparison.empty or "ci_low" not in comparison.columns:
+        return "n/a"
+    c = comparison[(comparison["framing"] == framing) & (comparison["checkpoint"] == "last")]
+    if c.empty:
+        return "n/a"
+    sep = int(((c["ci_low"] > 0) | (c["ci_high"] < 0)).sum())
+    return f"{sep} of {len(c)}"
+
+
+def _null_share(final: pd.DataFrame | None, framing: str) -> str:
+    """How many (base, quantity) mean gaps lie outside the central 95 % of random heads (``k of n``)."""
+    if final is None or final.empty or "null_low" not in final.columns:
+        return "n/a"
+    f = final[(final["framing"] == framing) & final["null_low"].notna()]
+    if f.empty:
+        return "n/a"
+    out = int(((f["gap"] < f["null_low"]) | (f["gap"] > f["null_high"])).sum())
+    return f"{out} of {len(f)}"
+
+
+def _run_facts(results: Any) -> dict[str, str]:
+    """The grid's design and settings as texts."""
+    spec, cells = results.spec, results.cells
+    s = spec.settings
+    steps = cells["steps"] if "steps" in cells.columns and len(cells) else pd.Series(dtype=float)
+    data = results.data
+    first = data.iloc[0] if data is not None and len(data) else None
+    return {
+        "bases": _join(list(spec.models)) if spec.models else "n/a",
+        "n_bases": str(len(spec.models)),
+        "sources": _join(list(spec.sources)) if spec.sources else "n/a",
+        "quantities": _join([f"{q:,}" for q in spec.quantities]) if spec.quantities else "n/a",
+        "q_max": f"{max(spec.quantities):,}" if spec.quantities else "n/a",
+        "n_seeds": str(len(spec.seeds)),
+        "n_cells": f"{len(cells):,}",
+        "n_trained_now": f"{int((cells['status'] == 'trained now').sum()):,}" if "status" in cells else "n/a",
+        "method": str(s.method),
+        "max_length": f"{s.max_length:,}" if s.max_length else "n/a",
+        "truncation": str(s.truncation),
+        "n_eval": f"{int(first['n_eval']):,}" if first is not None else "n/a",
+        "n_pool": f"{int(first['n_train_pool']):,}" if first is not None else "n/a",
+        "learning_rate": f"{s.learning_rate:g}",
+        "lr_schedule": str(s.lr_scheduler_type),
+        "warmup": f"{100 * s.warmup_ratio:g} %",
+        "weight_decay": f"{s.weight_decay:g}",
+        "batch_size": str(s.batch_size),
+        "epochs": f"{s.epochs:g}",
+        "checkpoint_every": f"{s.checkpoint_every:,}",
+        "steps_range": f"{int(steps.min()):,} to {int(steps.max()):,}" if len(steps) else "n/a",
+    }
+
+
+def key_numbers(results: Any) -> dict[str, str]:
+    """The numbers the chapter's prose cites, as texts to glue (every key always present; ``n/a`` where the
+    run has no such number, e.g. one base model, or a corpus without Agency and Communion)."""
+    from .analysis import NULL_HEADS
+    from .metrics import N_BOOTSTRAP
+
+    res = results
+    out = _run_facts(res)
+    traj = res.trajectories
+    comparison = res.comparison
+    out.update(
+        {
+            "corpus": str(res.params.corpus),
+            "n_words": f"{traj['word'].nunique():,}" if traj is not None and len(traj) else "n/a",
+            "n_prompts": f"{len(res.params.prompts):,}",
+            "n_bootstrap": f"{N_BOOTSTRAP:,}",
+            "n_null_heads": f"{NULL_HEADS:,}" if res.null is not None and len(res.null) else "n/a",
+            "accuracy_top": _accuracy_at_top(res.accuracy),
+            "n_learning": (
+                f"{int(res.accuracy['learns'].sum())} of {len(res.accuracy)}"
+                if res.accuracy is not None and len(res.accuracy)
+                else "n/a"
+            ),
+            "p_min": (
+                _f(float(comparison["p_min"].min()), 4)
+                if comparison is not None and len(comparison) and "p_min" in comparison
+                else "n/a"
+            ),
+            "seconds": f"{res.seconds:,.0f} s",
+            "paper_files": f"{len(res.paper_files):,}" if len(res.paper_files) else "n/a",
+            "paper_files_used": (
+                f"{int(res.paper_files['used'].sum()):,}" if "used" in res.paper_files.columns else "n/a"
+            ),
+            "consistency_rm": str(res.consistency.get("rm", "n/a")),
+            "consistency_tolerance": (
+                f"{res.consistency['tolerance']:g}" if "tolerance" in res.consistency else "n/a"
+            ),
+            "consistency_difference": (
+                f"{res.consistency['max_abs_difference']:.1e}"
+                if "max_abs_difference" in res.consistency
+                else "n/a"
+            ),
+        }
+    )
+    for framing in ("positive", "negative"):
+        out[f"gap_top_{framing}"] = _gap_at_top(res.final, framing)
+        out[f"outside_null_{framing}"] = _null_share(res.final, framing)
+        out[f"difference_top_{framing}"] = _difference_at_top(comparison, framing)
+        out[f"separated_{framing}"] = _separated(comparison, framing)
+    feats = sum(v for k, v in res.timings.items() if "pair features" in k) if res.timings else float("nan")
+    train = sum(v for k, v in res.timings.items() if _is_training(k)) if res.timings else float("nan")
+    cells = res.cells
+    out["cells_train_seconds"] = (
+        f"{cells['train_seconds'].sum():,.0f} s"
+        if "train_seconds" in cells.columns and cells["train_seconds"].notna().any()
+        else "n/a"
+    )
+    out["feature_seconds"] = f"{feats:,.0f} s" if not pd.isna(feats) else "n/a"
+    out["train_seconds"] = f"{train:,.0f} s" if not pd.isna(train) else "n/a"
+    return out
