@@ -199,11 +199,16 @@ def test_training_findings_compare_bases_at_largest_quantity():
             for f in ("positive", "negative")
         ]
     )
-    out = findings(types.SimpleNamespace(comparison=comp, final=final))
+    out = findings(
+        types.SimpleNamespace(comparison=comp, final=final, spec=types.SimpleNamespace(method="head"))
+    )
     assert [f.key for f in out] == ["bases_hh_400_negative", "bases_hh_400_positive"]
     assert out[0].value == 402.0 and (out[0].low, out[0].high) == (0.5, 403.5)
     assert "p 0.008" in out[0].baseline and "gem [−1.0, 1.0]" in out[0].baseline
     assert "5 + 5 trained reward models" in out[0].unit
+    assert (
+        "allow p 0.008 at the smallest" in out[0].answer and "linear heads on a frozen base" in out[0].answer
+    )
     assert findings(types.SimpleNamespace(comparison=None, final=final)) == []
 
 

@@ -36,8 +36,8 @@ def _comparison_finding(res: Any, row: pd.Series) -> Finding:
     ci = _ci(row.get("ci_low"), row.get("ci_high"))
     p, p_min = row.get("p_perm"), row.get("p_min")
     test = (
-        f"permutation Welch p {pvalue(p)} (the smallest p {int(row['n_a'])} against {int(row['n_b'])} seeds can "
-        f"give is {pvalue(p_min)})"
+        f"permutation Welch p {pvalue(p)}, where {int(row['n_a'])} against {int(row['n_b'])} seeds allow "
+        f"p {pvalue(p_min)} at the smallest"
         if pd.notna(p)
         else ""
     )
@@ -49,8 +49,13 @@ def _comparison_finding(res: Any, row: pd.Series) -> Finding:
         f"{number(row['gap_b'], 1)}: a difference of {number(row['difference'], 1)} ranks"
         + (f" ({ci}; {test})" if ci else "")
         + f", with one trained reward model per seed as the unit ({int(row['n_a'])} and {int(row['n_b'])}). "
-        "The two bases also differ in size, tokenizer and pretraining data, and the reward models are linear "
-        "heads on a frozen base unless the grid says otherwise."
+        "The two bases also differ in size, tokenizer and pretraining data"
+        + (
+            "; the reward models are linear heads on a frozen base (probes of its features), not fine-tuned "
+            "models."
+            if getattr(getattr(res, "spec", None), "method", "") == "head"
+            else "."
+        )
     )
     return Finding(
         key=f"bases_{data}_{quantity}_{framing}",
