@@ -80,3 +80,15 @@ def test_table_cells_render_literally():
     # a link role in a cell keeps its target (``&lt;`` there would break the reference)
     linked = table(pd.DataFrame({"x": ["{doc}`Word lists <corpora>` <b>"]}), "Links.", "tbl-y").data
     assert "{doc}`Word lists <corpora>` &lt;b>" in linked
+
+
+def test_an_empty_table_keeps_its_number():
+    """A table a run has no rows for (a fork with one base model) is still a numbered table, so the prose's
+    ``{numref}`` resolves and the book builds; no download of a file the run did not write."""
+    import pandas as pd
+
+    from rmvalues.core.display import table
+
+    for df in (None, pd.DataFrame(), pd.DataFrame({"a": []})):
+        body = table(df, "Bases compared.", "tbl-z", "results/x/none.csv", empty="One base model.").data
+        assert ":name: tbl-z" in body and "One base model." in body and "download" not in body

@@ -98,16 +98,20 @@ def _markdown(df: pd.DataFrame) -> str:
 
 
 def table(
-    df: pd.DataFrame,
+    df: pd.DataFrame | None,
     caption: str,
     name: str,
     csv: str | os.PathLike[str] | None = None,
     max_rows: int = MAX_ROWS,
+    empty: str = "Nothing to show in this run.",
 ) -> Any:
     """A numbered table with a caption (``{numref}`name``` refers to it), at most ``max_rows`` rows in the
-    reading flow (a note says how many more the CSV holds), and a download link to ``csv``."""
+    reading flow (a note says how many more the CSV holds), and a download link to ``csv``. An empty (or
+    missing) table is shown as one cell saying ``empty``: the number and the references stay on every fork."""
     from IPython.display import Markdown
 
+    if df is None or df.empty or len(df.columns) == 0:  # still numbered, so the prose's references resolve
+        df, csv = pd.DataFrame({"": [empty]}), None
     shown = df.head(max_rows)
     more = len(df) - len(shown)
     note = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 #: Colours of the base families (the paper's Gemma red and Llama blue; others get fixed distinct colours).
 FAMILY_COLORS: dict[str, str] = {
     "gemma": "#DB4437",
@@ -40,3 +42,15 @@ def notebook_display(max_colwidth: int = 90) -> None:
     pd.set_option("display.max_columns", 40)
     pd.set_option("display.width", 200)
     pd.set_option("display.precision", 3)
+
+
+def note_figure(text: str) -> Any:
+    """A small figure that only says ``text``: a figure cell shows it when the run has nothing to plot (one
+    base model, a corpus without a category, a skipped step), so the numbered figure and the prose's
+    references to it stay valid on every fork."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    return fig

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ...core.style import note_figure
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["note", "plot_contrasts", "plot_median_ranks", "plot_median_ranks_grid", "plot_recovery"]
+__all__ = ["plot_contrasts", "plot_median_ranks", "plot_median_ranks_grid", "plot_recovery"]
 
 
 def plot_median_ranks(
@@ -50,17 +52,6 @@ def plot_median_ranks(
     return g.figure
 
 
-def note(text: str) -> Figure:
-    """A figure that only says ``text`` (a figure cell shows it when the run has nothing to plot, so the
-    numbered figure and its references stay)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 1.2))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center")
-    return fig
-
-
 def _model_palette(df: pd.DataFrame) -> dict[str, str]:
     """One colour per model: its base family's (the book's palette), or distinct colours when two models
     share a family or a panel shows pair metrics (``model`` = the pair)."""
@@ -80,12 +71,12 @@ def plot_median_ranks_grid(medians: pd.DataFrame, metric: str, pair: str | None 
     import seaborn as sns
 
     if medians.empty:
-        return note(f"No median ranks of {metric} in this run.")
+        return note_figure(f"No median ranks of {metric} in this run.")
     df = medians[(medians["metric"] == metric) & (medians["analysis"] == "pooled")].copy()
     if pair is not None and "pair" in df:
         df = df[df["pair"] == pair]
     if df.empty:
-        return note(f"No median ranks of {metric} in this run.")
+        return note_figure(f"No median ranks of {metric} in this run.")
     many_pairs = "pair" in df and df["pair"].nunique() > 1
     df["panel"] = (df["pair"] + " | " + df["corpus"]) if many_pairs else df["corpus"]
     n_cat = df.groupby("panel")["category"].nunique().max()
@@ -122,7 +113,7 @@ def plot_contrasts(contrasts: pd.DataFrame) -> Figure:
     from matplotlib.ticker import FormatStrFormatter
 
     if contrasts.empty:
-        return note("No model pair: no word contrast in this run.")
+        return note_figure("No model pair: no word contrast in this run.")
     df = contrasts[contrasts["framing"] == "all"].copy()
     df["label"] = df["case"] + ", " + df["space"]
     if df["pair"].nunique() > 1:
@@ -149,7 +140,7 @@ def plot_recovery(recovery: pd.DataFrame) -> Figure:
     import matplotlib.pyplot as plt
 
     if recovery.empty:
-        return note("The planted-word validation was skipped in this run (planted_model = '').")
+        return note_figure("The planted-word validation was skipped in this run (planted_model = '').")
     df = recovery[recovery["target"] == "planted words"].copy()
     df["label"] = df["level"] + ": " + df["metric"]
     wide = df.pivot_table(index="label", columns="condition", values="auc", sort=False)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ...core.style import FAMILY_COLORS, family_color, label_colors
+from ...core.style import FAMILY_COLORS, family_color, label_colors, note_figure
 from .paper import PAPER_TRAINING_FILES, PAPER_TRAINING_LABELS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,16 +27,6 @@ __all__ = [
 
 #: Widest figure (inches) that stays readable at the book page's width.
 MAX_WIDTH = 9.0
-
-
-def _placeholder(text: str) -> Figure:
-    """A small figure that says why there is nothing to plot (a figure cell always shows one figure)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 1))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
-    return fig
 
 
 def base_colors(frame: pd.DataFrame) -> dict[str, str]:
@@ -128,7 +118,7 @@ def plot_final_gaps(final: pd.DataFrame, gaps: pd.DataFrame) -> Figure:
     import matplotlib.pyplot as plt
 
     if final is None or final.empty or gaps is None or gaps.empty:
-        return _placeholder("no Agency - Communion gap in this run (the corpus lacks one of the categories)")
+        return note_figure("no Agency - Communion gap in this run (the corpus lacks one of the categories)")
     framings = [f for f in ("positive", "negative") if f in set(final["framing"])]
     colors = base_colors(final)
     bases = sorted(final["base_model"].unique())
@@ -167,7 +157,7 @@ def plot_trajectories(summary: pd.DataFrame) -> Figure:
     import matplotlib.pyplot as plt
 
     if summary is None or summary.empty:
-        return _placeholder("no scored checkpoint in this run")
+        return note_figure("no scored checkpoint in this run")
     quantities = sorted(summary["quantity"].unique())
     framings = [f for f in ("positive", "negative") if f in set(summary["framing"])]
     colors = base_colors(summary)
@@ -216,7 +206,7 @@ def plot_word_movers(movers: pd.DataFrame, data: str | None = None, quantity: in
         m = m[m["quantity"] == quantity]
     bases = sorted(m["base_model"].unique())
     if not bases:
-        return _placeholder("no cell has two scored checkpoints")
+        return note_figure("no cell has two scored checkpoints")
     cat_colors = label_colors(list(m["category"].unique()))
     fig, axes = plt.subplots(
         1,
@@ -251,7 +241,7 @@ def plot_paper_trajectories(gaps: pd.DataFrame) -> Figure:
     import matplotlib.pyplot as plt
 
     if gaps is None or gaps.empty:
-        return _placeholder("the paper's released training results are not available")
+        return note_figure("the paper's released training results are not available")
     g = gaps[gaps["dataset"] != "grm_80k"]
     datasets = [d for d in PAPER_TRAINING_FILES if d in set(g["dataset"])]
     ncols = min(3, len(datasets))
