@@ -575,6 +575,9 @@ def test_run_on_live_scores_with_one_rm_per_family(tmp_path):
     )
     assert "**cannot be tested at this n**" in text.describe_rm_level(res.rm_level, res.models)
     assert "cannot be tested at this n" in text.describe_conclusion(res.rm_level, res.models, res.contrasts)
+    # the chapter's table of the random-slope attempts builds when none was fitted (no convergence columns)
+    fits = stage.tables.slope_fits_table(res.slope_fits)
+    assert len(fits) == len(res.slope_fits) and set(fits["converged"]) == {"n/a"}
     assert "2/2 = 1.0000" in text.describe_attainable(res.panels, res.rm_level)
     assert "at least 2 RMs per family" in text.describe_random_slopes(res.slope_fits)
     assert "cannot be tested at this n" in text.describe_panels(res.panels, "toy")

@@ -298,9 +298,17 @@ def loo_table(loo: pd.DataFrame) -> pd.DataFrame:
     return _reader(df, cols, digits=1)
 
 
+#: The fit columns a random-slope attempt reports when it was tried (absent when every attempt was skipped).
+SLOPE_FIT_COLUMNS = ("n_cov_params", "converged", "hessian_pd", "optimizer")
+
+
 def slope_fits_table(slope_fits: pd.DataFrame) -> pd.DataFrame:
     """Each random-slope structure tried: status, convergence, optimizer and note."""
-    df = slope_fits.assign(analysis_label=_analysis_label(slope_fits))
+    # a run whose fits were all skipped (one RM per family) has no convergence columns: shown empty
+    df = slope_fits.assign(analysis_label=_analysis_label(slope_fits)).reindex(
+        columns=[*slope_fits.columns, "analysis_label", *SLOPE_FIT_COLUMNS], fill_value=None
+    )
+    df = df.loc[:, ~df.columns.duplicated()]
     cols = {
         "analysis_label": "corpus",
         "structure": "structure",
