@@ -413,3 +413,35 @@ def test_a_check_needing_a_planned_dependency_output_is_repeated_after_the_depen
     # with the dependency's outputs in place, a bad parameter fails before any work, as usual
     with pytest.raises(ConfigError, match="scale must be >= 0"):
         runner.run(["consumer"], overrides={"scale": -1.0}, force=True, log=logs.append)
+
+
+def test_a_named_run_page_has_its_own_figure_and_table_labels():
+    """Two pages executed from one notebook (the default run and a named run or fork) must not define the same
+    labels (the book refuses duplicates): the run's page gets ``<label>--<run>`` in its prose, its figure
+    cells and the Markdown its cells displayed; the default page keeps the plain labels."""
+    import nbformat
+
+    from rmvalues.book.execution import own_labels, relabel_page
+
+    assert own_labels("see {numref}`tbl-corpora-sizes` and {numref}`fig-x-y`", "My Corpus") == (
+        "see {numref}`tbl-corpora-sizes--my-corpus` and {numref}`fig-x-y--my-corpus`"
+    )
+    assert own_labels("results/tbl-x.csv", "r") == "results/tbl-x.csv"  # a path is not a label
+    nb = nbformat.v4.new_notebook()
+    md = nbformat.v4.new_markdown_cell("As {numref}`fig-a-b` shows ({numref}`tbl-a-c`).")
+    fig = nbformat.v4.new_code_cell(
+        "plot()", metadata={"mystnb": {"figure": {"name": "fig-a-b", "caption": "C."}}}
+    )
+    tab = nbformat.v4.new_code_cell("show()")
+    tab.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={"text/markdown": ":::{table} T.\n:name: tbl-a-c\n\n| x |\n:::", "image/png": "AAAA"},
+        )
+    ]
+    nb.cells = [md, fig, tab]
+    relabel_page(nb, "fork-1")
+    assert md.source == "As {numref}`fig-a-b--fork-1` shows ({numref}`tbl-a-c--fork-1`)."
+    assert fig.metadata["mystnb"]["figure"]["name"] == "fig-a-b--fork-1"
+    assert ":name: tbl-a-c--fork-1" in tab.outputs[0]["data"]["text/markdown"]
+    assert tab.outputs[0]["data"]["image/png"] == "AAAA"

@@ -85,12 +85,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def build_book(root: str | None = None, builder: str = "html") -> int:
-    """Build the book with warnings as errors, nitpicky, offline; returns the exit code."""
+    """Build the book from scratch with warnings as errors, nitpicky, offline; returns the exit code."""
     root = root or str(paths.project_root())
     write_toc()
     # jupyter-book 1.x has no `python -m jupyter_book`; use the console script next to this interpreter
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jupyter_book), "build", root, "--builder", builder, "-W", "-n", "--keep-going"]
+    # --all: every page re-read, so labels and references never come from a stale environment (an
+    # incremental build keeps the old owner of a label when only one of two pages changed)
+    cmd = [str(jupyter_book), "build", root, "--all", "--builder", builder, "-W", "-n", "--keep-going"]
     print("$", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=root)
 

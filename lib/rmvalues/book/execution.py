@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -154,9 +155,37 @@ def restore_snapshot(spec: RunSpec, log: Log = print) -> bool:
 
 
 # -- execution ------------------------------------------------------------------------------------------------
-def _finish_page(nb_path: Path, suffix: str | None) -> None:
+#: A figure or table label of a chapter page (``fig-implicit-mwlr``, ``tbl-corpora-sizes``): every one is local to
+#: its page, so the page of a fork or named run gets its own copies (:func:`own_labels`).
+LABEL = re.compile(r"(?<![\w/.-])((?:tbl|fig)-[a-z0-9][a-z0-9-]*)")
+
+
+def own_labels(text: str, run: str) -> str:
+    """``text`` with every figure and table label suffixed by the run (``tbl-x`` -> ``tbl-x--<run>``): two
+    pages executed from one notebook would otherwise define the same labels, which the book refuses."""
+    slug = re.sub(r"[^a-z0-9]+", "-", run.lower()).strip("-")
+    return LABEL.sub(lambda m: f"{m.group(1)}--{slug}", text)
+
+
+def relabel_page(nb: Any, run: str) -> None:
+    """Labels in the prose, the figure cells' metadata and the Markdown and text the cells displayed."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = own_labels(cell.source, run)
+            continue
+        figure = cell.metadata.get("mystnb", {}).get("figure", {})
+        if "name" in figure:
+            figure["name"] = own_labels(figure["name"], run)
+        for out in cell.get("outputs", []):
+            for kind, value in out.get("data", {}).items():
+                if kind in ("text/markdown", "text/plain") and isinstance(value, str):
+                    out["data"][kind] = own_labels(value, run)
+
+
+def _finish_page(nb_path: Path, suffix: str | None, run: str = "default") -> None:
     """The executed notebook as a book page: the parameters papermill injected are collapsed like the
-    notebook's own parameters cell, and a fork's or named run's title carries its run (``suffix``)."""
+    notebook's own parameters cell, and a fork's or named run's title carries its run (``suffix``) and its
+    figure and table labels are its own."""
     import nbformat
 
     nb = nbformat.read(nb_path, as_version=4)
@@ -169,6 +198,8 @@ def _finish_page(nb_path: Path, suffix: str | None) -> None:
             first, _, rest = cell.source.lstrip().partition("\n")
             cell.source = f"{first} — {suffix}\n{rest}".rstrip("\n")
             break
+    if run != "default":
+        relabel_page(nb, run)
     nbformat.write(nb, nb_path)
 
 
@@ -254,7 +285,7 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log: Log =
         if isinstance(exc, RunFailed | KeyboardInterrupt):
             raise
         raise _failure(spec, exc, failed) from None
-    _finish_page(Path(tmp), run_title(spec, config) if spec.run != "default" else None)
+    _finish_page(Path(tmp), run_title(spec, config) if spec.run != "default" else None, spec.run)
     page.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, page)
     elapsed = round(time.perf_counter() - t0, 1)
