@@ -66,6 +66,14 @@ class ConsumerParams(StageParams):
         table = self.reads()[0].folder(self.results_root) / "table.parquet"
         if not table.is_file():
             problems.append(f"{table} does not exist: run the producer stage first")
+        else:
+            try:
+                labels = set(pd.read_parquet(table)["label"])
+            except Exception as exc:  # a damaged table: the runner's integrity check names the run to redo
+                labels = set()
+                problems.append(f"{table} cannot be read ({type(exc).__name__})")
+            if labels and self.label not in labels:
+                problems.append(f"the producer run holds no rows labelled {self.label!r}")
         if self.scale < 0:
             problems.append("scale must be >= 0")
         return problems
@@ -445,3 +453,13 @@ def test_a_named_run_page_has_its_own_figure_and_table_labels():
     assert fig.metadata["mystnb"]["figure"]["name"] == "fig-a-b--fork-1"
     assert ":name: tbl-a-c--fork-1" in tab.outputs[0]["data"]["text/markdown"]
     assert tab.outputs[0]["data"]["image/png"] == "AAAA"
+
+
+def test_a_planned_out_of_date_dependency_is_not_judged_by_its_old_outputs(project):
+    """After a quick run with other parameters (e.g. the tiny profile), the full run re-executes the
+    dependency first: a check against the dependency's old outputs waits instead of failing before any work."""
+    logs: list[str] = []
+    runner.run(["producer"], overrides={"label": "b"}, log=logs.append)  # producer/default now holds label b
+    status = runner.run(log=logs.append)  # the configured parameters: the consumer needs label a
+    assert status == {"producer/default": "done", "consumer/default": "done"}
+    assert any(line.startswith("[wait] consumer/default") for line in logs)

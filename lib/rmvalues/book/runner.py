@@ -227,10 +227,20 @@ def validate_plan(specs: list[RunSpec], config: RunConfig, *, log: Log = print) 
     """Validate every run before any work; return the runs whose check must wait for a planned dependency.
 
     Reads that no planned run produces must exist and match their manifests (else one
-    :class:`~rmvalues.core.errors.MissingInputError` naming the run to execute first).
+    :class:`~rmvalues.core.errors.MissingInputError` naming the run to execute first). A run whose check
+    fails while a planned input has no outputs yet or is out of date waits: it is checked again once that
+    input has run.
     """
-    planned = {(s.stage, s.run) for s in specs}
+    planned = {(s.stage, s.run): s for s in specs}
     deferred: dict[str, ConfigError] = {}
+
+    def will_change(inp: StageInput, results_root: str) -> bool:
+        """A planned input that has no outputs yet or is out of date: this plan executes it first, so a check
+        against its present outputs (a quick profile's, say) would judge the wrong run."""
+        if not (inp.folder(results_root) / MANIFEST).is_file():
+            return True
+        return not is_up_to_date(planned[(inp.stage, inp.run)], config, log=lambda _m: None)
+
     for spec in specs:
         for inp in spec.reads:
             if (inp.stage, inp.run) not in planned:
@@ -241,8 +251,7 @@ def validate_plan(specs: list[RunSpec], config: RunConfig, *, log: Log = print) 
             pending = [
                 inp.label
                 for inp in spec.reads
-                if (inp.stage, inp.run) in planned
-                and not (inp.folder(spec.params.results_root) / MANIFEST).is_file()
+                if (inp.stage, inp.run) in planned and will_change(inp, spec.params.results_root)
             ]
             if not pending:
                 raise
