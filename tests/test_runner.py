@@ -36,6 +36,9 @@ class ProducerParams(StageParams):
     n: int = param(3, help="rows to write")
     label: str = param("a", help="a label (a, b or c)")
 
+    def promises(self):
+        return {"labels": [self.label]}
+
     def check(self):
         problems = super().check()
         if self.label not in ("a", "b", "c"):
@@ -60,6 +63,12 @@ class ConsumerParams(StageParams):
     def reads(self):
         needs = (("label", self.label),)
         return [StageInput("producer", self.producer_run, ("table.parquet",), "the table", "producer_run", needs)]
+
+    def check_planned(self, upstream):
+        labels = upstream.get(self.reads()[0].label, {}).get("labels")
+        if labels is not None and self.label not in labels:
+            return [f"the producer run {self.producer_run!r} will hold labels {labels}, not {self.label!r}"]
+        return []
 
     def check(self):
         problems = super().check()
@@ -463,3 +472,15 @@ def test_a_planned_out_of_date_dependency_is_not_judged_by_its_old_outputs(proje
     status = runner.run(log=logs.append)  # the configured parameters: the consumer needs label a
     assert status == {"producer/default": "done", "consumer/default": "done"}
     assert any(line.startswith("[wait] consumer/default") for line in logs)
+
+
+def test_a_run_contradicting_what_a_planned_dependency_promises_fails_before_any_work(project):
+    """The producer run a consumer names explicitly will write label a (its promise, known from its parameters):
+    a consumer of label c is refused before the producer runs, instead of after it."""
+    logs: list[str] = []
+    with pytest.raises(ConfigError, match=r"the producer run 'default' will hold labels \['a'\], not 'c'"):
+        runner.run(["consumer"], overrides={"label": "c", "producer_run": "default"}, log=logs.append)
+    assert not (project / "results").exists() and not any(line.startswith("[run") for line in logs)
+    # a consumer of the promised label waits for the producer's output and runs after it
+    status = runner.run(["consumer"], overrides={"label": "a", "producer_run": "default"}, log=logs.append)
+    assert status == {"producer/default": "done", "consumer/default": "done"}

@@ -655,3 +655,32 @@ def test_reader_tables_round_and_keep_intervals_on_one_line():
     every = stage.tables.model_terms(mixed, family_only=False, analysis=None)
     assert len(every) == len(mixed) and "intercept" in set(every["term"])
     assert stage.tables.timings_table({"ranks": 0.123})["seconds"].tolist() == ["0.1"]
+
+
+def test_families_are_checked_against_what_a_planned_scoring_run_promises(tmp_path):
+    """Before a scoring run has executed, it promises the families of the RMs it will score (from the registry);
+    statistics on its live scores checks ``families`` against them (the runner does so before any work)."""
+    from rmvalues.stages.scoring.params import Params as ScoringParams
+
+    scoring = {"training_run": "", "results_root": str(tmp_path)}
+    mixed = ScoringParams.parse(
+        {**scoring, "models": ["qrm-gemma2-27b", "armorm-llama3-8b-v0.1", "qrm-llama3.1-8b"]}
+    )
+    assert mixed.promises() == {"families": ["gemma", "llama"]}
+    assert ScoringParams.parse({**scoring, "models": ["not-registered"]}).promises() == {}
+    # the default models are the training run's RMs: unknown until that run has written its registry
+    assert ScoringParams.parse({"results_root": str(tmp_path)}).promises() == {}
+
+    values = {"scores": "live", "corpora": ["toy"], "results_root": str(tmp_path)}
+    live = stage.Params.parse(values)  # families: gemma, llama (the paper's)
+    promised = {"scoring/default": {"families": ["gemma", "smollm"]}}
+    assert live.check_planned(promised) == [
+        "families: ['llama'] have no scores: the scoring run 'default' will score RMs of families "
+        "['gemma', 'smollm']; set families=[...] to two of them, e.g. families=['gemma', 'smollm']"
+    ]
+    assert stage.Params.parse({**values, "families": ["gemma", "smollm"]}).check_planned(promised) == []
+    assert live.check_planned({"scoring/default": {}}) == []  # nothing promised: checked when it is read
+    # with the published scores too, the published RMs' families count
+    both = stage.Params.parse({**values, "scores": "both", "corpora": ["big2_nouns"]})
+    assert both.check_planned(promised) == []
+    assert stage.Params.parse({**values, "scores": "published"}).check_planned(promised) == []

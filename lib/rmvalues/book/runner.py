@@ -15,8 +15,10 @@ selected run the runner
    requested corpus) is replaced by one that does, created as a named run when none exists: a run is never
    silently re-run with other parameters. The upstream runs are planned first (when configured or named);
 3. validates every run **before any work**: the schema's own checks, and every read that no planned run
-   produces must already exist and match its manifest. A check that fails only because a planned upstream run
-   has not produced its output yet is repeated right before the run;
+   produces must already exist and match its manifest; a run is checked against what its planned upstream
+   runs promise (:meth:`~rmvalues.core.params.StageParams.promises`, e.g. the families a scoring run will
+   score). A check that fails only because a planned upstream run has not produced its output yet is
+   repeated right before the run;
 4. executes each run unless it is up to date (:mod:`rmvalues.book.execution`: keys, integrity, failures that
    keep the last good outputs and page, errors that surface).
 """
@@ -227,24 +229,35 @@ def validate_plan(specs: list[RunSpec], config: RunConfig, *, log: Log = print) 
     """Validate every run before any work; return the runs whose check must wait for a planned dependency.
 
     Reads that no planned run produces must exist and match their manifests (else one
-    :class:`~rmvalues.core.errors.MissingInputError` naming the run to execute first). A run whose check
+    :class:`~rmvalues.core.errors.MissingInputError` naming the run to execute first). A run whose
+    parameters contradict what a planned input promises fails here, before that input runs. A run whose check
     fails while a planned input has no outputs yet or is out of date waits: it is checked again once that
     input has run.
     """
     planned = {(s.stage, s.run): s for s in specs}
     deferred: dict[str, ConfigError] = {}
+    changes: dict[str, bool] = {}
 
     def will_change(inp: StageInput, results_root: str) -> bool:
         """A planned input that has no outputs yet or is out of date: this plan executes it first, so a check
         against its present outputs (a quick profile's, say) would judge the wrong run."""
-        if not (inp.folder(results_root) / MANIFEST).is_file():
-            return True
-        return not is_up_to_date(planned[(inp.stage, inp.run)], config, log=lambda _m: None)
+        if inp.label not in changes:
+            changes[inp.label] = not (inp.folder(results_root) / MANIFEST).is_file() or not is_up_to_date(
+                planned[(inp.stage, inp.run)], config, log=lambda _m: None
+            )
+        return changes[inp.label]
 
     for spec in specs:
         for inp in spec.reads:
             if (inp.stage, inp.run) not in planned:
                 verify(inp, spec.params.results_root)
+        promised = {
+            inp.label: planned[(inp.stage, inp.run)].params.promises()
+            for inp in spec.reads
+            if (inp.stage, inp.run) in planned and will_change(inp, spec.params.results_root)
+        }
+        if promised and (problems := spec.params.check_planned(promised)):
+            raise ParameterError(f"{spec.stage} (run {spec.label})", problems)
         try:
             check_run(spec)
         except ConfigError as exc:

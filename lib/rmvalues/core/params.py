@@ -146,6 +146,17 @@ class StageParams(BaseModel):
         """Outputs of upstream runs this run reads (their absence is one clear error before any work)."""
         return []
 
+    def promises(self) -> dict[str, Any]:
+        """What this run's outputs will hold, known from its parameters before it runs (e.g. the base-model
+        families of the RMs a scoring run scores); ``{}`` when that cannot be known yet. A downstream run planned
+        with this one checks its own parameters against it (:meth:`check_planned`), before any work."""
+        return {}
+
+    def check_planned(self, upstream: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Problems of this run's parameters against what its planned upstream runs promise (``upstream``:
+        input label, e.g. ``"scoring/live"`` -> :meth:`promises`), found before those runs execute."""
+        return []
+
     def config_used(self) -> dict[str, Any]:
         """The configuration this run depends on, as data (part of its up-to-date key: an edit elsewhere does
         not make it stale). The default is conservative, every configuration file but ``run.yaml``; stages

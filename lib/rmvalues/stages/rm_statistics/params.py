@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import pandas as pd
@@ -101,6 +102,14 @@ class Params(StageParams):
             problems += self._live_family_problems(known)
         return problems
 
+    def check_planned(self, upstream: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Before a planned scoring run executes: ``families`` against the families of the RMs it will score."""
+        scoring = self.scoring_input()
+        promised = (upstream.get(scoring.label) or {}).get("families") if scoring is not None else None
+        if promised is None or len(self.families) != 2:
+            return []
+        return self._family_problems(list(promised), published_families(), "will score RMs of families")
+
     def _live_family_problems(self, published: list[str]) -> list[str]:
         """When the scoring run's output exists: a problem naming the families it has when ``families``
         asks for one it lacks (published families count too when ``scores`` is both)."""
@@ -109,11 +118,14 @@ class Params(StageParams):
         if path is None or not path.is_file():
             return []  # an absent run is a missing input (or a planned run): checked when it is read
         live = sorted(pd.read_parquet(path, columns=["family"])["family"].dropna().unique())
+        return self._family_problems(live, published, "has scores of families")
+
+    def _family_problems(self, live: list[str], published: list[str], verb: str) -> list[str]:
         have = sorted(set(live) | (set(published) if self.scores == "both" else set()))
         bad = [f for f in self.families if f not in have]
         if not bad:
             return []
-        where = f"the scoring run {self.scoring_run!r} has scores of families {live}"
+        where = f"the scoring run {self.scoring_run!r} {verb} {live}"
         if self.scores == "both":
             where += f" (and the published RMs of {published})"
         return [

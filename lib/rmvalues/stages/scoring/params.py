@@ -9,7 +9,7 @@ from ...core.params import StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
 from ...data.prompts import prompt_problem, prompts_checksum
 from ...models.loading import availability_problems
-from ...models.registry import DTYPES, entries_used, unknown_models_problem
+from ...models.registry import DTYPES, RegistryError, entries_used, registry, unknown_models_problem
 
 CANDIDATE_KINDS = ("words", "vocab")
 DTYPE_CHOICES = ("auto", *DTYPES)
@@ -102,6 +102,22 @@ class Params(StageParams):
 
         files = [f for f in self.registry_files() if paths.resolve(f).is_file()]
         return {"models": entries_used(self.models, files), "prompts": prompts_checksum()}
+
+    def promises(self) -> dict[str, Any]:
+        """The base-model families of the scored RMs (the ``family`` column of ``scores.parquet``), from the
+        registry; ``{}`` while a registry file is missing (a training run not yet executed) or a model unknown."""
+        from ...core import paths
+
+        files = self.registry_files()
+        if not all(paths.resolve(f).is_file() for f in files):
+            return {}
+        try:
+            known = registry(extra=files)
+        except RegistryError:
+            return {}
+        if not all(m in known for m in self.models):
+            return {}
+        return {"families": sorted({known[m].family for m in self.models})}
 
     def selected_prompts(self) -> list[str]:
         from ...data.prompts import select_prompts
