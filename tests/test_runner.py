@@ -462,6 +462,32 @@ def test_a_named_run_page_has_its_own_figure_and_table_labels():
     assert fig.metadata["mystnb"]["figure"]["name"] == "fig-a-b--fork-1"
     assert ":name: tbl-a-c--fork-1" in tab.outputs[0]["data"]["text/markdown"]
     assert tab.outputs[0]["data"]["image/png"] == "AAAA"
+    # idempotent: a page relabelled twice keeps one suffix
+    relabel_page(nb, "fork-1")
+    assert md.source == "As {numref}`fig-a-b--fork-1` shows ({numref}`tbl-a-c--fork-1`)."
+
+
+def test_the_book_build_relabels_a_page_executed_before_labels_were_its_own(project):
+    """A named run's page written before pages had their own labels (plain ``fig-`` labels, which clash with
+    the default page's) is relabelled before the book builds, without re-executing its run; pages already
+    relabelled and the default page are left byte for byte."""
+    import nbformat
+
+    from rmvalues.book.execution import relabel_pages
+
+    runner.run(["producer"], runs=["old"], overrides={"n": 1}, log=lambda *_: None)
+    runner.run(["producer"], log=lambda *_: None)
+    generated = project / "book" / "generated"
+    old, default = generated / "producer--old.ipynb", generated / "producer.ipynb"
+    nb = nbformat.read(old, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("See {numref}`fig-producer-table`."))
+    nbformat.write(nb, old)  # as an older version wrote it: the plain label
+    default_bytes = default.read_bytes()
+    assert relabel_pages(load_config()) == ["book/generated/producer--old.ipynb"]
+    assert nbformat.read(old, as_version=4).cells[-1].source == "See {numref}`fig-producer-table--old`."
+    old_bytes = old.read_bytes()
+    assert relabel_pages(load_config()) == []
+    assert old.read_bytes() == old_bytes and default.read_bytes() == default_bytes
 
 
 def test_a_planned_out_of_date_dependency_is_not_judged_by_its_old_outputs(project):

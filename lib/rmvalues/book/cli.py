@@ -31,6 +31,7 @@ from ..core.errors import ConfigError, RmvaluesError
 from ..core.files import atomic_write_text
 from . import runner
 from .config import config_path, load_config, read_named_runs, relative, write_named_runs
+from .execution import relabel_pages
 from .toc import chapter_pages, write_toc
 
 OPENERS, CLOSERS = "[{(", "]})"
@@ -88,6 +89,8 @@ def build_book(root: str | None = None, builder: str = "html") -> int:
     """Build the book from scratch with warnings as errors, nitpicky, offline; returns the exit code."""
     root = root or str(paths.project_root())
     write_toc()
+    for page in relabel_pages(load_config()):
+        print(f"[label] {page}: its figure and table labels made its own (a page executed before they were)")
     # jupyter-book 1.x has no `python -m jupyter_book`; use the console script next to this interpreter
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     # --all: every page re-read, so labels and references never come from a stale environment (an

@@ -34,9 +34,10 @@ from typing import Any
 
 from ..core import paths
 from ..core.errors import RmvaluesError
-from ..core.files import atomic_write_bytes, sha256_file
+from ..core.files import atomic_write_bytes, atomic_write_text, sha256_file
 from ..core.handoff import MANIFEST
 from ..core.manifest import read_manifest
+from ..core.paths import GENERATED, page_name
 from .config import RunConfig, RunSpec, relative
 
 RUN_RECORD = "run.json"
@@ -162,9 +163,11 @@ LABEL = re.compile(r"(?<![\w/.-])((?:tbl|fig)-[a-z0-9][a-z0-9-]*)")
 
 def own_labels(text: str, run: str) -> str:
     """``text`` with every figure and table label suffixed by the run (``tbl-x`` -> ``tbl-x--<run>``): two
-    pages executed from one notebook would otherwise define the same labels, which the book refuses."""
+    pages executed from one notebook would otherwise define the same labels, which the book refuses. A label
+    that is already the run's own is kept (relabelling is idempotent)."""
     slug = re.sub(r"[^a-z0-9]+", "-", run.lower()).strip("-")
-    return LABEL.sub(lambda m: f"{m.group(1)}--{slug}", text)
+    own = f"--{slug}"
+    return LABEL.sub(lambda m: m.group(1) if m.group(1).endswith(own) else m.group(1) + own, text)
 
 
 def relabel_page(nb: Any, run: str) -> None:
@@ -180,6 +183,28 @@ def relabel_page(nb: Any, run: str) -> None:
             for kind, value in out.get("data", {}).items():
                 if kind in ("text/markdown", "text/plain") and isinstance(value, str):
                     out["data"][kind] = own_labels(value, run)
+
+
+def relabel_pages(config: RunConfig) -> list[str]:
+    """Give every existing page of a run other than the default its own labels (idempotent); returns the pages
+    changed. A page executed before pages had their own labels is fixed at the next book build, without
+    re-executing its run."""
+    import nbformat
+
+    changed = []
+    for sname, st in config.stages.items():
+        for run in st.runs:
+            page = paths.project_root() / f"{GENERATED / page_name(sname, run)}.ipynb"
+            if run == "default" or not page.is_file():
+                continue
+            before = page.read_text(encoding="utf-8")
+            nb = nbformat.reads(before, as_version=4)
+            relabel_page(nb, run)
+            after = nbformat.writes(nb) + "\n"
+            if nbformat.reads(after, as_version=4) != nbformat.reads(before, as_version=4):
+                atomic_write_text(page, after)
+                changed.append(relative(page))
+    return changed
 
 
 def _finish_page(nb_path: Path, suffix: str | None, run: str = "default") -> None:
