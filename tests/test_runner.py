@@ -90,6 +90,8 @@ class ConsumerParams(StageParams):
 
 def run_consumer(params):
     record = RunRecord.for_params(params)
+    if params.scale > 100:
+        raise ValueError("scale too large")
     path, digest = input_path(params.reads()[0], "table.parquet", params.results_root)
     record.add_input("producer table", digest)
     df = pd.read_parquet(path)
@@ -510,3 +512,53 @@ def test_a_run_contradicting_what_a_planned_dependency_promises_fails_before_any
     # a consumer of the promised label waits for the producer's output and runs after it
     status = runner.run(["consumer"], overrides={"label": "a", "producer_run": "default"}, log=logs.append)
     assert status == {"producer/default": "done", "consumer/default": "done"}
+
+
+def test_a_named_run_is_saved_once_it_has_run(project):
+    """A new named run whose execution fails is not saved (the next full run does not repeat the failure); the
+    upstream run created for it is saved once it has run, even when the run that needed it then fails."""
+    logs: list[str] = []
+    with pytest.raises(runner.RunFailed):
+        runner.run(["producer"], runs=["broken"], overrides={"n": -1}, log=logs.append)
+    assert "producer/broken: not saved as a named run" in "\n".join(logs)
+    named = project / "results" / "named_runs.yaml"
+    assert not named.is_file() or "broken" not in named.read_text()
+    assert runner.run(log=lambda *_: None) == {"producer/default": "done", "consumer/default": "done"}
+    with pytest.raises(runner.RunFailed):
+        runner.run(["consumer"], runs=["big"], overrides={"label": "b", "scale": 500.0}, log=logs.append)
+    saved = yaml.safe_load((project / "results" / "named_runs.yaml").read_text())
+    assert saved == {"producer": {"big": {"parameters": {"label": "b"}}}}
+    # the same command with a fixed parameter reuses the saved upstream run and saves the named run
+    status = runner.run(["consumer"], runs=["big"], overrides={"label": "b", "scale": 5.0}, log=logs.append)
+    assert status == {"producer/big": "skipped", "consumer/big": "done"}
+    saved = yaml.safe_load((project / "results" / "named_runs.yaml").read_text())
+    assert saved["consumer"]["big"]["parameters"] == {"label": "b", "scale": 5.0}
+
+
+def test_forget_drops_a_named_run_from_the_book_and_the_full_run(project, capsys):
+    runner.run(["consumer"], runs=["mine"], overrides={"label": "c"}, log=lambda *_: None)
+    generated, results = project / "book" / "generated", project / "results"
+    assert (generated / "producer--mine.ipynb").is_file() and (generated / "consumer--mine.ipynb").is_file()
+    # a run that another run reads is kept; a configured run is not a named run; an unknown one is named
+    assert cli.main(["forget", "producer", "mine"]) == 2
+    assert "producer/mine is read by consumer/mine: forget those first" in capsys.readouterr().err
+    assert cli.main(["forget", "producer", "default"]) == 2
+    assert "is a run of config/run.yaml, not a named run" in capsys.readouterr().err
+    assert cli.main(["forget", "consumer", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "no named run consumer/nope; named runs:" in err and "consumer/mine" in err and "producer/mine" in err
+    )
+    # the reader first (its results kept), then the upstream run with its results
+    assert cli.main(["forget", "consumer", "mine"]) == 0
+    assert "its results stay in results/consumer/mine" in capsys.readouterr().out
+    assert not (generated / "consumer--mine.ipynb").exists() and (results / "consumer" / "mine").is_dir()
+    assert cli.main(["forget", "producer", "mine", "--results"]) == 0
+    assert not (generated / "producer--mine.ipynb").exists() and not (results / "producer" / "mine").exists()
+    assert yaml.safe_load((results / "named_runs.yaml").read_text()) in (
+        None,
+        {},
+        {"consumer": {}, "producer": {}},
+    )
+    assert "mine" not in (project / "_toc.yml").read_text()
+    assert set(runner.run(log=lambda *_: None)) == {"producer/default", "consumer/default"}

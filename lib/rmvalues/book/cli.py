@@ -9,6 +9,7 @@ Commands:
   list [--profile P] [--runs]   every stage's parameters (type, default, help) and the planned runs;
                                 --runs: every existing run and whether it is up to date
   promote STAGE RUN             write a named run into config/run.yaml
+  forget STAGE RUN [--results]  drop a named run: its entry and page (--results: its results folder too)
   toc                           write _toc.yml (the chapters whose pages exist)
   book                          build the HTML book (Jupyter Book, warnings as errors, offline)
   check-book                    check the built book: chapters, figures, tables, links, no CDN, Chromium
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +31,7 @@ import yaml
 from ..core import paths
 from ..core.errors import ConfigError, RmvaluesError
 from ..core.files import atomic_write_text
+from ..core.paths import GENERATED, page_name
 from . import runner
 from .config import config_path, load_config, read_named_runs, relative, write_named_runs
 from .execution import relabel_pages
@@ -188,6 +191,56 @@ def promote(stage: str, run_name: str) -> int:
     return 0
 
 
+def _readers(config: Any, stage: str, run_name: str) -> list[str]:
+    """The runs (configured or named) whose parameters read ``stage/run_name``."""
+    out = []
+    for sname, st in config.stages.items():
+        for other in list(st.runs):
+            try:
+                spec = runner.plan(config, stages=[sname], runs=[other], with_dependencies=False)[0]
+            except ConfigError:
+                continue  # a run whose parameters no longer parse reads nothing
+            if any((i.stage, i.run) == (stage, run_name) for i in spec.reads):
+                out.append(spec.label)
+    return out
+
+
+def forget(stage: str, run_name: str, drop_results: bool = False) -> int:
+    """Drop a named run: its entry in the named runs and its page, so that neither the book nor the next full
+    run has it (``drop_results``: its results folder too). A run that other runs read is kept until they are
+    forgotten; a configured run is removed from ``config/run.yaml`` by hand."""
+    named = read_named_runs()
+    config = load_config()
+    if run_name not in (named.get(stage) or {}):
+        if stage in config.stages and run_name in config.stages[stage].runs:
+            raise ConfigError(
+                f"{stage}/{run_name} is a run of {relative(config_path())}, not a named run: remove it there"
+            )
+        known = [f"{s}/{r}" for s, rs in named.items() for r in rs]
+        raise ConfigError(f"no named run {stage}/{run_name}; named runs: {', '.join(known) or 'none'}")
+    readers = [r for r in _readers(config, stage, run_name) if r != f"{stage}/{run_name}"]
+    if readers:
+        raise ConfigError(
+            f"{stage}/{run_name} is read by {', '.join(readers)}: forget those first "
+            f"(`python -m rmvalues forget STAGE RUN`), or keep it"
+        )
+    del named[stage][run_name]
+    write_named_runs(named)
+    page = paths.project_root() / GENERATED / f"{page_name(stage, run_name)}.ipynb"
+    removed = [relative(page)] if page.is_file() else []
+    page.unlink(missing_ok=True)
+    output = paths.results_root() / stage / run_name
+    if drop_results:
+        for folder in (output, output.parent / f".{run_name}.previous"):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+                removed.append(relative(folder))
+    write_toc()
+    kept = f"; its results stay in {relative(output)} (--results deletes them)" if output.is_dir() else ""
+    print(f"{stage}/{run_name} forgotten: removed its entry{''.join(', ' + r for r in removed)}{kept}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmvalues", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -216,6 +269,10 @@ def _parser() -> argparse.ArgumentParser:
     p_promote = sub.add_parser("promote", help="write a named run into config/run.yaml")
     p_promote.add_argument("stage")
     p_promote.add_argument("run")
+    p_forget = sub.add_parser("forget", help="drop a named run: its entry and page (--results: its results)")
+    p_forget.add_argument("stage")
+    p_forget.add_argument("run")
+    p_forget.add_argument("--results", action="store_true", help="delete its results folder too")
     sub.add_parser("toc", help="write _toc.yml (the chapters whose pages exist)")
     sub.add_parser("book", help="build the HTML book into _build/html")
     p_check = sub.add_parser("check-book", help="check _build/html (links, figures, tables, Chromium)")
@@ -244,6 +301,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return list_stages(args.profile, runs=args.runs)
     if args.command == "promote":
         return promote(args.stage, args.run)
+    if args.command == "forget":
+        return forget(args.stage, args.run, drop_results=args.results)
     if args.command == "toc":
         print(write_toc())
         return 0

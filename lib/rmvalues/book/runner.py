@@ -13,7 +13,8 @@ selected run the runner
    reads from upstream runs (:meth:`~rmvalues.core.params.StageParams.reads`). An upstream run that the user
    did not choose explicitly and that does not hold what the run needs (e.g. a corpora run without the
    requested corpus) is replaced by one that does, created as a named run when none exists: a run is never
-   silently re-run with other parameters. The upstream runs are planned first (when configured or named);
+   silently re-run with other parameters. A new or changed named run is saved once it has run (a failed one
+   is not, so the next full run does not repeat the failure; its last good version, if any, stays). The upstream runs are planned first (when configured or named);
 3. validates every run **before any work**: the schema's own checks, and every read that no planned run
    produces must already exist and match its manifest; a run is checked against what its planned upstream
    runs promise (:meth:`~rmvalues.core.params.StageParams.promises`, e.g. the families a scoring run will
@@ -273,17 +274,19 @@ def validate_plan(specs: list[RunSpec], config: RunConfig, *, log: Log = print) 
     return deferred
 
 
-def save_named_runs(config: RunConfig, log: Log = print) -> None:
-    """Persist the named runs this plan created or changed (``<results root>/named_runs.yaml``)."""
-    if not config.changed_named:
+def save_named_runs(config: RunConfig, log: Log = print, only: set[tuple[str, str]] | None = None) -> None:
+    """Persist the named runs this plan created or changed (``<results root>/named_runs.yaml``); ``only``:
+    just these (stage, run) pairs."""
+    todo = sorted(config.changed_named if only is None else config.changed_named & only)
+    if not todo:
         return
     saved = read_named_runs()
-    for stage, run_name in sorted(config.changed_named):
+    for stage, run_name in todo:
         entry = config.stages[stage].runs[run_name]
         saved.setdefault(stage, {})[run_name] = {"parameters": entry.get("parameters") or {}}
         log(f"[name] {stage}/{run_name}: named run with parameters {entry.get('parameters') or {}}")
     write_named_runs(saved)
-    config.changed_named.clear()
+    config.changed_named.difference_update(todo)
 
 
 # -- running --------------------------------------------------------------------------------------------------
@@ -312,7 +315,6 @@ def run(
         with_dependencies=with_dependencies,
     )
     deferred = validate_plan(specs, config, log=log)
-    save_named_runs(config, log)
     asked = {
         (s.stage, s.run) for s in specs if (not stages or s.stage in stages) and (not runs or s.run in runs)
     }
@@ -328,6 +330,7 @@ def run(
                 check_run(spec)
             forced = force and (force_dependencies or (spec.stage, spec.run) in asked)
             status[spec.label] = execute(spec, config, force=forced, log=log)
+            save_named_runs(config, log, only={(spec.stage, spec.run)})
         except Exception as exc:  # report, go on with independent runs, fail at the end
             status[spec.label] = "failed"
             log(
@@ -335,6 +338,11 @@ def run(
                 if isinstance(exc, RunFailed)
                 else f"[FAIL] {spec.label}: {type(exc).__name__}: {exc}"
             )
+    for stage, run_name in sorted(config.changed_named):  # a named run is saved once it has run
+        log(
+            f"[name] {stage}/{run_name}: not saved as a named run (it did not complete); fix the problem and "
+            "run the same command again"
+        )
     failed = [k for k, v in status.items() if v in ("failed", "blocked")]
     if failed:
         raise RunFailed(f"{len(failed)} run(s) did not complete: {', '.join(failed)}")
