@@ -14,7 +14,8 @@ selected run the runner
    did not choose explicitly and that does not hold what the run needs (e.g. a corpora run without the
    requested corpus) is replaced by one that does, created as a named run when none exists: a run is never
    silently re-run with other parameters. A new or changed named run is saved once it has run (a failed one
-   is not, so the next full run does not repeat the failure; its last good version, if any, stays). The upstream runs are planned first (when configured or named);
+   is not, so the next full run does not repeat the failure; its last good version, if any, stays). The
+   upstream runs are planned first (when configured or named);
 3. validates every run **before any work**: the schema's own checks, and every read that no planned run
    produces must already exist and match its manifest; a run is checked against what its planned upstream
    runs promise (:meth:`~rmvalues.core.params.StageParams.promises`, e.g. the families a scoring run will
