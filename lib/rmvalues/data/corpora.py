@@ -42,6 +42,8 @@ from . import datasets
 
 #: The table the corpora stage writes (the scored rows, annotated): what later stages read.
 CORPORA_TABLE = "corpora.parquet"
+#: The corpora stage's token counts of every word in each registered model's tokenizer.
+TOKENIZATION_TABLE = "tokenization.parquet"
 #: Columns of the corpus model returned by :func:`load_corpus`.
 COLUMNS = ["corpus", "word", "category", "subcategory", "source", "entry", "stem", "line", "status"]
 FORMATS = ("csv", "dicx", "dic")
@@ -623,12 +625,17 @@ def input_checksums(names: Iterable[str], config: str | os.PathLike[str] | None 
 
 
 def corpora_input(
-    run: str = "default", why: str = "the corpus words and their labels", corpora: Sequence[str] = ()
+    run: str = "default",
+    why: str = "the corpus words and their labels",
+    corpora: Sequence[str] = (),
+    tokenization: bool = False,
 ) -> StageInput:
     """The hand-off from a corpora run (selected by the reading run's ``corpora_run`` parameter): its
-    ``corpora.parquet``, which must hold ``corpora``."""
+    ``corpora.parquet``, which must hold ``corpora`` (and its ``tokenization.parquet`` when
+    ``tokenization``)."""
     requires = (("corpora", tuple(corpora)),) if corpora else ()
-    return StageInput("corpora", run, (CORPORA_TABLE,), why, param="corpora_run", requires=requires)
+    files = (CORPORA_TABLE, TOKENIZATION_TABLE) if tokenization else (CORPORA_TABLE,)
+    return StageInput("corpora", run, files, why, param="corpora_run", requires=requires)
 
 
 def corpora_run_problem(inp: StageInput, corpora: Sequence[str], results_root: str) -> list[str]:

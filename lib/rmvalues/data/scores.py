@@ -23,7 +23,9 @@ must rank each (model, prompt, corpus) on unique words (see :func:`rmvalues.stat
 
 The published scores are loaded through the data layer (:func:`rmvalues.data.datasets.fetch`), so the analysis runs
 on any laptop. The mapping of published files to the ten RMs and their families is data:
-``config/published_rms.yaml``.
+``config/published_rms.yaml``, which also holds each RM's lineage (developer, the recipe or checkpoint it
+descends from, base model, preference data), each fact with its source (:func:`published_rm_table`,
+:func:`published_lineage_sources`).
 """
 
 from __future__ import annotations
@@ -65,13 +67,43 @@ SOURCES: tuple[str, ...] = ("published", "live")
 # -- the ten published RMs --------------------------------------------------------------------------------
 
 
+#: The lineage facts of a published RM (``config/published_rms.yaml``), each with its source.
+LINEAGE_FACTS: tuple[str, ...] = ("developer", "lineage", "base_model", "preference_data")
+#: Columns of :func:`published_rm_table`.
+PUBLISHED_RM_COLUMNS: tuple[str, ...] = ("model", "file", "family", "label", "revision", *LINEAGE_FACTS)
+#: Columns of :func:`published_lineage_sources`.
+LINEAGE_SOURCE_COLUMNS: tuple[str, ...] = ("model", "fact", "value", "source", "note")
+#: What the source note of a fact left null must say.
+NOT_VERIFIED = "not verified offline"
+_RM_FIELDS = (*PUBLISHED_RM_COLUMNS, "sources")
+_LINEAGE_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class LineageSource:
+    """Where one lineage fact of a published RM comes from: the model card (``https://huggingface.co/<id>``)
+    or a paper (``arXiv:<id>``), and a short quote or paraphrase of what it says."""
+
+    fact: str
+    source: str | None
+    note: str
+
+
 @dataclass(frozen=True)
 class PublishedRM:
+    """One RM of the paper's release: its score-file key, base family and label, and its lineage (each fact
+    ``None`` where it could not be verified, with a source note saying so)."""
+
     model: str
     file: str
     family: str
     label: str
     revision: str | None = None
+    developer: str | None = None
+    lineage: str | None = None
+    base_model: str | None = None
+    preference_data: str | None = None
+    sources: tuple[LineageSource, ...] = ()
 
 
 def published_rms_path() -> Path:
@@ -83,14 +115,91 @@ def _published_config(path: str) -> dict:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
 
 
+def _sources_of(entry: dict, where: str) -> tuple[LineageSource, ...]:
+    """The ``sources`` mapping of one RM entry: one ``{source, note}`` per lineage fact, validated."""
+    raw = entry["sources"]
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"{where}: `sources` must map each of {', '.join(LINEAGE_FACTS)} to {{source, note}}"
+        )
+    out = []
+    for fact in LINEAGE_FACTS:
+        item = raw.get(fact)
+        if not isinstance(item, dict) or "source" not in item or not str(item.get("note") or "").strip():
+            raise ValueError(
+                f"{where}: sources.{fact} is missing or lacks `source`/`note`; give the model card URL or arXiv "
+                f"id and a short quote (source null and a note saying {NOT_VERIFIED!r} where unverified)"
+            )
+        source, note = item["source"], str(item["note"]).strip()
+        if entry[fact] is None and NOT_VERIFIED not in note:
+            raise ValueError(f"{where}: {fact} is null but sources.{fact}.note does not say {NOT_VERIFIED!r}")
+        if entry[fact] is not None and not source:
+            raise ValueError(f"{where}: {fact} is given without a source; add sources.{fact}.source")
+        out.append(LineageSource(fact, None if source is None else str(source), note))
+    extra = sorted(set(raw) - set(LINEAGE_FACTS))
+    if extra:
+        raise ValueError(
+            f"{where}: sources name unknown fact(s) {extra}; the facts are {', '.join(LINEAGE_FACTS)}"
+        )
+    return tuple(out)
+
+
+def read_published_rms(path: str | os.PathLike[str]) -> list[PublishedRM]:
+    """The RMs of a published-RMs file (the format of ``config/published_rms.yaml``), validated: every RM has
+    every field of :data:`PUBLISHED_RM_COLUMNS` and a source for each lineage fact; a missing or unknown field
+    is a ``ValueError`` naming the RM, the field and the file."""
+    entries = _published_config(str(path)).get("rms")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: no `rms` list; each RM needs the fields {', '.join(_RM_FIELDS)}")
+    rms = []
+    for i, entry in enumerate(entries):
+        name = entry.get("model", f"entry {i + 1}") if isinstance(entry, dict) else f"entry {i + 1}"
+        where = f"{path}: RM {name!r}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} is not a mapping of its fields ({', '.join(_RM_FIELDS)})")
+        missing = [f for f in _RM_FIELDS if f not in entry]
+        if missing:
+            raise ValueError(
+                f"{where} lacks field(s) {', '.join(missing)}; add them (null where unknown, with a source note "
+                f"saying {NOT_VERIFIED!r}; see the comment block at the top of the file)"
+            )
+        unknown = sorted(set(entry) - set(_RM_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"{where} has unknown field(s) {unknown}; the fields are {', '.join(_RM_FIELDS)}"
+            )
+        lineage = entry["lineage"]
+        if lineage is not None and not _LINEAGE_KEY.match(str(lineage)):
+            raise ValueError(f"{where}: lineage {lineage!r} is not a short lowercase key (e.g. skywork, grm)")
+        fields = {f: entry[f] for f in PUBLISHED_RM_COLUMNS}
+        rms.append(PublishedRM(**fields, sources=_sources_of(entry, where)))
+    return rms
+
+
 def published_rms() -> list[PublishedRM]:
-    """The ten RMs of the paper's release with their base family (from ``config/published_rms.yaml``)."""
-    return [PublishedRM(**entry) for entry in _published_config(str(published_rms_path()))["rms"]]
+    """The ten RMs of the paper's release with their base family and lineage (``config/published_rms.yaml``)."""
+    return read_published_rms(published_rms_path())
 
 
 def published_rm_table() -> pd.DataFrame:
-    """``model, file, family, label, revision`` of the published RMs."""
-    return pd.DataFrame([rm.__dict__ for rm in published_rms()])
+    """:data:`PUBLISHED_RM_COLUMNS` of the published RMs: ``model, file, family, label, revision`` and the
+    lineage facts ``developer, lineage, base_model, preference_data`` (``None`` where unverified). The sources
+    of the facts are in :func:`published_lineage_sources` (one row per fact), not in this table."""
+    return pd.DataFrame(
+        [{c: rm.__dict__[c] for c in PUBLISHED_RM_COLUMNS} for rm in published_rms()],
+        columns=list(PUBLISHED_RM_COLUMNS),
+    )
+
+
+def published_lineage_sources() -> pd.DataFrame:
+    """One row per published RM and lineage fact: :data:`LINEAGE_SOURCE_COLUMNS` (``model, fact, value,
+    source, note``): the fact's value, its source (model card URL or arXiv id) and what the source says."""
+    rows = [
+        {"model": rm.model, "fact": s.fact, "value": rm.__dict__[s.fact], "source": s.source, "note": s.note}
+        for rm in published_rms()
+        for s in rm.sources
+    ]
+    return pd.DataFrame(rows, columns=list(LINEAGE_SOURCE_COLUMNS))
 
 
 def published_corpora() -> dict[str, str]:

@@ -6,6 +6,8 @@
   give after a Bonferroni correction, :func:`can_reach` whether that can fall to ``alpha`` at all.
 * :func:`split_interval`: the confidence interval of the difference that inverts that test (all shifts
   ``delta`` of the second group that the test does not reject), exact under the shift model.
+* :func:`stratified_split_test`: the same test with the group labels permuted only within strata (e.g. the
+  lineage an RM descends from), its statistic the weighted mean of the within-stratum differences.
 * :func:`cluster_bootstrap_ci`: a percentile bootstrap that resamples units within each group, then the
   observations within each drawn unit (a hierarchical bootstrap).
 """
@@ -187,3 +189,110 @@ def cluster_bootstrap_ci(
     tail = (1 - confidence) / 2 * 100
     lo, hi = np.percentile(my - mx, [tail, 100 - tail])
     return (float(lo), float(hi))
+
+
+# -- the split test within strata ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StratifiedSplitTest:
+    """An exact (or, beyond :data:`MAX_SPLITS`, sampled) permutation test of a group difference whose labels
+    are permuted only within strata (:func:`stratified_split_test`)."""
+
+    difference: float  # mean(b) - mean(a) over all units, strata ignored
+    stratified_difference: float  # the test's statistic: weighted mean of within-stratum differences
+    p: float  # two-sided: min(1, 2 * smaller tail), the observed relabelling included
+    n_relabellings: int  # prod over strata of C(n_s, n_b,s): every within-stratum relabelling
+    p_min: float  # the smallest two-sided p any data could give (2 / n_relabellings, at most 1)
+    exact: bool  # every relabelling enumerated
+    n_strata: int  # strata holding at least one unit
+    n_informative: int  # strata holding both groups (the others carry no information on the difference)
+    n_a: int
+    n_b: int
+
+
+def _stratum_blocks(
+    values: np.ndarray, is_b: np.ndarray, strata: np.ndarray
+) -> tuple[list[np.ndarray], list[int], int]:
+    """The informative strata (both groups present), each as its values with the ``b`` units first, with its
+    number of ``b`` units; and the number of strata holding any unit."""
+    blocks, ks = [], []
+    labels = list(dict.fromkeys(strata.tolist()))
+    for label in labels:
+        mask = strata == label
+        k = int(is_b[mask].sum())
+        if 0 < k < int(mask.sum()):
+            v, b = values[mask], is_b[mask]
+            blocks.append(np.concatenate([v[b], v[~b]]))
+            ks.append(k)
+    return blocks, ks, len(labels)
+
+
+def _block_differences(block: np.ndarray, k: int, rows: np.ndarray) -> np.ndarray:
+    """Per relabelling of one stratum (``rows``: True where a unit is labelled ``b``): mean(b) - mean(a)."""
+    n = block.size
+    return (rows @ block) / k - ((~rows) @ block) / (n - k)
+
+
+def stratified_split_test(
+    values: Sequence[float],
+    groups: Sequence[object],
+    strata: Sequence[object],
+    group_b: object,
+    max_splits: int = MAX_SPLITS,
+    seed: int = 0,
+) -> StratifiedSplitTest:
+    """Exact permutation test of a difference between group ``b`` (units whose label is ``group_b``) and the
+    other group ``a``, the labels permuted only within each stratum.
+
+    The statistic is the stratified difference: over the strata holding both groups, the mean of
+    ``mean_b,s - mean_a,s`` weighted by the stratum's harmonic-mean group size
+    ``2 / (1 / n_a,s + 1 / n_b,s)`` (the weights of a difference of means with equal variances, as in a
+    Mantel-Haenszel estimate). The null distribution is that statistic over every relabelling that keeps each
+    stratum's group counts (their number is the product of the strata's ``C(n_s, n_b,s)``); beyond
+    ``max_splits`` relabellings, ``max_splits`` random ones are drawn, the observed one first
+    (``exact = False``). Two-sided as :func:`split_test`: ``min(1, 2 * min(P(T >= t), P(T <= t)))`` with the
+    observed relabelling counted. A stratum holding only one group has a single relabelling and carries no
+    information on the difference: it is counted in ``n_strata`` but not in ``n_informative``; with no
+    informative stratum the statistic and ``p`` are NaN. ``difference`` is the plain ``mean(b) - mean(a)``.
+    """
+    v = np.asarray(values, float)
+    g = np.asarray(list(groups), dtype=object)
+    s = np.asarray(list(strata), dtype=object)
+    if not (v.size == g.size == s.size):
+        raise ValueError(
+            f"stratified_split_test: values ({v.size}), groups ({g.size}) and strata ({s.size}) differ in "
+            "length; give one group label and one stratum per value"
+        )
+    labels = sorted({str(x) for x in g.tolist()})
+    if len(labels) > 2:
+        raise ValueError(f"stratified_split_test: groups hold {labels}; give exactly two groups")
+    is_b = g == group_b
+    n_b, n_a = int(is_b.sum()), int((~is_b).sum())
+    diff = float(v[is_b].mean() - v[~is_b].mean()) if n_a and n_b else float("nan")
+    blocks, ks, n_strata = _stratum_blocks(v, is_b, s)
+    total = math.prod(math.comb(b.size, k) for b, k in zip(blocks, ks, strict=True))
+    if not blocks:
+        nan = float("nan")
+        return StratifiedSplitTest(diff, nan, nan, 1, 1.0, True, n_strata, 0, n_a, n_b)
+    weights = np.array([2.0 / (1.0 / k + 1.0 / (b.size - k)) for b, k in zip(blocks, ks, strict=True)])
+    exact = total <= max_splits
+    rng = np.random.default_rng(seed)
+    stat = np.zeros(1)
+    for i, (block, k, w) in enumerate(zip(blocks, ks, weights, strict=True)):
+        rows, _ = _split_matrix(block.size, k, max_splits, seed + i)
+        d = w * _block_differences(block, k, rows)
+        if exact:  # every combination of the strata's relabellings, the observed one (all first rows) first
+            stat = np.add.outer(stat, d).ravel()
+        else:  # one random relabelling of each stratum per draw; the first draw is the observed one
+            pick = rng.integers(0, d.size, size=max_splits)
+            pick[0] = 0
+            stat = stat + d[pick]
+    stat = stat / weights.sum()
+    observed = float(stat[0])
+    tol = 1e-12 * max(1.0, float(np.abs(stat).max()))
+    upper = np.mean(stat >= observed - tol)
+    lower = np.mean(stat <= observed + tol)
+    p = float(min(1.0, 2 * min(upper, lower)))
+    p_min = float(min(1.0, 2.0 / total))
+    return StratifiedSplitTest(diff, observed, p, total, p_min, exact, n_strata, len(blocks), n_a, n_b)

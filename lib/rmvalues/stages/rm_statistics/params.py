@@ -41,11 +41,47 @@ class Params(StageParams):
     n_bootstrap: int = param(2000, help="bootstrap resamples of the intervals", ge=50)
     n_null: int = param(1000, help="label permutations of the null baseline", ge=10)
     seed: int = param(0, help="seed of every resampling", ge=0)
+    spec_sign_share: float = param(
+        0.95,
+        help="specification-curve rule, fixed before any result is read: a verdict is robust or fragile only "
+        "if at least this share of its specifications has the sign of the primary specification's estimate",
+        gt=0.5,
+        le=1.0,
+    )
+    spec_robust_share: float = param(
+        0.5,
+        help="specification-curve rule: robust = the sign holds and at least this share of specifications has "
+        "(Bonferroni-corrected) p < 0.05",
+        gt=0.0,
+        le=1.0,
+    )
+    spec_fragile_share: float = param(
+        0.1,
+        help="specification-curve rule: fragile = the sign holds and at least this share (but less than "
+        "spec_robust_share) is significant; inconclusive otherwise",
+        gt=0.0,
+        le=1.0,
+    )
+    n_power_sims: int = param(
+        2000, help="simulated studies per point of the power analysis", ge=200, le=100_000
+    )
+    power_sizes: list[int] = param(
+        [8, 12, 20],
+        help="RMs per family (both families) at which power is simulated, besides the observed counts",
+    )
+    n_crossed: int = param(
+        1000, help="draws of the bootstrap that resamples RMs and words together", ge=100, le=20_000
+    )
     corpora_run: str = param("default", help="corpora run that supplies the labels, frequency and valence")
     scoring_run: str = param("default", help="scoring run whose scores are analysed (scores: live or both)")
 
     def corpora_input(self) -> StageInput:
-        return corpora_input(self.corpora_run, "the words' labels, frequency and valence", self.corpora)
+        return corpora_input(
+            self.corpora_run,
+            "the words' labels, frequency, valence and token counts",
+            self.corpora,
+            tokenization=True,
+        )
 
     def scoring_input(self) -> StageInput | None:
         if self.scores == "published":
@@ -89,6 +125,13 @@ class Params(StageParams):
         problems += corpora_run_problem(self.corpora_input(), self.corpora, self.results_root)
         if (p := prompt_problem(self.prompts)) is not None:
             problems.append(p)
+        if not self.spec_fragile_share <= self.spec_robust_share:
+            problems.append(
+                f"spec_fragile_share={self.spec_fragile_share} exceeds spec_robust_share={self.spec_robust_share}: "
+                "a fragile verdict needs fewer significant specifications than a robust one"
+            )
+        if any(n < 3 or n > 200 for n in self.power_sizes):
+            problems.append(f"power_sizes={self.power_sizes}: give RMs per family between 3 and 200")
         known = published_families()
         if len(self.families) != 2 or len(set(self.families)) != 2:
             problems.append(

@@ -21,8 +21,17 @@ import pandas as pd
 from ...core.findings import write_findings
 from ...core.handoff import input_path
 from ...core.manifest import RunRecord
-from ...data.corpora import read_corpora_table
-from ...data.scores import labels_of, load_published_scores, published_inputs, read_live_scores
+from ...data.corpora import TOKENIZATION_TABLE, read_corpora_table
+from ...data.prompts import load_prompts
+from ...data.scores import (
+    labels_of,
+    load_published_scores,
+    published_inputs,
+    published_lineage_sources,
+    published_rm_table,
+    read_live_scores,
+)
+from ...data.tokenizers import family_tokenizers
 from ...stats import (
     BLAS_THREADS,
     all_median_ranks,
@@ -30,7 +39,8 @@ from ...stats import (
     null_baseline,
     rank_scores,
 )
-from . import analysis, rm_level
+from ...stats.specification import CurveRule
+from . import analysis, design, lineage, rm_level, specification
 from .findings import findings as chapter_findings
 from .params import LIVE_SCORES, Params
 
@@ -67,7 +77,24 @@ class Results:
     posthocs: pd.DataFrame = field(default_factory=pd.DataFrame)  # anova_posthocs.csv
     covariates: pd.DataFrame | None = None  # covariate_model.csv (None: no corpus has normed words)
     covariate_note: str = ""
+    tokenization: pd.DataFrame = field(default_factory=pd.DataFrame)  # the corpora run's token counts
+    tokenizers: pd.DataFrame = field(default_factory=pd.DataFrame)  # tokenizers.csv
+    curve: pd.DataFrame = field(default_factory=pd.DataFrame)  # specification_curve.csv
+    curve_labels: pd.DataFrame = field(default_factory=pd.DataFrame)  # specification_labels.csv
+    lineages: pd.DataFrame = field(default_factory=pd.DataFrame)  # lineage.csv (the RMs analysed)
+    lineage_sources: pd.DataFrame = field(default_factory=pd.DataFrame)  # lineage_sources.csv
+    lineage_within: pd.DataFrame = field(default_factory=pd.DataFrame)  # lineage_within.csv
+    lineage_adjusted: pd.DataFrame = field(default_factory=pd.DataFrame)  # lineage_adjusted.csv
+    power: pd.DataFrame = field(default_factory=pd.DataFrame)  # power.csv
+    power_needed: pd.DataFrame = field(default_factory=pd.DataFrame)  # power_needed.csv
+    crossed: pd.DataFrame = field(default_factory=pd.DataFrame)  # crossed.csv
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def curve_rule(self) -> CurveRule:
+        """The rule that labels each verdict's specification curve (from the parameters)."""
+        p = self.params
+        return CurveRule(p.spec_sign_share, p.spec_robust_share, p.spec_fragile_share, analysis.ALPHA)
 
     def csv(self, name: str) -> Path | None:
         """The CSV download of one of the chapter's tables (:data:`READER_TABLES`); None when the run wrote
@@ -112,6 +139,9 @@ def _load(params: Params, record: RunRecord) -> Results:
     with record.timed("load_scores"):
         table, sums = read_corpora_table(params.corpora_input(), params.results_root, params.corpora)
         record.add_inputs(sums)
+        tok_path, tok_digest = input_path(params.corpora_input(), TOKENIZATION_TABLE, params.results_root)
+        record.add_input(f"{params.corpora_input().label}/{TOKENIZATION_TABLE}", tok_digest)
+        tokenization = pd.read_parquet(tok_path, columns=["corpus", "word", "model", "n_tokens_bare"])
         prompts = params.prompts or None
         parts: list[pd.DataFrame] = []
         attrs: dict = {}
@@ -128,7 +158,9 @@ def _load(params: Params, record: RunRecord) -> Results:
         scores = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         scores.attrs = attrs
         check_families(scores, params.families)
-    return Results(params=params, scores=scores, corpora=table, output_dir=record.output_dir)
+    return Results(
+        params=params, scores=scores, corpora=table, output_dir=record.output_dir, tokenization=tokenization
+    )
 
 
 def _paper_analysis(res: Results, record: RunRecord) -> None:
@@ -159,6 +191,19 @@ def _rm_level(res: Results, record: RunRecord) -> None:
         )
 
 
+def _lineage(res: Results, record: RunRecord) -> None:
+    """Each RM's developer, recipe, base checkpoint and preference data; the family difference within
+    lineages (:mod:`.lineage`)."""
+    with record.timed("lineage"):
+        known = lineage.lineage_table(published_rm_table())
+        res.lineages = lineage.lineage_of_rms(sorted(res.contrasts["rm"].unique()), known)
+        used = set(res.lineages["model"])
+        sources = published_lineage_sources()
+        res.lineage_sources = sources[sources["model"].isin(used)].reset_index(drop=True)
+        res.lineage_within = lineage.within_lineage_table(res.contrasts, known, res.families)
+        res.lineage_adjusted = lineage.lineage_adjusted(res.contrasts, known, res.families)
+
+
 def _robustness(res: Results, record: RunRecord) -> None:
     """The null baseline, the leave-one-RM-out refits, the ANOVA variant and the per-RM summaries."""
     p = res.params
@@ -170,6 +215,33 @@ def _robustness(res: Results, record: RunRecord) -> None:
     with record.timed("anova"):
         res.anova, res.posthocs = analysis.anova_tables(res.medians, res.families)
     res.per_rm = analysis.per_rm_summary(res.medians)
+
+
+def _specification_curve(res: Results, record: RunRecord) -> None:
+    """Every RM-level verdict under every combination of summary, word set, prompt set and test, and its
+    label by the parameters' rule (:mod:`.specification`)."""
+    with record.timed("specification_curve"):
+        single, res.tokenizers = specification.single_token_table(
+            res.ranked, res.tokenization, family_tokenizers()
+        )
+        words = res.corpora[["corpus", "word", "zipf_frequency", "valence"]].drop_duplicates(
+            ["corpus", "word"]
+        )
+        res.curve = specification.specification_curve(
+            res.ranked, words, single, load_prompts(), res.families, res.params.seed, analysis.ALPHA
+        )
+        res.curve_labels = specification.curve_labels(res.curve, res.curve_rule)
+
+
+def _design(res: Results, record: RunRecord) -> None:
+    """The power of the RM-level design and the crossed (RMs and words) intervals (:mod:`.design`)."""
+    p = res.params
+    with record.timed("power"):
+        res.power, res.power_needed = design.power_tables(
+            res.rm_level, res.contrasts, res.families, p.power_sizes, p.n_power_sims, p.seed, analysis.ALPHA
+        )
+    with record.timed("crossed_bootstrap"):
+        res.crossed = design.crossed_tables(res.ranked, res.families, p.n_crossed, p.seed)
 
 
 def _covariates(res: Results, record: RunRecord) -> None:
@@ -206,6 +278,15 @@ READER_TABLES = {
     "covariate_model": "covariates",
     "per_rm": "per_rm",
     "split_vs_pooled": "split",
+    "specification_labels": "curve_labels",
+    "lineage": "lineages",
+    "lineage_sources": "lineage_sources",
+    "lineage_within": "lineage_within",
+    "lineage_adjusted": "lineage_adjusted",
+    "power": "power",
+    "power_needed": "power_needed",
+    "crossed": "crossed",
+    "tokenizers": "tokenizers",
     "anova_lm": "anova",
     "anova_posthocs": "posthocs",
 }
@@ -219,6 +300,9 @@ def _write(res: Results, record: RunRecord) -> None:
             "rm_level_interaction": "bootstrap: numpy default_rng([seed, crc32(corpus|analysis|subcategory|"
             "statistic|category|versus)]); the split tests enumerate every split",
             "null_baseline": "numpy default_rng(seed)",
+            "power": "numpy default_rng([seed, crc32(corpus|analysis|subcategory|statistic)])",
+            "crossed": "numpy default_rng([seed, crc32(corpus|resample)])",
+            "specification_curve": "matched word sets: numpy default_rng([seed, crc32(word set|subcategory)])",
         }
     )
     record.extra.update(
@@ -249,6 +333,16 @@ def _write(res: Results, record: RunRecord) -> None:
     record.write_csv(res.posthocs, "anova_posthocs.csv")
     if res.covariates is not None:
         record.write_csv(res.covariates, "covariate_model.csv")
+    record.write_csv(res.curve, "specification_curve.csv")
+    record.write_csv(res.curve_labels, "specification_labels.csv")
+    record.write_csv(res.tokenizers, "tokenizers.csv")
+    record.write_csv(res.lineages, "lineage.csv")
+    record.write_csv(res.lineage_sources, "lineage_sources.csv")
+    record.write_csv(res.lineage_within, "lineage_within.csv")
+    record.write_csv(res.lineage_adjusted, "lineage_adjusted.csv")
+    record.write_csv(res.power, "power.csv")
+    record.write_csv(res.power_needed, "power_needed.csv")
+    record.write_csv(res.crossed, "crossed.csv")
     for name, attr in READER_TABLES.items():
         if (table := getattr(res, attr)) is not None:
             record.write_csv(table, f"tables/{name}.csv")
@@ -266,7 +360,10 @@ def run(params: Params, record: RunRecord | None = None) -> Results:
         res = _load(params, record)
         _paper_analysis(res, record)
         _rm_level(res, record)
+        _lineage(res, record)
         _robustness(res, record)
         _covariates(res, record)
+        _specification_curve(res, record)
+        _design(res, record)
     _write(res, record)
     return res
