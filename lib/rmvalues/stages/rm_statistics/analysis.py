@@ -66,9 +66,10 @@ from ...stats import (
 MAX_EXACT_SPLITS = 100_000
 #: The significance level of every verdict of the chapter.
 ALPHA = 0.05
-#: The verdicts of a test: significant, not significant, or a test that could not have been significant
-#: whatever the data (its smallest attainable corrected p-value exceeds :data:`ALPHA`).
-VERDICTS = ("significant", "not significant", "cannot be tested at this n")
+#: The verdicts of a test: significant, inconclusive (p above :data:`ALPHA`: the interval includes zero, which
+#: is no evidence of no difference), or a test that could not have been significant whatever the data (its
+#: smallest attainable corrected p-value exceeds :data:`ALPHA`).
+VERDICTS = ("significant", "inconclusive", "cannot be tested at this n")
 #: The reading of a panel whose interval over RMs cannot be formed (fewer than two RMs in a family).
 NO_READING = "cannot be tested at this n"
 #: Columns of ``mixed_model.csv``.

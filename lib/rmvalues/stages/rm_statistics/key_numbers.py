@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.display import interval, number, pvalue
+from . import robust_numbers
 from .analysis import ALPHA, VERDICTS
 from .tables import readable_term
 
@@ -228,6 +229,15 @@ def key_numbers(res: Any) -> dict[str, str]:
     """The numbers the chapter's prose cites, as short texts to glue (every key always present; ``n/a`` where
     the run has no such number), from a :class:`~rmvalues.stages.rm_statistics.Results`."""
     out: dict[str, str] = {}
-    for part in (_design, _three_way, _rm_level, _attainable, _panels, _null, _robustness):
+    for part in (
+        _design,
+        _three_way,
+        _rm_level,
+        _attainable,
+        _panels,
+        _null,
+        _robustness,
+        robust_numbers.numbers,
+    ):
         out |= part(res)
     return out

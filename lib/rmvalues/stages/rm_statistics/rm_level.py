@@ -58,6 +58,7 @@ __all__ = [
     "interaction_models",
     "rm_contrasts",
     "rm_level_tests",
+    "separation",
 ]
 
 #: Columns of ``rm_level_interaction.csv``: the issue's, then the analysis, the RM counts, the correction,
@@ -87,7 +88,15 @@ RM_LEVEL_COLUMNS = [
     "verdict",
     "boot_ci_low",
     "boot_ci_high",
+    "separation",
 ]
+#: Values of ``separation``: every RM of one family lies above every RM of the other (the most extreme split,
+#: whose exact p is the smallest attainable), or not.
+SEPARATIONS = (
+    "perfect: every {b} RM above every {a} RM",
+    "perfect: every {b} RM below every {a} RM",
+    "overlap",
+)
 #: Columns of ``rm_contrasts.csv`` (one row per RM and statistic).
 INTERACTION_COLUMNS = [
     "corpus",
@@ -179,7 +188,8 @@ def rm_level_tests(
     """The family difference of mean ``D`` per (corpus, analysis, subcategory, statistic), tested over RMs:
     :data:`RM_LEVEL_COLUMNS`. ``p_corrected``: Bonferroni over the ``n_tests`` statistics of one (corpus,
     analysis, subcategory); ``p_min``/``p_min_corrected``: the smallest p the exact test can give before and
-    after that correction; ``verdict``: significant / not significant / cannot be tested at this n."""
+    after that correction; ``verdict``: significant / inconclusive / cannot be tested at this n;
+    ``separation``: whether every RM of one family lies beyond every RM of the other."""
     fam_a, fam_b = families[0], families[1]
     keys = ["corpus", "analysis", "subcategory", "statistic", "category", "versus"]
     rows = []
@@ -206,6 +216,7 @@ def rm_level_tests(
                 "p_min": test.p_min,
                 "boot_ci_low": boot[0],
                 "boot_ci_high": boot[1],
+                "separation": separation(a, b, fam_a, fam_b),
             }
         )
     out = pd.DataFrame(rows)
@@ -221,6 +232,15 @@ def rm_level_tests(
         verdict(p, pm, alpha) for p, pm in zip(out["p_corrected"], out["p_min_corrected"], strict=True)
     ]
     return out[RM_LEVEL_COLUMNS]
+
+
+def separation(a: np.ndarray, b: np.ndarray, fam_a: str, fam_b: str) -> str:
+    """Whether the two families' values are perfectly separated (:data:`SEPARATIONS`)."""
+    if a.size and b.size and b.min() > a.max():
+        return SEPARATIONS[0].format(a=fam_a, b=fam_b)
+    if a.size and b.size and b.max() < a.min():
+        return SEPARATIONS[1].format(a=fam_a, b=fam_b)
+    return SEPARATIONS[2]
 
 
 def contrast_weights(category: str, families: Sequence[str], categories: Sequence[str]) -> pd.DataFrame:
@@ -261,7 +281,7 @@ def interaction_models(
         ]
         if tests.empty:
             continue
-        slope_fit, tried = fit_random_slopes(grp, families, levels=levels)
+        slope_fit, tried = _random_slopes(grp, families, levels)
         attempts.append(tried.assign(corpus=key[0], analysis=key[1], subcategory=key[2]))
         if slope_fit is not None:
             table = slope_fit.table.assign(structure=slope_fit.structure, optimizer=slope_fit.optimizer)
@@ -295,6 +315,28 @@ def interaction_models(
             )
     side = pd.DataFrame(rows).reindex(columns=MODEL_COLUMNS)
     return side, _keyed_first(attempts), _keyed_first(slope_tables)
+
+
+#: Why no random-slope model is fitted for an analysis with more than two categories.
+SLOPES_NOT_FITTED = (
+    "not fitted: with {k} categories the unstructured covariance has {n_cov} parameters from {n_rms} RMs, and "
+    "the variance-components structure gives every {k}-category contrast the same variance (every foundation "
+    "contrast gets the same SE), an assumption the per-RM values contradict; the exact RM-level tests are the "
+    "inference for these contrasts"
+)
+
+
+def _random_slopes(
+    grp: pd.DataFrame, families: Sequence[str], levels: Mapping[str, Sequence[str]]
+) -> tuple[MixedFit | None, pd.DataFrame]:
+    """The random-slope model of one analysis: fitted for two categories (the Big Two), not fitted (with
+    the reason, :data:`SLOPES_NOT_FITTED`) for more."""
+    k = int(grp["category"].nunique())
+    if k <= 2:
+        return fit_random_slopes(grp, families, levels=levels)
+    q = 2 * k
+    note = SLOPES_NOT_FITTED.format(k=k, n_cov=q * (q + 1) // 2, n_rms=int(grp["rm"].nunique()))
+    return None, pd.DataFrame([{"structure": "any", "status": "not fitted", "note": note}])
 
 
 def _keyed_first(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -210,7 +210,8 @@ def describe_conclusion(rm_level: pd.DataFrame, models: pd.DataFrame, contrasts:
             elif r["verdict"] == VERDICTS[1]:
                 text += (
                     f". At the RM level the {r['n_rms_a'] + r['n_rms_b']} RMs do not establish it: exact p "
-                    f"{_p(r['p_corrected'])}, and the 95% CI {_ci(r['ci_low'], r['ci_high'])} includes 0 (no difference)."
+                    f"{_p(r['p_corrected'])}, and the 95% CI {_ci(r['ci_low'], r['ci_high'])} includes 0: inconclusive (the "
+                    "power of this design is under 'What so few RMs can show')."
                 )
             else:
                 text += ". At the RM level it " + _verdict_text(rt) + "."
@@ -229,7 +230,7 @@ def describe_conclusion(rm_level: pd.DataFrame, models: pd.DataFrame, contrasts:
         lines.append(
             f"- **{corpus}**: of the {len(grp)} contrasts, the paper's model gives p \u2264 {ALPHA} for {paper_sig}; "
             f"at the RM level (Bonferroni over {int(grp['n_tests'].iloc[0])}) {_are(counts.get(VERDICTS[0], 0))} "
-            f"significant{' (' + named + ')' if named else ''}, {counts.get(VERDICTS[1], 0)} not significant and "
+            f"significant{' (' + named + ')' if named else ''}, {counts.get(VERDICTS[1], 0)} inconclusive and "
             f"{counts.get(VERDICTS[2], 0)} cannot be tested at this n."
         )
     return "\n".join(lines) if lines else "No RM-level contrast could be formed."
@@ -571,7 +572,7 @@ def describe_summary(res: Any) -> str:
         lines.append(
             f"- Panels: the paper's point-level test gives corrected p \u2264 {ALPHA} in "
             f"{int((pooled['p_corrected'] <= ALPHA).sum())} of {len(pooled)}; at the RM level "
-            f"{v.get(VERDICTS[0], 0)} are significant, {v.get(VERDICTS[1], 0)} not significant and "
+            f"{v.get(VERDICTS[0], 0)} are significant, {v.get(VERDICTS[1], 0)} inconclusive and "
             f"{v.get(VERDICTS[2], 0)} cannot be tested at this n."
         )
     if not res.split.empty:
