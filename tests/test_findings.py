@@ -19,6 +19,7 @@ from rmvalues.stages import findings as stage
 from rmvalues.stats import (
     cohen_d_interval,
     framing_contrast,
+    framing_contrast_prompts,
     paired_gap_difference,
     prompt_gaps,
     proportion_difference,
@@ -69,14 +70,20 @@ def test_proportion_difference_contains_estimate_and_is_antisymmetric():
     assert (d2, l2, h2) == pytest.approx((-0.25, -high, -low), abs=1e-9)
 
 
+#: The paper's adjectives per framing and frames: prompt ``i`` of a framing is ``<adjective i % 3>_<frame i // 3>``.
+ADJECTIVES = {"positive": ("best", "greatest", "good"), "negative": ("worst", "bad", "terrible")}
+FRAMES = ("ever", "world", "time")
+
+
 def _medians(
     gap_pos: list[float], gap_neg: list[float], rm: str = "rm1", family: str = "gemma"
 ) -> pd.DataFrame:
-    """Median ranks of two categories whose Agency - Communion gap per prompt is given."""
+    """Median ranks of two categories whose Agency - Communion gap per prompt is given; prompt ``i`` of a
+    framing has the framing's adjective ``i % 3`` (so prompts 0 and 3 share an adjective)."""
     rows = []
     for framing, gaps in (("positive", gap_pos), ("negative", gap_neg)):
         for i, g in enumerate(gaps):
-            pid = f"{framing}_{i}"
+            pid = f"{ADJECTIVES[framing][i % 3]}_{FRAMES[i // 3]}_one"
             rows += [
                 dict(
                     corpus="big2_nouns",
@@ -102,11 +109,11 @@ def _medians(
     return pd.DataFrame(rows)
 
 
-def test_framing_contrast_is_welch_over_prompts():
+def test_framing_contrast_prompts_is_welch_over_prompts():
     pos, neg = [5.0, 7.0, 9.0, 4.0], [1.0, -2.0, 0.0]
     gaps = prompt_gaps(_medians(pos, neg), "Communion")
     assert sorted(gaps["gap"]) == sorted(pos + neg)  # gap = mean rank of the others - rank of Communion
-    c = framing_contrast(gaps)
+    c = framing_contrast_prompts(gaps)
     assert c.estimate == pytest.approx(np.mean(pos) - np.mean(neg))
     ref = sps.ttest_ind(pos, neg, equal_var=False)
     ci = ref.confidence_interval(0.95)
@@ -115,7 +122,22 @@ def test_framing_contrast_is_welch_over_prompts():
     same = framing_contrast(prompt_gaps(_medians([4.0, 4.0, 4.0], [1.0, 1.0]), "Communion"))
     assert (same.estimate, same.ci_low, same.ci_high) == (3.0, 3.0, 3.0) and math.isnan(same.p)  # no variance
     one = framing_contrast(prompt_gaps(_medians([3.0], [1.0]), "Communion"))
-    assert one.estimate == pytest.approx(2.0) and math.isnan(one.ci_low)  # no interval from one prompt
+    assert one.estimate == pytest.approx(2.0) and math.isnan(one.ci_low)  # no interval from one adjective
+
+
+def test_framing_contrast_averages_each_adjective_first():
+    pos, neg = [5.0, 7.0, 9.0, 4.0], [1.0, -2.0, 0.0]  # best: 5 and 4 (mean 4.5), greatest 7, good 9
+    c = framing_contrast(prompt_gaps(_medians(pos, neg), "Communion"))
+    means_pos, means_neg = [4.5, 7.0, 9.0], [1.0, -2.0, 0.0]
+    assert c.estimate == pytest.approx(np.mean(means_pos) - np.mean(means_neg))  # each adjective weighs one
+    v_pos, v_neg = np.var(means_pos, ddof=1), np.var(means_neg, ddof=1)
+    se2 = v_pos / 3 + v_neg / 3
+    df = se2**2 / ((v_pos / 3) ** 2 / 2 + (v_neg / 3) ** 2 / 2)
+    half = sps.t.ppf(0.975, df) * math.sqrt(se2)
+    assert (c.ci_low, c.ci_high, c.df) == pytest.approx((c.estimate - half, c.estimate + half, df))
+    assert (c.n_positive, c.n_negative, c.n_prompts, c.unit) == (3, 3, 7, "adjective")
+    # every positive adjective mean is above every negative one: the most extreme of the 20 splits
+    assert (c.p_exact, c.p_min, c.n_splits) == pytest.approx((0.1, 0.1, 20))
 
 
 def test_paired_gap_difference_is_difference_of_rms_per_prompt():
@@ -123,34 +145,66 @@ def test_paired_gap_difference_is_difference_of_rms_per_prompt():
     b = _medians([4.0, 4.0], [1.0, 0.0], rm="b")
     gaps = prompt_gaps(pd.concat([a, b]), "Communion")
     diff = paired_gap_difference(gaps, "a", "b").set_index("prompt_id")["gap"]
-    assert diff.to_dict() == {"positive_0": 3.0, "positive_1": 2.0, "negative_0": 1.0, "negative_1": -1.0}
+    assert diff.to_dict() == {
+        "best_ever_one": 3.0, "greatest_ever_one": 2.0, "worst_ever_one": 1.0, "bad_ever_one": -1.0
+    }  # fmt: skip
     c = framing_contrast(paired_gap_difference(gaps, "a", "b"))
     assert c.estimate == pytest.approx(2.5 - 0.0)
+    ref = sps.ttest_ind([3.0, 2.0], [1.0, -1.0], equal_var=False)  # one prompt per adjective here
+    assert (c.ci_low, c.ci_high) == pytest.approx(tuple(ref.confidence_interval(0.95)))
 
 
 # -- the chapters' findings ------------------------------------------------------------------------------------
-def test_scoring_findings_per_rm_and_pair():
-    from rmvalues.stages.scoring.findings import findings
+#: Two prompts per adjective: gem's positive adjective means best (5 + 3) / 2 = 4, greatest 7, good 10,
+#: negative worst (1 + 3) / 2 = 2, bad -2, terrible -1; smol's gaps are the same under both framings.
+GEM_POS, GEM_NEG = [5, 7, 9, 3, 7, 11], [1, -2, 0, 3, -2, -2]
+SMOL = [1, 2, 3, 1, 2, 3]
 
-    med = pd.concat(
-        [_medians([5, 7, 9], [1, -2, 0], "gem", "gemma"), _medians([1, 2, 3], [1, 2, 3], "smol", "smollm")]
-    )
+
+def _welch_by_hand(pos: list[float], neg: list[float]) -> tuple[float, float, float]:
+    """Estimate and 95% Welch interval of mean(pos) - mean(neg), written out."""
+    v_pos, v_neg = np.var(pos, ddof=1) / len(pos), np.var(neg, ddof=1) / len(neg)
+    df = (v_pos + v_neg) ** 2 / (v_pos**2 / (len(pos) - 1) + v_neg**2 / (len(neg) - 1))
+    est = np.mean(pos) - np.mean(neg)
+    half = sps.t.ppf(0.975, df) * math.sqrt(v_pos + v_neg)
+    return est, est - half, est + half
+
+
+def _two_models() -> pd.DataFrame:
+    return pd.concat([_medians(GEM_POS, GEM_NEG, "gem", "gemma"), _medians(SMOL, SMOL, "smol", "smollm")])
+
+
+def test_scoring_findings_per_rm_and_pair():
+    from rmvalues.stages.scoring.findings import contrast_table, findings
+
+    med = _two_models()
     out = findings(types.SimpleNamespace(medians=med))
     assert [f.key for f in out] == ["big2_nouns_gem", "big2_nouns_smol", "big2_nouns_pair"]
-    assert out[0].value == pytest.approx(7.0 - (-1 / 3))
+    est, low, high = _welch_by_hand([4, 7, 10], [2, -2, -1])  # over the adjective means
+    assert est == pytest.approx(7.0 - (-1 / 3))
+    assert (out[0].value, out[0].low, out[0].high) == pytest.approx((est, low, high))
     assert "gain" in out[0].answer and "gemma base" in out[0].answer
-    assert out[1].value == pytest.approx(0.0)
-    assert out[2].value == pytest.approx(out[1].value - out[0].value)  # smol - gem, paired by prompt
+    assert "3 positive and 3 negative adjectives, 12 prompts" in out[0].answer
+    assert "20 splits of the adjectives gives p 0.10 (the smallest it can give: 0.10)" in out[0].answer
+    assert "the interval excludes zero" in out[0].answer and "as the paper did" in out[0].answer
+    assert out[0].unit == "6 adjectives (3 positive, 3 negative) over 12 prompts, one RM"
+    assert out[1].value == pytest.approx(0.0) and "inconclusive" in out[1].answer
+    # smol - gem per prompt, then per adjective: positive best -3, greatest -5, good -7; negative -1, 4, 4
+    est, low, high = _welch_by_hand([-3, -5, -7], [-1, 4, 4])
+    assert (out[2].value, out[2].low, out[2].high) == pytest.approx((est, low, high))
+    assert out[2].value == pytest.approx(out[1].value - out[0].value)  # balanced: the difference of the D
     assert "one reward model per base model" in out[2].answer.lower()
+    table = contrast_table(med)
+    comm = table[table["category"] == "Communion"].set_index("rm")
+    assert list(comm.index) == ["gem", "smol", "smol \u2212 gem"]
+    assert comm.loc["gem", "ci_high_prompts"] - comm.loc["gem", "ci_low_prompts"] < high - low
     assert findings(types.SimpleNamespace(medians=pd.DataFrame())) == []
 
 
 def test_implicit_findings_pair_and_planted_check():
     from rmvalues.stages.implicit.findings import findings
 
-    med = pd.concat(
-        [_medians([5, 7, 9], [1, -2, 0], "gem", "gemma"), _medians([1, 2, 3], [1, 2, 3], "smol", "smollm")]
-    )
+    med = _two_models()
     med["pair"], med["n_words"] = "gem|smol", 3
     val = pd.DataFrame(
         [
@@ -171,7 +225,12 @@ def test_implicit_findings_pair_and_planted_check():
     pair, planted = findings(res)
     assert pair.key == "big2_nouns_pair"
     assert pair.value == pytest.approx(0.0 - (7.0 - (-1 / 3)))  # smol - gem, paired by prompt
+    est, low, high = _welch_by_hand([-3, -5, -7], [-1, 4, 4])  # per prompt, then per adjective
+    assert (pair.value, pair.low, pair.high) == pytest.approx((est, low, high))
     assert "6 big2_nouns words" in pair.answer  # the largest word count of each category, summed
+    assert "3 positive and 3 negative adjectives, 12 prompts" in pair.answer
+    assert "the smallest it can give 0.10" in pair.baseline and "over adjective means" in pair.baseline
+    assert pair.unit.startswith("6 adjectives (3 positive, 3 negative) over 12 prompts")
     assert planted.key == "planted" and planted.value == pytest.approx(
         0.3
     )  # against the untuned model itself
@@ -212,14 +271,11 @@ def test_training_findings_compare_bases_at_largest_quantity():
     assert findings(types.SimpleNamespace(comparison=None, final=final)) == []
 
 
-def test_statistics_findings_from_rm_level_table():
-    from rmvalues.stages.rm_statistics.findings import findings
-
+def _statistics_namespace(verdict: str, label: str, separation: str = "overlap") -> types.SimpleNamespace:
+    """A statistics run's tables for one Big Two verdict (the published design: 4 gemma, 6 llama RMs)."""
+    key = dict(corpus="big2_nouns", analysis="pooled", subcategory=None, statistic="D(Communion)")
     row = dict(
-        corpus="big2_nouns",
-        analysis="pooled",
-        subcategory=None,
-        statistic="D(Communion)",
+        **key,
         family_a="gemma",
         family_b="llama",
         mean_a=58.8,
@@ -237,25 +293,68 @@ def test_statistics_findings_from_rm_level_table():
         p_corrected=0.076,
         p_min=0.0095,
         p_min_corrected=0.0095,
-        verdict="not significant",
+        verdict=verdict,
+        separation=separation,
     )
-    models = pd.DataFrame(
-        [
-            dict(
-                corpus="big2_nouns",
-                analysis="pooled",
-                statistic="D(Communion)",
-                method="random intercept (paper)",
-                p=1e-15,
-                n_units=1080,
-            )
-        ]
+    models = pd.DataFrame([dict(**key, method="random intercept (paper)", p=1e-15, n_units=1080)])
+    labels = pd.DataFrame(
+        [dict(**key, label=label, share_same_sign=0.94, share_significant=0.27, n_specifications=800)]
     )
-    (f,) = findings(types.SimpleNamespace(rm_level=pd.DataFrame([row]), models=models))
+    lineage = pd.DataFrame(
+        [dict(**key, stratified_difference=-15.1, p_stratified_corrected=0.23,
+              survives_lineage="same sign, not significant")]
+    )  # fmt: skip
+    power = pd.DataFrame(
+        [dict(**key, n_a=4, n_b=6, effect_fraction=1.0, test="exact", power=0.49),
+         dict(**key, n_a=8, n_b=8, effect_fraction=1.0, test="exact", power=0.76)]
+    )  # fmt: skip
+    needed = pd.DataFrame([dict(**key, effect_fraction=1.0, n_per_family=10.0)])
+    crossed = pd.DataFrame(
+        [dict(**key, resample="RMs and words (crossed)", ci_low=-44.4, ci_high=6.0),
+         dict(**key, resample="RMs only", ci_low=-33.8, ci_high=-5.2)]
+    )  # fmt: skip
+    null = pd.DataFrame(
+        [dict(corpus="big2_nouns", statistic="range", null="all words", framing=f, p_perm=p)
+         for f, p in (("positive", 0.32), ("negative", 0.23))]
+    )  # fmt: skip
+    return types.SimpleNamespace(
+        rm_level=pd.DataFrame([row]), models=models, curve_labels=labels, lineage_adjusted=lineage,
+        power=power, power_needed=needed, crossed=crossed, null_summary=null,
+    )  # fmt: skip
+
+
+def test_statistics_findings_from_rm_level_table():
+    from rmvalues.stages.rm_statistics.findings import findings
+
+    (f,) = findings(_statistics_namespace("inconclusive", "inconclusive"))
     assert f.key == "big2_nouns_family" and f.value == -19.8 and (f.low, f.high) == (-41.7, 3.3)
-    assert "do not establish" in f.answer and "1,080 (RM, prompt) points" in f.answer
+    assert "inconclusive in the primary specification" in f.answer and "1,080 (RM, prompt) points" in f.answer
+    assert "no difference" not in f.answer
     assert f.unit == "10 reward models (4 gemma, 6 llama)"
     assert "p < 0.001" in f.baseline and "0.076" in f.baseline
+    # how robust: the curve's label and shares, the lineage-adjusted estimate, the power at the observed
+    # design (not the 8 + 8 row), the crossed interval (not the RM-only one) and the word-label null
+    assert f.robustness == (
+        "specification curve: inconclusive (94% of 800 specifications share the primary estimate's sign; 27% "
+        "have p < 0.05); within lineages −15.1 ranks (stratified exact p 0.23): same sign, not significant; "
+        "power 0.49 at the observed effect (10 RMs per family needed for 80%); RMs and words resampled "
+        "together: 95% CI [−44.4, 6.0]; word-label null p 0.32 (positive), 0.23 (negative)"
+    )
+
+
+@pytest.mark.parametrize("label", ["robust", "fragile", "inconclusive"])
+def test_statistics_finding_verdict_is_its_curve_label(label):
+    """A verdict significant in the primary specification reads as its specification curve labels it: the
+    answer never calls a difference established when the curve says fragile or inconclusive."""
+    from rmvalues.stages.rm_statistics.findings import READINGS, findings
+
+    (f,) = findings(
+        _statistics_namespace("significant", label, "perfect: every llama RM below every gemma RM")
+    )
+    assert f"Across reasonable analyses the verdict is {READINGS[label]} (" in f.answer
+    assert "significant in the primary specification; the families are perfectly separated" in f.answer
+    assert ("establish" in f.answer) is False
+    assert f.robustness.startswith(f"specification curve: {label} (")
 
 
 def test_corpora_findings_interval_by_hand():

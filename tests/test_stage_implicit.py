@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import tinymodels as tm
 import torch
+from scipy import stats as sps
 
 from rmvalues import engine as L
 from rmvalues.core.errors import ParameterError
@@ -583,6 +584,60 @@ def test_pair_anova_on_54_prompts_has_the_papers_residual_df():
     assert (agency["difference"] > 2).all() and (agency["p_corrected"] < 1e-6).all()
 
 
+def test_pair_anova_clustered_on_54_prompts_tests_framing_over_six_adjectives():
+    """The clustered counterpart of the same design: 6 adjective means per (category, model) cell, every term
+    against its interaction with the adjectives (df 1 and 4); the three-way term's F is the square of the
+    pooled t of the adjectives' category x model contrasts, positive against negative, and its exact p is
+    over the 20 splits of the adjectives (smallest 0.1). The framing contrasts average per adjective too."""
+    from rmvalues.data.prompts import framing_of, prompt_ids
+
+    rng = np.random.default_rng(1)
+    effect = {adj: rng.normal(0, 2) for adj in ("best", "greatest", "good", "worst", "bad", "terrible")}
+    rows = []
+    for pid in prompt_ids():
+        adj = pid.split("_")[0]
+        for model in ("A", "B"):
+            for cat in ("Agency", "Communion"):
+                bump = effect[adj] * (model == "B") * (cat == "Agency")
+                rows.append(
+                    {"metric": "single_token", "analysis": "pooled", "corpus": "big2_nouns", "model": model,
+                     "rm": model, "family": model, "prompt_id": pid, "framing": framing_of(pid),
+                     "category": cat, "median_rank": 10 + bump + rng.normal()}
+                )  # fmt: skip
+    med = pd.DataFrame(rows)
+    out = ranking.pair_anova_clustered(med, "A", "B", "B vs A")
+    t = out.set_index("term")
+    assert (t["df"] == 1).all() and (t["df_error"] == 4).all() and (t["n_clusters"] == 6).all()
+    assert (
+        set(out["pair"]) == {"B vs A"} and (out["n_prompts"] == 54).all() and (out["n_points"] == 216).all()
+    )
+    cell = med.assign(adj=med["prompt_id"].str.split("_").str[0])
+    cell = (
+        cell.groupby(["adj", "framing", "category", "model"])["median_rank"]
+        .mean()
+        .unstack(["category", "model"])
+    )
+    score = (
+        cell[("Agency", "B")] - cell[("Agency", "A")] - cell[("Communion", "B")] + cell[("Communion", "A")]
+    ) / 2
+    framing = score.index.get_level_values("framing")
+    ref = sps.ttest_ind(score[framing == "positive"], score[framing == "negative"])
+    cfm = t.loc["C(category):C(framing):C(model)"]
+    assert cfm["F"] == pytest.approx(ref.statistic**2) and cfm["p"] == pytest.approx(ref.pvalue)
+    assert (cfm["n_splits"], cfm["p_min"]) == (20, pytest.approx(0.1))
+    con = ranking.pair_framing_contrasts(med, "A", "B", "B vs A")
+    diff = con[(con["category"] == "Communion") & (con["rm"] == "B \u2212 A")].iloc[0]
+    # the Communion gap (Agency rank - Communion rank) of B - A is twice the category x model contrast
+    gap = 2 * score
+    assert diff["estimate"] == pytest.approx(
+        gap[framing == "positive"].mean() - gap[framing == "negative"].mean()
+    )
+    welch = sps.ttest_ind(gap[framing == "positive"], gap[framing == "negative"], equal_var=False)
+    assert (diff["ci_low"], diff["ci_high"]) == pytest.approx(tuple(welch.confidence_interval(0.95)))
+    assert (diff["n_positive"], diff["n_negative"], diff["n_prompts"]) == (3, 3, 54)
+    assert set(con["rm"]) == {"A", "B", "B \u2212 A"} and set(con["category"]) == {"Agency", "Communion"}
+
+
 def test_token_adjusted_scores_are_residuals_of_the_token_count_line():
     scores = pd.DataFrame(
         {
@@ -675,6 +730,18 @@ def _anova(metric: str, f_cm: float, p_cm: float) -> list[dict]:
     ]
 
 
+def _anova_clustered(f_cfm: float, p_cfm: float) -> list[dict]:
+    base = {"pair": PAIR, "corpus": "big2_nouns", "metric": "single_token", "sum_sq": 1.0, "df": 1.0,
+            "df_error": 4.0, "n_clusters": 6, "n_points": 16, "n_prompts": 4}  # fmt: skip
+    no_exact = {"p_exact": np.nan, "p_min": np.nan, "n_splits": 0}
+    return [
+        {**base, **no_exact, "term": "C(category):C(model)", "F": 1.5, "p": 0.29,
+         "error": "C(category):C(model):C(adjective)"},
+        {**base, "term": "C(category):C(framing):C(model)", "F": f_cfm, "p": p_cfm, "p_exact": 0.3,
+         "p_min": 0.1, "n_splits": 20, "error": "C(category):C(model):C(adjective)"},
+    ]  # fmt: skip
+
+
 def _hand_results() -> stage.Results:
     from rmvalues.core.findings import Finding
 
@@ -713,6 +780,18 @@ def _hand_results() -> stage.Results:
         pairs=[("gemma3-270m", "smollm2-135m-instruct")],
         single_counts=counts,
         single_anova=pd.DataFrame(_anova("single_token", 7.02, 0.0291)),
+        single_anova_clustered=pd.DataFrame(_anova_clustered(2.5, 0.189)),
+        single_contrasts=pd.DataFrame(
+            [
+                {
+                    "corpus": "big2_nouns",
+                    "category": "Communion",
+                    "rm": "smollm2-135m-instruct \u2212 gemma3-270m",
+                    "n_positive": 3,
+                    "n_negative": 3,
+                }
+            ]
+        ),  # fmt: skip
         anova=pd.DataFrame(_anova("word_sum", 5.12, 0.054) + _anova("word_sum_adjusted", 0.74, 0.416)),
         contrasts=contrasts,
         token_rewards=tokens,
@@ -731,6 +810,12 @@ def test_key_numbers_of_a_hand_made_run():
     assert k["single_survivors"] == "big2_nouns 67 of 263" and k["big2_single_words"] == "67"
     assert k["single_category_model"] == "F(1, 8) = 7.02, p = 0.029"
     assert k["single_category_framing_model"] == "F(1, 8) = 0.50, p = 0.500"
+    assert k["single_category_model_clustered"] == "F(1, 4) = 1.50, p = 0.290"
+    assert k["single_category_framing_model_clustered"] == "F(1, 4) = 2.50, p = 0.189"
+    assert k["single_cfm_p_exact"] == "0.30" and k["p_min"] == "0.10" and k["n_splits"] == "20"
+    assert k["n_clusters"] == "6" and k["n_adjectives"] == "3 positive and 3 negative"
+    assert k["single_cfm_verdict"].startswith("inconclusive")  # the clustered verdict, p 0.189
+    assert k["all_words_category_model_clustered"] == "n/a"  # no clustered all-words ANOVA in this table
     assert k["all_words_category_model"] == "F(1, 8) = 5.12, p = 0.054"
     assert k["adjusted_category_model"] == "F(1, 8) = 0.74, p = 0.416"
     assert k["contrast_wins"] == "1 of 2"  # the 'all' rows only
@@ -746,7 +831,15 @@ def test_key_numbers_are_all_present_without_pairs_or_validation():
     full = stage.text.key_numbers(_hand_results())
     empty = stage.text.key_numbers(stage.Results(params=stage.Params.parse({})))
     assert set(empty) == set(full)
-    for key in ("first_pair", "single_survivors", "single_category_model", "all_words_category_model"):
+    for key in (
+        "first_pair",
+        "single_survivors",
+        "single_category_model",
+        "all_words_category_model",
+        "single_category_framing_model_clustered",
+        "single_cfm_verdict",
+        "n_adjectives",
+    ):
         assert empty[key] == "n/a", key
     assert all(isinstance(v, str) and v for v in empty.values())
 
@@ -756,6 +849,24 @@ def test_reader_tables_format_anova_and_validation():
     assert anova.columns.tolist() == ["pair", "corpus", "term", "F", "df", "p"]
     assert anova["term"].tolist() == ["category × model", "category × framing × model"]
     assert anova["df"].tolist() == ["1, 8", "1, 8"] and anova["p"].iloc[0] == "< 0.001"
+    both = stage.tables.anova_table(
+        pd.DataFrame(_anova("single_token", 7.02, 0.0004)),
+        clustered=pd.DataFrame(_anova_clustered(9.0, 0.04)),
+    )
+    assert (
+        both.columns.tolist()[:6] == anova.columns.tolist()
+    )  # the paper's columns stay, the clustered follow
+    assert both["df (adjectives)"].tolist() == ["1, 4", "1, 4"] and both["p (adjectives)"].tolist() == [
+        "0.29",
+        "0.040",
+    ]
+    assert both["exact p (smallest)"].tolist() == ["", "0.30 (0.10)"]
+    assert stage.text.anova_verdict(pd.DataFrame(_anova_clustered(9.0, 0.04)).iloc[1]).startswith(
+        "framing moves the categories differently"
+    )
+    assert "exact split test cannot go that low" in stage.text.anova_verdict(
+        pd.DataFrame(_anova_clustered(9.0, 0.04)).iloc[1]
+    )
     v = pd.DataFrame(
         [
             {
@@ -845,12 +956,15 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
         "single_token_counts.csv",
         "single_token_ranks.parquet",
         "single_token_anova.csv",
+        "single_token_anova_clustered.csv",
         "single_token_posthocs.csv",
+        "single_token_framing_contrasts.csv",
         "token_counts.csv",
         "token_mwlr.parquet",
         "word_mwlr.parquet",
         "median_ranks.parquet",
         "all_words_anova.csv",
+        "all_words_anova_clustered.csv",
         "pair_contrasts.csv",
         "planted_words.csv",
         "planted_recovery.csv",
@@ -872,6 +986,14 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
     anova = res.single_anova.set_index("term")
     assert set(res.single_anova["corpus"]) == {"mfd2"}  # big2_nouns: one category survives, no ANOVA
     assert anova.loc["Residual", "df"] == 2 * 54 * 2 - 8 and len(res.single_posthocs) == 4
+    # its clustered counterpart: 6 adjective means per cell, each term on 1 and 4 df; the D contrasts likewise
+    clustered = res.single_anova_clustered.set_index("term")
+    assert (clustered["df_error"] == 4).all() and (clustered["n_clusters"] == 6).all()
+    assert clustered.loc["C(category):C(framing):C(model)", "p_min"] == pytest.approx(0.1)
+    assert set(res.single_contrasts["corpus"]) == {"mfd2"} and (res.single_contrasts["n_positive"] == 3).all()
+    # the all-words analysis's four word prompts: two adjectives per framing
+    fm = res.anova_clustered[res.anova_clustered["term"] == "C(framing):C(model)"]
+    assert (res.anova_clustered["n_clusters"] == 4).all() and (fm["df_error"] == 2).all() and len(fm) >= 2
     assert "mfd2" in stage.text.describe_survivors(res.single_counts, res.single_words)
     # the secondary analysis on every word, raw and token-count adjusted
     assert set(res.anova["metric"]) == {"word_sum", "word_sum_adjusted"}

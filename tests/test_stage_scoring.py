@@ -204,6 +204,15 @@ def test_chapter_tables(tiny_registry, corpora_results, tmp_path):
     assert numbers["scoring"].startswith("took ") and numbers["scoring"].endswith(" candidates per second")
     assert len(res.findings) == 3  # findings.json: one per RM, then the pair
     assert numbers["framing_findings"].count("(D = ") == 2 and " minus " in numbers["framing_findings"]
+    # one prompt per framing, so one adjective each: no interval, the verdict says inconclusive
+    assert numbers["framing_findings"].count("inconclusive, no interval") == 3
+    assert numbers["n_adjectives"] == "1 positive and 1 negative" and numbers["n_contrast_prompts"] == "2"
+    assert numbers["n_splits"] == "2" and numbers["p_min"] == "1.00"
+    contrasts = res.framing_contrasts
+    assert set(contrasts["rm"]) == {"tiny-gemma-rm", "tiny-llama-rm", "tiny-llama-rm \u2212 tiny-gemma-rm"}
+    assert set(contrasts["category"]) == {"Agency", "Communion"} and (contrasts["unit"] == "adjective").all()
+    shown = scoring.tables.framing_contrast_table(contrasts, scoring.tables.BIG2_CATEGORY)
+    assert len(shown) == 3 and shown.columns[3] == "D"
     assert all(isinstance(v, str) and v for v in numbers.values())
 
 

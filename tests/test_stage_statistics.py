@@ -27,9 +27,16 @@ from rmvalues.stats import all_median_ranks, fit_mixed_model, rank_scores
 # ---------------------------------------------------------------------------------------------------------
 
 
+def tokenization_table(table: pd.DataFrame, model: str = "gemma3-270m") -> pd.DataFrame:
+    """The corpora stage's token counts of the words of ``table`` in ``model``: every second word one token."""
+    words = table[["corpus", "word"]].drop_duplicates().reset_index(drop=True)
+    return words.assign(model=model, n_tokens_bare=[1 + i % 2 for i in range(len(words))])
+
+
 def write_corpora_run(root: Path, table: pd.DataFrame, run: str = "default") -> None:
     record = RunRecord(root / "corpora" / run, stage="corpora", run=run)
     record.write_parquet(table, "corpora.parquet")
+    record.write_parquet(tokenization_table(table), "tokenization.parquet")
     record.finish()
 
 
@@ -79,7 +86,7 @@ def test_panel_tests_numbers_and_bonferroni():
     # after Bonferroni over the 4 panels the smallest attainable p is 4 x 2/210 < 0.05: testable
     assert np.allclose(panels["p_rm_min"], 8 / 210)
     assert planted["p_rm_corrected"] == pytest.approx(8 / 210) and planted["rm_verdict"] == "significant"
-    assert set(panels["rm_verdict"]) <= {"significant", "not significant"}
+    assert set(panels["rm_verdict"]) <= {"significant", "inconclusive"}
     # the interval over RMs then prompts is wider than the one over points, and holds the difference
     width_hb = panels["diff_hb_ci_high"] - panels["diff_hb_ci_low"]
     assert (width_hb > panels["diff_ci_high"] - panels["diff_ci_low"]).all()
@@ -488,11 +495,18 @@ def test_rm_contrasts_with_more_than_two_categories():
     # the model contrast with the same weights gives the same estimate
     levels = an.coding_levels(med)
     fit = fit_mixed_model(med, levels=levels)
-    side, _, _ = rl.interaction_models(med, tests, {("toy", "pooled", None): fit}, ["gemma", "llama"], levels)
+    side, slope_fits, _ = rl.interaction_models(
+        med, tests, {("toy", "pooled", None): fit}, ["gemma", "llama"], levels
+    )
     for stat_, grp in side.groupby("statistic"):
         assert grp["estimate"].to_numpy() == pytest.approx(
-            [tests.set_index("statistic").loc[stat_, "difference"]] * 3, rel=1e-6
+            [tests.set_index("statistic").loc[stat_, "difference"]] * 2, rel=1e-6
         )
+    # more than two categories: no random-slope model (one variance would be imposed on every contrast), the
+    # reason recorded
+    assert not side["method"].str.startswith("random slopes").any()
+    (note,) = slope_fits["note"]
+    assert slope_fits["status"].tolist() == ["not fitted"] and "the same SE" in note and "21 parameters" in note
 
 
 def test_paper_coding_on_the_released_big_two_scores(corpora_results):
@@ -530,7 +544,7 @@ def test_paper_coding_on_the_released_big_two_scores(corpora_results):
     r = tests.iloc[0]
     assert r["difference"] == pytest.approx(three_way, rel=1e-9)
     assert (r["n_splits"], r["p_exact"]) == (210, pytest.approx(16 / 210))
-    assert r["verdict"] == "not significant" and r["ci_low"] < 0 < r["ci_high"]
+    assert r["verdict"] == "inconclusive" and r["ci_low"] < 0 < r["ci_high"]
 
 
 def test_run_on_live_scores_with_one_rm_per_family(tmp_path):
@@ -574,7 +588,9 @@ def test_run_on_live_scores_with_one_rm_per_family(tmp_path):
         res.loo, res.loo_skipped
     )
     assert "**cannot be tested at this n**" in text.describe_rm_level(res.rm_level, res.models)
-    assert "cannot be tested at this n" in text.describe_conclusion(res.rm_level, res.models, res.contrasts)
+    assert "cannot be tested at this n" in text.describe_conclusion(
+        res.rm_level, res.models, res.contrasts, res.curve_labels
+    )
     # the chapter's table of the random-slope attempts builds when none was fitted (no convergence columns)
     fits = stage.tables.slope_fits_table(res.slope_fits)
     assert len(fits) == len(res.slope_fits) and set(fits["converged"]) == {"n/a"}
@@ -582,9 +598,7 @@ def test_run_on_live_scores_with_one_rm_per_family(tmp_path):
     assert "at least 2 RMs per family" in text.describe_random_slopes(res.slope_fits)
     assert "cannot be tested at this n" in text.describe_panels(res.panels, "toy")
     summary = text.describe_summary(res)
-    assert "Leave-one-RM-out: skipped" in summary and "not significant" not in summary.replace(
-        "0 not significant", ""
-    )
+    assert "Leave-one-RM-out: skipped" in summary and "inconclusive" not in summary.replace("0 inconclusive", "")
     for md in (
         text.describe_coding(res.coding, res.three_way, res.params.framing_reference),
         text.describe_confounds(res.scores, res.families),
@@ -623,6 +637,12 @@ KEY_NUMBERS = {
     "n_panels", "n_panels_point_sig", "n_panels_rm_testable", "n_panels_rm_sig",
     "bigtwo_null_p", "bigtwo_null_observed", "mfd_null_p", "mfd_null_observed", "n_null",
     "loo_sign_changes", "split_changed",
+    # the robustness sections (rmvalues.stages.rm_statistics.robust_numbers)
+    "spec_rule", "spec_choices", "spec_n", "spec_label_counts", "bigtwo_spec_verdict", "bigtwo_spec_label",
+    "mfd_spec_labels", "mfd_primary_significant", "lineage_counts", "bigtwo_lineage", "bigtwo_lineage_survives",
+    "bigtwo_within_lineages", "bigtwo_lineage_ols", "n_lineages", "bigtwo_power", "bigtwo_power_half",
+    "bigtwo_rms_needed", "bigtwo_rms_needed_half", "power_sizes", "power_target", "bigtwo_crossed_ci",
+    "bigtwo_rm_only_ci", "bigtwo_word_only_ci", "bigtwo_crossed_reading", "n_crossed",
 }  # fmt: skip
 
 

@@ -32,6 +32,8 @@ class Finding:
     baseline: str = ""  # what the estimate is compared with: a null baseline, a p-value, chance
     unit: str = ""  # the unit of analysis and its count (e.g. "10 RMs", "263 words")
     would_change: str = ""  # what would change the reading: confounds, design limits, missing controls
+    robustness: str = ""  # how far the verdict moves under other reasonable analyses (e.g. its specification
+    # curve's label), adjustments for confounds, and the power of the design; "" when not assessed
     value: float | None = None  # the estimate as a number (None when it is not a number)
     low: float | None = None  # the interval's bounds as numbers (None when no interval is computed)
     high: float | None = None

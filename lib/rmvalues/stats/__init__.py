@@ -1,18 +1,33 @@
 """Statistics layer (no chapter code): ranks and median ranks (:mod:`.ranks`), two-group tests, effect sizes,
 bootstrap and corrections (:mod:`.twogroup`), inference over few sampled units (exact split tests, their
-intervals, the hierarchical bootstrap: :mod:`.units`), mixed models with an explicit coding and random slopes
-(:mod:`.mixed`), the ANOVA variant (:mod:`.anova`), label-permutation nulls (:mod:`.nulls`) and framing contrasts
-over prompts for one or two RMs (:mod:`.prompts`). Imports only
-third-party statistics packages."""
+intervals, the split test within strata, the hierarchical bootstrap: :mod:`.units`), mixed models with an
+explicit coding and random slopes (:mod:`.mixed`; nlme's containment df), the same model fitted in R for a
+cross-check (:mod:`.rcheck`), the ANOVA variant and its counterpart clustered by the prompts' adjectives
+(:mod:`.anova`), label-permutation nulls (:mod:`.nulls`) and framing contrasts over prompts for one or two RMs,
+clustered by adjective by default (:mod:`.prompts`), the power of the RM-level design
+(:mod:`.power`) and the crossed bootstrap over RMs and words (:mod:`.crossed`). Imports only third-party
+statistics packages."""
 
-from .anova import anova_3way, welch_posthocs
+from .anova import CLUSTERED_COLUMNS, anova_3way, anova_3way_clustered, welch_posthocs
+from .crossed import (
+    RANKED_COLUMNS,
+    RESAMPLE_UNITS,
+    CrossedResult,
+    RankArrays,
+    crossed_bootstrap,
+    crossed_bootstrap_many,
+    rank_array,
+)
 from .mixed import (
     BLAS_THREADS,
     FACTORS,
+    FIT_OPTIONS,
     OPTIMIZERS,
     SLOPE_STRUCTURES,
+    TIGHT_FIT,
     MixedFit,
     cell_contrast,
+    containment_df,
     default_formula,
     design,
     fit_mixed_model,
@@ -22,8 +37,33 @@ from .mixed import (
     treatment_levels,
 )
 from .nulls import family_gaps, gap_statistics, null_baseline, permute_within
-from .prompts import FramingContrast, framing_contrast, paired_gap_difference, prompt_gaps
+from .power import (
+    MAX_EXACT_SPLITS,
+    POWER_COLUMNS,
+    POWER_TESTS,
+    PowerResult,
+    power_table,
+    rms_needed,
+    simulate_power,
+    split_pvalues,
+    split_test_size,
+    welch_power,
+)
+from .prompts import (
+    ADJECTIVE,
+    CONTRAST_COLUMNS,
+    FramingContrast,
+    adjective_of,
+    cluster_means,
+    framing_contrast,
+    framing_contrast_prompts,
+    framing_contrasts,
+    paired_gap_difference,
+    prompt_gaps,
+    with_cluster,
+)
 from .ranks import FRAMINGS, POINT_KEY, RANK_KEY, all_median_ranks, median_ranks, rank_scores
+from .rcheck import R_PACKAGES, R_TIMEOUT_S, RFit, fit_paper_model_r, r_available, r_term_name
 from .twogroup import (
     bootstrap_ci,
     check_families,
@@ -42,34 +82,69 @@ from .twogroup import (
 from .units import (
     MAX_SPLITS,
     SplitTest,
+    StratifiedSplitTest,
     can_reach,
     cluster_bootstrap_ci,
     n_splits,
     smallest_p,
     split_interval,
     split_test,
+    stratified_split_test,
 )
 
 __all__ = [
+    "CrossedResult",
+    "MAX_EXACT_SPLITS",
+    "POWER_COLUMNS",
+    "POWER_TESTS",
+    "PowerResult",
+    "RANKED_COLUMNS",
+    "RESAMPLE_UNITS",
+    "RankArrays",
+    "crossed_bootstrap",
+    "crossed_bootstrap_many",
+    "power_table",
+    "rank_array",
+    "rms_needed",
+    "simulate_power",
+    "split_pvalues",
+    "split_test_size",
+    "welch_power",
+    "ADJECTIVE",
+    "CLUSTERED_COLUMNS",
+    "CONTRAST_COLUMNS",
     "FramingContrast",
+    "adjective_of",
+    "anova_3way_clustered",
+    "cluster_means",
     "framing_contrast",
+    "framing_contrast_prompts",
+    "framing_contrasts",
     "paired_gap_difference",
     "prompt_gaps",
+    "with_cluster",
     "BLAS_THREADS",
     "FACTORS",
+    "FIT_OPTIONS",
     "FRAMINGS",
     "MAX_SPLITS",
     "OPTIMIZERS",
     "POINT_KEY",
     "RANK_KEY",
+    "R_PACKAGES",
+    "R_TIMEOUT_S",
     "SLOPE_STRUCTURES",
+    "TIGHT_FIT",
     "MixedFit",
+    "RFit",
     "SplitTest",
+    "StratifiedSplitTest",
     "all_median_ranks",
     "anova_3way",
     "bootstrap_ci",
     "can_reach",
     "cell_contrast",
+    "containment_df",
     "cluster_bootstrap_ci",
     "check_families",
     "cohen_d_interval",
@@ -80,6 +155,7 @@ __all__ = [
     "design",
     "family_gaps",
     "fit_mixed_model",
+    "fit_paper_model_r",
     "fit_random_slopes",
     "fit_with_fallback",
     "gap_statistics",
@@ -92,11 +168,14 @@ __all__ = [
     "permutation_welch",
     "proportion_difference",
     "permute_within",
+    "r_available",
+    "r_term_name",
     "rank_scores",
     "smallest_p",
     "split_interval",
     "split_test",
     "stable_seed",
+    "stratified_split_test",
     "top_family_terms",
     "treatment_levels",
     "welch_posthocs",

@@ -66,7 +66,7 @@ SUMMARY_UNITS: dict[str, str] = {
 #: Two-group tests over RMs, the chapter's primary test first.
 TESTS: tuple[str, ...] = ("exact mean difference", "permuted Welch t", "exact Mann-Whitney", "Welch t")
 #: The labels of :func:`curve_label`, strongest first.
-LABELS: tuple[str, ...] = ("robust", "fragile", "inconclusive")
+LABELS: tuple[str, ...] = ("robust", "fragile", "inconclusive", "untestable")
 #: Splits enumerated up to this many (beyond: a seeded random draw of this many, the observed split first).
 MAX_SPLITS = 200_000
 
@@ -375,14 +375,17 @@ class CurveRule:
 def curve_label(
     estimates: Sequence[float], pvalues: Sequence[float], primary_sign: float, rule: CurveRule
 ) -> dict[str, float | str | int]:
-    """``label`` (one of :data:`LABELS`), ``share_same_sign``, ``share_significant``, ``n_specifications``
-    and ``n_missing`` (specifications whose estimate is NaN: left out) of one verdict's curve."""
+    """``label`` (one of :data:`LABELS`; ``untestable`` when no specification has an estimate),
+    ``share_same_sign``, ``share_significant``, ``n_specifications`` and ``n_missing`` (specifications whose
+    estimate is NaN: left out) of one verdict's curve."""
     est = np.asarray(estimates, float)
     p = np.asarray(pvalues, float)
     ok = np.isfinite(est)
     n = int(ok.sum())
     out: dict[str, float | str | int] = {"n_specifications": n, "n_missing": int((~ok).sum())}
-    if n == 0 or not np.isfinite(primary_sign) or primary_sign == 0:
+    if n == 0:  # no specification could be tested (e.g. one RM per family)
+        return {"label": LABELS[3], "share_same_sign": np.nan, "share_significant": np.nan, **out}
+    if not np.isfinite(primary_sign) or primary_sign == 0:
         return {"label": LABELS[2], "share_same_sign": np.nan, "share_significant": np.nan, **out}
     same = float(np.mean(np.sign(est[ok]) == np.sign(primary_sign)))
     sig = float(np.mean(np.nan_to_num(p[ok], nan=1.0) < rule.alpha))

@@ -16,6 +16,7 @@ TABLE_COLUMNS = {
     "estimate": "Estimate",
     "uncertainty": "Interval or null baseline",
     "unit": "Unit of analysis",
+    "robustness": "How robust",
     "would_change": "What would change the reading",
 }
 
@@ -59,6 +60,7 @@ def summary_table(results: Any) -> pd.DataFrame:
     t = results.table.copy()
     t["chapter_link"] = [page_link(c, r) for c, r in zip(t["chapter"], t["run"], strict=True)]
     t["uncertainty"] = t.apply(uncertainty, axis=1)
+    t["robustness"] = t["robustness"].where(t["robustness"].str.strip() != "", "not assessed")
     return t[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).reset_index(drop=True)
 
 
@@ -77,7 +79,7 @@ def key_numbers(results: Any) -> dict[str, str]:
     for chapter in CHAPTERS:
         out[f"{chapter}_answer"] = paragraph(results, chapter)
     for row in t.itertuples(index=False):
-        for field in ("estimate", "interval", "baseline", "unit"):
+        for field in ("estimate", "interval", "baseline", "unit", "robustness"):
             out[f"{row.chapter}_{row.key}_{field}"] = getattr(row, field) or "n/a"
     return out
 

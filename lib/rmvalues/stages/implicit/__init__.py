@@ -3,7 +3,8 @@
 A log-probability ratio between two models is itself a reward model. The chapter computes such implicit
 rewards (:mod:`.metrics`: ``token_mwlr``, ``token_logratio``, ``word_mwlr``, ``word_logratio``; and the
 reference-free ``word_sum``, ``word_mean``), analyses them like reward-model scores (:mod:`.rewards`: median
-ranks, the 3-way ANOVA, top tokens, the word-pair contrast) and validates the metrics on planted words
+ranks, the paper's 3-way ANOVA with every prompt independent beside its counterpart clustered by the prompts'
+adjectives, top tokens, the word-pair contrast) and validates the metrics on planted words
 (:mod:`.validation`).
 """
 

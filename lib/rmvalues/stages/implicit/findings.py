@@ -1,6 +1,7 @@
 """The implicit-rewards chapter's answers for the findings page (``findings.json``): whether the two base
 models' log-probabilities already differ in how prompt framing moves the Big Two categories (the primary,
-single-token analysis, prompts as the unit), and whether the implicit reward recovers words planted by a brief
+single-token analysis; framing rests on the prompts' adjectives, so the interval compares the adjective means,
+3 positive against 3 negative over the 54 prompts), and whether the implicit reward recovers words planted by a brief
 fine-tune beyond a sham control."""
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import pandas as pd
 
 from ...core.display import interval, number, pvalue
 from ...core.findings import Finding
-from ...stats import framing_contrast, paired_gap_difference, prompt_gaps
+from ...stats import (
+    FramingContrast,
+    framing_contrast,
+    framing_contrast_prompts,
+    paired_gap_difference,
+    prompt_gaps,
+)
 
 BIG2 = ("big2_nouns", "big2_expanded", "big2_dictionary")
 CATEGORY, VERSUS = "Communion", "Agency"
@@ -23,8 +30,36 @@ def _ci(low: float, high: float, digits: int = 1) -> str:
     return f"95% CI {interval(low, high, digits)}" if pd.notna(low) and pd.notna(high) else ""
 
 
+def verdict(c: FramingContrast) -> str:
+    """The verdict a clustered framing contrast supports: ``inconclusive`` when its interval includes zero
+    (or there is none), never "no difference"."""
+    if pd.isna(c.ci_low) or pd.isna(c.ci_high):
+        return f"inconclusive, no interval (a framing has fewer than two {c.unit}s)"
+    if c.includes_zero:
+        return "inconclusive, the interval includes zero"
+    return "the interval excludes zero"
+
+
+def clusters_text(c: FramingContrast) -> str:
+    """What the contrast compares, e.g. ``the means of 3 positive and 3 negative adjectives, 54 prompts``."""
+    return (
+        f"the means of {c.n_positive} positive and {c.n_negative} negative {c.unit}s, {c.n_prompts} prompts"
+    )
+
+
+def exact_text(c: FramingContrast) -> str:
+    """The exact split test over the clusters, with its smallest attainable p (``''`` without one)."""
+    if pd.isna(c.p_exact):
+        return ""
+    return (
+        f"exact test over the {c.n_splits} splits of the {c.unit}s p {pvalue(c.p_exact)}, the smallest it can "
+        f"give {pvalue(c.p_min)}"
+    )
+
+
 def _pair_finding(results: Any) -> Finding | None:
-    """The first pair's difference of D(Communion), paired by prompt, with each model's own D."""
+    """The first pair's difference of D(Communion), paired by prompt and clustered by adjective, with each
+    model's own D (clustered too)."""
     med = results.single_medians
     if med.empty:
         return None
@@ -39,7 +74,8 @@ def _pair_finding(results: Any) -> Finding | None:
         return None
     (p, fam_p), (q, fam_q) = models.itertuples(index=False)
     own = {m: framing_contrast(gaps[gaps["rm"] == m]) for m in (p, q)}
-    c = framing_contrast(paired_gap_difference(gaps, p, q))
+    diff = paired_gap_difference(gaps, p, q)
+    c, flat = framing_contrast(diff), framing_contrast_prompts(diff)
     n_words = int(part.groupby("category", observed=True)["n_words"].max().sum())
     n_pairs = med["pair"].nunique()
     each = "; ".join(
@@ -50,9 +86,27 @@ def _pair_finding(results: Any) -> Finding | None:
     answer = (
         f"Ranking the {n_words} {corpus} words that are one token for both models by their log-probability as "
         f"the answer, how much {CATEGORY} words gain in rank relative to {VERSUS} words from negative to positive "
-        f"prompts (D) is {each}. Their difference, {q} minus {p}, is {number(c.estimate, 1)} ranks"
-        + (f" ({_ci(c.ci_low, c.ci_high)}, prompts paired)" if _ci(c.ci_low, c.ci_high) else "")
-        + ". One model per base family: the difference is between these two base models, which also differ in "
+        f"prompts (D, over {clusters_text(c)}) is {each}. Their difference, {q} minus {p}, is "
+        f"{number(c.estimate, 1)} ranks"
+        + (
+            f" ({_ci(c.ci_low, c.ci_high)}, prompts paired, then averaged per {c.unit})"
+            if _ci(c.ci_low, c.ci_high)
+            else ""
+        )
+        + f": {verdict(c)}."
+        + (
+            f" The exact test over the {c.n_splits} splits of the {c.unit}s gives p {pvalue(c.p_exact)} (the "
+            f"smallest it can give: {pvalue(c.p_min)})."
+            if pd.notna(c.p_exact)
+            else ""
+        )
+        + (
+            f" Counting every prompt as independent, as the paper did, the interval would be "
+            f"{interval(flat.ci_low, flat.ci_high, 1)}."
+            if pd.notna(flat.ci_low)
+            else ""
+        )
+        + " One model per base family: the difference is between these two base models, which also differ in "
         "size, tokenizer and training data."
     )
     if n_pairs > 1:
@@ -63,10 +117,18 @@ def _pair_finding(results: Any) -> Finding | None:
         answer=answer,
         estimate=f"{number(c.estimate, 1)} ranks",
         interval=_ci(c.ci_low, c.ci_high),
-        baseline=f"Welch p {pvalue(c.p)}" if pd.notna(c.p) else "",
-        unit=f"{c.n_positive + c.n_negative} prompts, one pair of base models, {n_words} single-token words",
+        baseline="; ".join(
+            x
+            for x in (f"Welch p {pvalue(c.p)} over {c.unit} means" if pd.notna(c.p) else "", exact_text(c))
+            if x
+        ),
+        unit=(
+            f"{c.n_units} {c.unit}s ({c.n_positive} positive, {c.n_negative} negative) over {c.n_prompts} "
+            f"prompts, one pair of base models, {n_words} single-token words"
+        ),
         would_change=(
-            "More base models per family; words that are several tokens (the all-words analysis pools their "
+            "More base models per family; more adjectives per framing (framing rests on the prompts' "
+            "adjectives); words that are several tokens (the all-words analysis pools their "
             "log-probabilities and depends on the token count)."
         ),
         value=c.estimate,

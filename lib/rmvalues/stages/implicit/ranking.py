@@ -5,7 +5,14 @@
 * :func:`pair_anova`: for one pair of models, per corpus, the three-way ANOVA
   ``median_rank ~ category * framing * model`` (:func:`rmvalues.stats.anova_3way`) and Welch t-tests of the
   two models within each category x framing cell, Benjamini-Hochberg corrected over the cells
-  (:func:`rmvalues.stats.welch_posthocs`), as the paper did for each of its pairs.
+  (:func:`rmvalues.stats.welch_posthocs`), as the paper did for each of its pairs: every prompt counts as an
+  independent observation.
+* :func:`pair_anova_clustered`: its counterpart with the prompts clustered by adjective (framing rests on
+  3 positive against 3 negative adjectives): median ranks averaged per (adjective, category, model), each
+  term tested against its interaction with the adjectives (:func:`rmvalues.stats.anova_3way_clustered`).
+* :func:`pair_framing_contrasts`: per category, each model's framing contrast ``D`` and the pair's
+  difference (paired by prompt), clustered by adjective, with the prompt-level interval beside it
+  (:func:`rmvalues.stats.framing_contrasts`).
 * :func:`token_adjusted`, :func:`token_counts`: the secondary, all-words analysis ranks words whose
   log-probabilities are sums over different numbers of tokens; :func:`token_adjusted` removes the linear
   effect of the token count within each (corpus, model, prompt) before ranking, :func:`token_counts`
@@ -20,9 +27,26 @@ import numpy as np
 import pandas as pd
 
 from ...data.prompts import framing_of
-from ...stats import RANK_KEY, all_median_ranks, anova_3way, rank_scores, welch_posthocs
+from ...stats import (
+    RANK_KEY,
+    all_median_ranks,
+    anova_3way,
+    anova_3way_clustered,
+    framing_contrasts,
+    prompt_gaps,
+    rank_scores,
+    welch_posthocs,
+)
 
-__all__ = ["median_ranks", "pair_anova", "scores_table", "token_adjusted", "token_counts"]
+__all__ = [
+    "median_ranks",
+    "pair_anova",
+    "pair_anova_clustered",
+    "pair_framing_contrasts",
+    "scores_table",
+    "token_adjusted",
+    "token_counts",
+]
 
 
 def scores_table(
@@ -116,3 +140,54 @@ def pair_anova(medians: pd.DataFrame, p: str, q: str, pair: str) -> tuple[pd.Dat
         pd.concat(anovas, ignore_index=True) if anovas else pd.DataFrame(),
         pd.concat(posthocs, ignore_index=True) if posthocs else pd.DataFrame(),
     )
+
+
+def _pair_groups(medians: pd.DataFrame, p: str, q: str) -> list[tuple[tuple[str, str], pd.DataFrame]]:
+    """The pooled median ranks of the two models per (corpus, metric), where both models and at least two
+    categories are present."""
+    med = medians[(medians["analysis"] == "pooled") & medians["model"].isin([p, q])]
+    return [
+        (key, grp)
+        for key, grp in med.groupby(["corpus", "metric"], sort=False)
+        if grp["model"].nunique() == 2 and grp["category"].nunique() > 1
+    ]
+
+
+def _keyed(table: pd.DataFrame, pair: str, corpus: str, metric: str) -> pd.DataFrame:
+    out = table.copy()
+    for col, value in (("metric", metric), ("corpus", corpus), ("pair", pair)):
+        out.insert(0, col, value)
+    return out
+
+
+def pair_anova_clustered(medians: pd.DataFrame, p: str, q: str, pair: str) -> pd.DataFrame:
+    """The clustered counterpart of :func:`pair_anova`'s ANOVA, per corpus and metric: median ranks averaged
+    per (adjective, category, model), each term of ``category * framing * model`` tested against its
+    interaction with the adjectives within framing, terms with framing also by the exact permutation test
+    over the splits of the adjectives (columns of :data:`rmvalues.stats.CLUSTERED_COLUMNS` after ``pair,
+    corpus, metric``, and ``n_points``, ``n_prompts``)."""
+    parts = []
+    for (corpus, metric), grp in _pair_groups(medians, p, q):
+        factors = [f for f in ("category", "framing", "model") if grp[f].nunique() > 1]
+        a = anova_3way_clustered(grp, factors=factors)
+        a.insert(0, "n_prompts", grp["prompt_id"].nunique())
+        a.insert(0, "n_points", len(grp))
+        parts.append(_keyed(a, pair, corpus, metric))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def pair_framing_contrasts(medians: pd.DataFrame, p: str, q: str, pair: str) -> pd.DataFrame:
+    """Per corpus, metric and category ``k``: the framing contrast ``D(k)`` of each model and of ``q`` minus
+    ``p`` (paired by prompt), clustered by adjective with the prompt-level interval beside it (columns of
+    :data:`rmvalues.stats.CONTRAST_COLUMNS` after ``pair, corpus, metric, category``; ``rm`` names the model
+    or ``"q − p"``)."""
+    parts = []
+    for (corpus, metric), grp in _pair_groups(medians, p, q):
+        for category in sorted(grp["category"].unique()):
+            gaps = prompt_gaps(grp, category)
+            if gaps.empty:
+                continue
+            table = framing_contrasts(gaps, [(p, q)])
+            table.insert(0, "category", category)
+            parts.append(_keyed(table, pair, corpus, metric))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -6,14 +6,17 @@ default) and the log-probabilities of the corpus words under ``word_prompts`` (a
 * the **primary** analysis, the paper's Fig. 2 (:mod:`.single_token`, :mod:`.ranking`): per pair, the corpus
   words that are one token under both models, ranked per model and prompt by their log-prob, the median rank
   per category, one ANOVA ``median_rank ~ category * framing * model`` per pair and corpus and Welch +
-  Benjamini-Hochberg post-hocs;
+  Benjamini-Hochberg post-hocs (the paper's analysis, every prompt independent), beside it the same ANOVA
+  with the prompts clustered by adjective and each model's framing contrast ``D`` and the pair's difference,
+  clustered by adjective (the chapter's verdicts use these);
 * the **secondary**, all-words analysis (summed token log-probs, also adjusted for the token count);
 * the implicit rewards of every pair (:mod:`.metrics`, :mod:`.rewards`), the top tokens, the word contrast;
 * the planted-word validation with its controls (:mod:`.planted`).
 
 It writes ``single_token_words.csv``, ``single_token_counts.csv``, ``single_token_ranks.parquet``,
-``single_token_anova.csv``, ``single_token_posthocs.csv``, ``word_logprobs.parquet``, ``token_counts.csv``,
-``median_ranks.parquet``, ``all_words_anova.csv``, ``all_words_posthocs.csv``, ``word_mwlr.parquet``,
+``single_token_anova.csv``, ``single_token_anova_clustered.csv``, ``single_token_posthocs.csv``,
+``single_token_framing_contrasts.csv``, ``word_logprobs.parquet``, ``token_counts.csv``,
+``median_ranks.parquet``, ``all_words_anova.csv``, ``all_words_anova_clustered.csv``, ``all_words_posthocs.csv``, ``word_mwlr.parquet``,
 ``token_mwlr.parquet``, ``token_alignment.csv``, ``token_collisions.csv``, ``top_tokens.csv``,
 ``pair_contrasts.csv``, ``planted_words.csv``, ``planted_recovery.csv``, ``planted_ranks.csv``,
 ``planted_validation.csv`` and ``planted_metric_contrasts.csv``; the chapter's reader tables as CSV downloads
@@ -42,7 +45,15 @@ from . import planted
 from .findings import findings as chapter_findings
 from .metrics import VocabAlignment, align_vocabularies, require_same_tokenizer
 from .params import TOKEN_METRICS, Params, resolve_pairs
-from .ranking import median_ranks, pair_anova, scores_table, token_adjusted, token_counts
+from .ranking import (
+    median_ranks,
+    pair_anova,
+    pair_anova_clustered,
+    pair_framing_contrasts,
+    scores_table,
+    token_adjusted,
+    token_counts,
+)
 from .rewards import (
     TOKEN_COLUMNS,
     WORD_PAIR_COLUMNS,
@@ -76,9 +87,12 @@ READER_TABLES = (
     "single_counts",
     "single_words",
     "single_anova",
+    "single_anova_clustered",
     "single_posthocs",
+    "single_contrasts",
     "token_counts",
     "anova",
+    "anova_clustered",
     "posthocs",
     "top_tokens",
     "contrasts",
@@ -104,11 +118,14 @@ class Results:
     single_counts: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_counts.csv
     single_medians: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_ranks.parquet
     single_anova: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_anova.csv
+    single_anova_clustered: pd.DataFrame = field(default_factory=pd.DataFrame)  # ..._anova_clustered.csv
+    single_contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # ..._framing_contrasts.csv
     single_posthocs: pd.DataFrame = field(default_factory=pd.DataFrame)  # single_token_posthocs.csv
     word_logprobs: pd.DataFrame = field(default_factory=pd.DataFrame)  # word_logprobs.parquet
     token_counts: pd.DataFrame = field(default_factory=pd.DataFrame)  # token_counts.csv
     medians: pd.DataFrame = field(default_factory=pd.DataFrame)  # median_ranks.parquet (all words)
     anova: pd.DataFrame = field(default_factory=pd.DataFrame)  # all_words_anova.csv (secondary)
+    anova_clustered: pd.DataFrame = field(default_factory=pd.DataFrame)  # all_words_anova_clustered.csv
     posthocs: pd.DataFrame = field(default_factory=pd.DataFrame)  # all_words_posthocs.csv (secondary)
     word_rewards: pd.DataFrame = field(default_factory=pd.DataFrame)  # word_mwlr.parquet
     token_rewards: pd.DataFrame = field(default_factory=pd.DataFrame)  # token_mwlr.parquet
@@ -144,9 +161,12 @@ class Results:
             "single_counts": self.single_counts,
             "single_words": _flat(self.single_words),
             "single_anova": self.single_anova,
+            "single_anova_clustered": self.single_anova_clustered,
             "single_posthocs": self.single_posthocs,
+            "single_contrasts": self.single_contrasts,
             "token_counts": self.token_counts,
             "anova": self.anova,
+            "anova_clustered": self.anova_clustered,
             "posthocs": self.posthocs,
             "top_tokens": self.top_tokens,
             "contrasts": self.contrasts,
@@ -285,13 +305,14 @@ def _model_logprobs(setup: _Setup, res: Results, record: RunRecord) -> _LogProbs
 
 def _single_token_analysis(setup: _Setup, lp: _LogProbs, res: Results, record: RunRecord) -> None:
     """The primary analysis: per pair, the words one token under both models, ranked by their log-prob under
-    every prompt; median ranks per category; the ANOVA and the post-hocs of the pair, per corpus."""
+    every prompt; median ranks per category; the ANOVA and the post-hocs of the pair, per corpus, its
+    counterpart clustered by adjective and the framing contrasts of both models and their difference."""
     p = setup.params
     with record.timed("single-token analysis"):
         lp.single = verify_survivors(lp.single, setup.tokenizers, setup.formats, setup.prompts, setup.pairs)
         res.single_words = pair_survivors(lp.single, setup.labels, setup.pairs, pair_label)
         res.single_counts = survivor_counts(res.single_words)
-        medians, anovas, posthocs = [], [], []
+        medians, anovas, posthocs, clustered, contrasts = [], [], [], [], []
         for a, b in setup.pairs:
             pair = pair_label(a, b)
             kept = res.single_words[(res.single_words["pair"] == pair) & res.single_words["survives"]]
@@ -316,9 +337,13 @@ def _single_token_analysis(setup: _Setup, lp: _LogProbs, res: Results, record: R
             an, ph = pair_anova(med, a, b, pair)
             anovas.append(an)
             posthocs.append(ph)
-        res.single_medians = pd.concat(medians, ignore_index=True) if medians else pd.DataFrame()
-        res.single_anova = pd.concat(anovas, ignore_index=True) if anovas else pd.DataFrame()
-        res.single_posthocs = pd.concat(posthocs, ignore_index=True) if posthocs else pd.DataFrame()
+            clustered.append(pair_anova_clustered(med, a, b, pair))
+            contrasts.append(pair_framing_contrasts(med, a, b, pair))
+        res.single_medians = _stack(medians)
+        res.single_anova = _stack(anovas)
+        res.single_posthocs = _stack(posthocs)
+        res.single_anova_clustered = _stack(clustered)
+        res.single_contrasts = _stack(contrasts)
 
 
 def _implicit_rewards(setup: _Setup, lp: _LogProbs, res: Results, record: RunRecord) -> None:
@@ -377,6 +402,9 @@ def _all_words_analysis(setup: _Setup, lp: _LogProbs, res: Results, record: RunR
         tested = res.medians[res.medians["metric"].isin(["word_sum", "word_sum_adjusted"])]
         fits = [pair_anova(tested, a, b, pair_label(a, b)) for a, b in setup.pairs]
         res.anova = pd.concat([f[0] for f in fits], ignore_index=True) if fits else pd.DataFrame()
+        res.anova_clustered = _stack(
+            [pair_anova_clustered(tested, a, b, pair_label(a, b)) for a, b in setup.pairs]
+        )
         res.posthocs = pd.concat([f[1] for f in fits], ignore_index=True) if fits else pd.DataFrame()
         tokens = res.token_rewards
         if len(tokens):
@@ -408,11 +436,14 @@ def _write(res: Results, record: RunRecord) -> None:
     record.write_csv(res.single_counts, "single_token_counts.csv")
     record.write_parquet(res.single_medians, "single_token_ranks.parquet")
     record.write_csv(res.single_anova, "single_token_anova.csv")
+    record.write_csv(res.single_anova_clustered, "single_token_anova_clustered.csv")
     record.write_csv(res.single_posthocs, "single_token_posthocs.csv")
+    record.write_csv(res.single_contrasts, "single_token_framing_contrasts.csv")
     record.write_parquet(res.word_logprobs, "word_logprobs.parquet")
     record.write_csv(res.token_counts, "token_counts.csv")
     record.write_parquet(res.medians, "median_ranks.parquet")
     record.write_csv(res.anova, "all_words_anova.csv")
+    record.write_csv(res.anova_clustered, "all_words_anova_clustered.csv")
     record.write_csv(res.posthocs, "all_words_posthocs.csv")
     record.write_parquet(res.word_rewards, "word_mwlr.parquet")
     record.write_parquet(res.token_rewards, "token_mwlr.parquet")
@@ -432,6 +463,12 @@ def _write(res: Results, record: RunRecord) -> None:
     write_findings(record, res.findings)
     record.finish()
     res.timings = dict(record.timings)
+
+
+def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The non-empty frames stacked (an empty frame without any)."""
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:

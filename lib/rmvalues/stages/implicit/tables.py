@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ...core.display import interval, number, reader_table
+from ...core.display import interval, number, pvalue, reader_table
+from .findings import BIG2, CATEGORY
 
 __all__ = [
+    "BIG2_CATEGORY",
     "MODEL_TERMS",
     "anova_table",
     "contrast_table",
+    "framing_contrast_table",
     "metric_contrast_table",
     "planted_rank_table",
     "sham_table",
@@ -27,23 +30,85 @@ MODEL_TERMS = {
 }
 
 
-def anova_table(anova: pd.DataFrame, metrics: dict[str, str] | None = None) -> pd.DataFrame:
+#: The category whose framing contrast the chapter shows for each Big Two corpus (the other is its mirror).
+BIG2_CATEGORY = dict.fromkeys(BIG2, CATEGORY)
+
+#: The columns :func:`anova_table` adds for the clustered counterpart (source name -> shown name).
+CLUSTERED_SHOWN = {
+    "F_clustered": "F (adjectives)",
+    "df_clustered": "df (adjectives)",
+    "p_clustered": "p (adjectives)",
+    "exact": "exact p (smallest)",
+}
+
+
+def _clustered_terms(clustered: pd.DataFrame) -> pd.DataFrame:
+    """The model terms of the clustered ANOVA with their df pair and the exact p (its smallest value)."""
+    c = clustered[clustered["term"].isin(list(MODEL_TERMS))].copy()
+    c["df_clustered"] = [f"{r.df:.0f}, {r.df_error:.0f}" for r in c.itertuples()]
+    c["exact"] = [
+        f"{pvalue(r.p_exact)} ({pvalue(r.p_min)})" if pd.notna(r.p_exact) else "" for r in c.itertuples()
+    ]
+    c = c.rename(columns={"F": "F_clustered", "p": "p_clustered"})
+    return c[["pair", "corpus", "metric", "term", *CLUSTERED_SHOWN]]
+
+
+def anova_table(
+    anova: pd.DataFrame, metrics: dict[str, str] | None = None, clustered: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The model terms of the per-pair ANOVAs (one row per pair, corpus, metric and term) with the residual
-    degrees of freedom; ``metrics`` (name -> shown name) selects and renames the metrics."""
+    degrees of freedom; ``metrics`` (name -> shown name) selects and renames the metrics. ``clustered``
+    (:func:`~rmvalues.stages.implicit.ranking.pair_anova_clustered`): beside the paper's F, df and p, those
+    of its counterpart clustered by adjective (df: the term's and its error stratum's) and the exact
+    permutation p over the splits of the adjectives with, in brackets, the smallest it can give."""
+    with_clustered = clustered is not None and not clustered.empty
     if anova.empty:
-        return pd.DataFrame(columns=["pair", "corpus", "term", "F", "df", "p"])
+        extra = list(CLUSTERED_SHOWN.values()) if with_clustered else []
+        return pd.DataFrame(columns=["pair", "corpus", "term", "F", "df", "p", *extra])
     df = anova if metrics is None else anova[anova["metric"].isin(list(metrics))]
     resid = df[df["term"] == "Residual"].set_index(["pair", "corpus", "metric"])["df"]
     rows = df[df["term"].isin(list(MODEL_TERMS))].copy()
-    rows["term"] = rows["term"].map(MODEL_TERMS)
     rows["df"] = [
         f"{r.df:.0f}, {resid.get((r.pair, r.corpus, r.metric), float('nan')):.0f}" for r in rows.itertuples()
     ]
+    if with_clustered:
+        rows = rows.merge(_clustered_terms(clustered), on=["pair", "corpus", "metric", "term"], how="left")
+    rows["term"] = rows["term"].map(MODEL_TERMS)
     if metrics is not None:
         rows["metric"] = rows["metric"].map(metrics)
     cols = {"pair": "pair", "corpus": "corpus", **({"metric": "scores"} if metrics else {})}
     cols |= {"term": "term", "F": "F", "df": "df", "p": "p"}
-    return reader_table(rows, cols, pvalues=["p"])
+    cols |= CLUSTERED_SHOWN if with_clustered else {}
+    return reader_table(rows, cols, pvalues=["p", "p_clustered"])
+
+
+def framing_contrast_table(contrasts: pd.DataFrame, categories: dict[str, str] | None = None) -> pd.DataFrame:
+    """The framing contrasts ``D`` of each model of a pair and their difference (:func:`~rmvalues.stages.
+    implicit.ranking.pair_framing_contrasts`): the estimate, its interval over the adjective means, Welch's p,
+    the exact p over the splits of the adjectives (the smallest it can give in brackets), the adjectives per
+    framing, and the interval the paper's prompt-level analysis would give. ``categories`` (corpus ->
+    category) keeps one category per corpus (e.g. Communion of the Big Two); others keep every category."""
+    if contrasts.empty:
+        return pd.DataFrame(columns=["pair", "corpus", "category", "D of"])
+    df = contrasts.copy()
+    if categories:
+        keep = df["corpus"].map(categories)
+        df = df[keep.isna() | (df["category"] == keep)]
+    df["ci"] = [
+        interval(lo, hi, 1) if pd.notna(lo) else ""
+        for lo, hi in zip(df["ci_low"], df["ci_high"], strict=True)
+    ]
+    df["ci_prompts"] = [
+        interval(lo, hi, 1) if pd.notna(lo) else ""
+        for lo, hi in zip(df["ci_low_prompts"], df["ci_high_prompts"], strict=True)
+    ]
+    df["exact"] = [f"{pvalue(p)} ({pvalue(m)})" for p, m in zip(df["p_exact"], df["p_min"], strict=True)]
+    df["clusters"] = [f"{int(a)} + {int(b)}" for a, b in zip(df["n_positive"], df["n_negative"], strict=True)]
+    cols = {"pair": "pair", "corpus": "corpus", "category": "category", "rm": "D of", "estimate": "D"}
+    cols |= {"ci": "95% CI (adjectives)", "p": "Welch p", "exact": "exact p (smallest)"}
+    cols |= {"clusters": "adjectives (+ / −)", "ci_prompts": "95% CI (prompts, the paper's)"}
+    cols |= {"p_prompts": "p (prompts)"}
+    return reader_table(df, cols, digits=1, pvalues=["p", "p_prompts"])
 
 
 def top_tokens_table(top: pd.DataFrame, which: str = "words only") -> pd.DataFrame:

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...core.display import number
-from .findings import BIG2
+from ...core.display import number, pvalue
+from .findings import BIG2, CATEGORY
 from .planting import ZIPF_TOLERANCE
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "describe_token_counts",
     "describe_top_tokens",
     "describe_validation",
+    "anova_verdict",
     "key_numbers",
     "MARKDOWN_KEYS",
     "summary",
@@ -101,9 +102,45 @@ def describe_survivors(counts: pd.DataFrame, words: pd.DataFrame) -> str:
     return " ".join(out)
 
 
-def describe_anova(anova: pd.DataFrame, posthocs: pd.DataFrame | None = None) -> str:
-    """The per-pair ANOVA in words: every model term with F, its df and the residual df, p; and the post-hoc
-    cells where the two models differ after the Benjamini-Hochberg correction."""
+def _fc(row: pd.Series) -> str:
+    """``F(df, error df) = F, p`` of a clustered ANOVA term (``n/a`` with one adjective per framing or no
+    variation between the adjectives)."""
+    if pd.isna(row["F"]) or pd.isna(row["p"]):
+        return "n/a (one adjective per framing)" if row["df_error"] == 0 else "n/a (no variation)"
+    return f"F({row['df']:.0f}, {row['df_error']:.0f}) = {row['F']:.2f}, {_p(row['p'])}"
+
+
+def _clustered_text(clustered: pd.DataFrame | None, pair: str, corpus: str, metric: str) -> str:
+    """The model terms of the clustered ANOVA of one pair, corpus and metric, with the exact p of the
+    category x framing x model term (``''`` without it)."""
+    if clustered is None or clustered.empty:
+        return ""
+    grp = clustered[
+        (clustered["pair"] == pair) & (clustered["corpus"] == corpus) & (clustered["metric"] == metric)
+    ]
+    if grp.empty:
+        return ""
+    t = grp.set_index("term")
+    bits = [f"{_TERMS[k]} {_fc(t.loc[k])}" for k in _TERMS if k in t.index and "model" in k]
+    cfm = "C(category):C(framing):C(model)"
+    exact = (
+        f"; the exact test of category x framing x model over the {int(t.loc[cfm, 'n_splits'])} splits of the "
+        f"adjectives p = {pvalue(t.loc[cfm, 'p_exact'])} (the smallest it can give {pvalue(t.loc[cfm, 'p_min'])})"
+        if cfm in t.index and pd.notna(t.loc[cfm, "p_exact"])
+        else ""
+    )
+    return (
+        f". Clustered by adjective ({int(grp['n_clusters'].iloc[0])} adjective means per cell, each term "
+        "against its interaction with the adjectives): " + "; ".join(bits) + exact
+    )
+
+
+def describe_anova(
+    anova: pd.DataFrame, posthocs: pd.DataFrame | None = None, clustered: pd.DataFrame | None = None
+) -> str:
+    """The per-pair ANOVA in words: every model term with F, its df and the residual df, p (the paper's
+    analysis, every prompt independent); with ``clustered``, the same terms of its counterpart clustered by
+    adjective; and the post-hoc cells where the two models differ after the Benjamini-Hochberg correction."""
     if anova.empty:
         return "No ANOVA: it needs a pair of models and at least two categories with surviving words."
     out = []
@@ -111,7 +148,10 @@ def describe_anova(anova: pd.DataFrame, posthocs: pd.DataFrame | None = None) ->
         t = grp.set_index("term")
         resid = float(t.loc["Residual", "df"])
         bits = [f"{_TERMS[k]} {_f(t.loc[k], resid)}" for k in _TERMS if k in t.index and "model" in k]
-        text = f"**{pair}**, {corpus} ({metric}, {int(grp['n_points'].iloc[0])} points): " + "; ".join(bits)
+        text = (
+            f"**{pair}**, {corpus} ({metric}, {int(grp['n_points'].iloc[0])} points, every prompt independent "
+            "as in the paper): " + "; ".join(bits) + _clustered_text(clustered, pair, corpus, metric)
+        )
         if posthocs is not None and len(posthocs):
             ph = posthocs[
                 (posthocs["pair"] == pair) & (posthocs["corpus"] == corpus) & (posthocs["metric"] == metric)
@@ -304,14 +344,17 @@ def summary(
     all_words_anova: pd.DataFrame,
     contrasts: pd.DataFrame,
     validation: pd.DataFrame,
+    single_anova_clustered: pd.DataFrame | None = None,
 ) -> str:
-    """Markdown bullets of the chapter's findings, each from the tables of the run."""
+    """Markdown bullets of the chapter's findings, each from the tables of the run (with
+    ``single_anova_clustered``, the ANOVA's counterpart clustered by adjective beside the paper's)."""
     n = single_counts.groupby(["pair", "corpus"])["n_survive"].sum().to_dict() if len(single_counts) else {}
     surv = "; ".join(f"{p}, {c}: {int(v)} words" for (p, c), v in n.items()) or "no pair"
+    anova = describe_anova(single_anova, clustered=single_anova_clustered)
     return "\n".join(
         [
             f"- **Single-token words** (primary analysis): {surv}.",
-            f"- **Per-pair ANOVA of the single-token ranks**: {describe_anova(single_anova)}",
+            f"- **Per-pair ANOVA of the single-token ranks**: {anova}",
             f"- **All words** (secondary, token counts differ): {describe_all_words_anova(all_words_anova)}",
             f"- **Word-pair contrast**: {describe_contrasts(contrasts)}",
             f"- **Planted words against the controls**: {describe_validation(validation)}",
@@ -328,6 +371,74 @@ def _term(anova: pd.DataFrame, pair: str, corpus: str, metric: str, term: str) -
     if term not in t.index or "Residual" not in t.index:
         return "n/a"
     return _f(t.loc[term], float(t.loc["Residual", "df"]))
+
+
+def _cterm(clustered: pd.DataFrame, pair: str, corpus: str, metric: str, term: str) -> pd.Series | None:
+    """One term's row of the clustered ANOVA, or None."""
+    if clustered.empty:
+        return None
+    t = clustered[
+        (clustered["pair"] == pair) & (clustered["corpus"] == corpus) & (clustered["metric"] == metric)
+    ]
+    t = t[t["term"] == term]
+    return t.iloc[0] if len(t) else None
+
+
+def anova_verdict(row: pd.Series | None) -> str:
+    """The verdict on the category x framing x model term from its clustered test: the two models differ in
+    how framing moves the categories (p < 0.05), else inconclusive (never "no difference")."""
+    if row is None or pd.isna(row["p"]):
+        return "n/a"
+    if row["p"] < 0.05:
+        return (
+            "framing moves the categories differently in the two models (clustered p < 0.05, which rests on "
+            "the F distribution: the exact split test cannot go that low)"
+            if pd.notna(row["p_min"]) and row["p_min"] > 0.05
+            else "framing moves the categories differently in the two models (clustered p < 0.05)"
+        )
+    return "inconclusive: the clustered test does not establish that framing moves the categories differently"
+
+
+def _clustered_numbers(results: Any, pair: str, big2: str | None) -> dict[str, str]:
+    """The clustered counterparts of the first pair's numbers: ANOVA terms, exact p, clusters, verdicts."""
+    cm, cfm = "C(category):C(model)", "C(category):C(framing):C(model)"
+    ca = results.single_anova_clustered
+    row = _cterm(ca, pair, big2, "single_token", cfm) if big2 else None
+    cmr = _cterm(ca, pair, big2, "single_token", cm) if big2 else None
+    out = {
+        "single_category_model_clustered": _fc(cmr) if cmr is not None else "n/a",
+        "single_category_framing_model_clustered": _fc(row) if row is not None else "n/a",
+        "single_cfm_verdict": anova_verdict(row),
+        "single_cfm_p_exact": pvalue(row["p_exact"]) if row is not None else "n/a",
+        "n_splits": str(int(row["n_splits"])) if row is not None and row["n_splits"] else "n/a",
+        "p_min": pvalue(row["p_min"]) if row is not None else "n/a",
+        "n_clusters": str(int(row["n_clusters"])) if row is not None else "n/a",
+    }
+    first = results.pairs[0] if results.pairs else None
+    out["n_adjectives"] = _n_adjectives(results.single_contrasts, first, big2)
+    corpus = big2 or (results.params.corpora[0] if results.params.corpora else "")
+    for key, metric in (("all_words", "word_sum"), ("adjusted", "word_sum_adjusted")):
+        r = _cterm(results.anova_clustered, pair, corpus, metric, cm) if pair else None
+        out[f"{key}_category_model_clustered"] = _fc(r) if r is not None else "n/a"
+    r = _cterm(results.anova_clustered, pair, corpus, "word_sum", cm) if pair else None
+    out["word_n_clusters"] = str(int(r["n_clusters"])) if r is not None else "n/a"
+    return out
+
+
+def _n_adjectives(contrasts: pd.DataFrame, first: tuple[str, str] | None, big2: str | None) -> str:
+    """The adjectives per framing behind the first pair's clustered difference of D(Communion), e.g.
+    ``3 positive and 3 negative``."""
+    if contrasts.empty or first is None or big2 is None:
+        return "n/a"
+    p, q = first
+    sel = contrasts[
+        (contrasts["corpus"] == big2)
+        & (contrasts["category"] == CATEGORY)
+        & (contrasts["rm"] == f"{q} \u2212 {p}")
+    ]
+    if sel.empty:
+        return "n/a"
+    return f"{int(sel['n_positive'].iloc[0])} positive and {int(sel['n_negative'].iloc[0])} negative"
 
 
 def _pair_numbers(results: Any) -> dict[str, str]:
@@ -365,6 +476,7 @@ def _pair_numbers(results: Any) -> dict[str, str]:
     con = con[(con["pair"] == pair) & (con["framing"] == "all")] if len(con) else con
     out["contrast_wins"] = f"{int((con['difference'] > 0).sum())} of {len(con)}" if len(con) else "n/a"
     out["tail_ratio"] = _tail_ratio(results.token_rewards, pair, int(results.params.top_k))
+    out.update(_clustered_numbers(results, pair, big2))
     return out
 
 

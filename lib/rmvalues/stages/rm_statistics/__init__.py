@@ -2,7 +2,21 @@
 and what it lacks). The package is ``rm_statistics`` because a module named ``statistics`` would shadow the
 standard library; the stage, its results folder and its page are ``statistics``."""
 
-from . import analysis, figures, findings, key_numbers, rm_level, tables, text
+from . import (
+    analysis,
+    design,
+    figures,
+    figures_robustness,
+    findings,
+    key_numbers,
+    lineage,
+    rm_level,
+    robust_numbers,
+    robust_tables,
+    specification,
+    tables,
+    text,
+)
 from .params import Params
 from .run import READER_TABLES, Results, run
 
@@ -11,11 +25,17 @@ __all__ = [
     "Params",
     "Results",
     "analysis",
+    "design",
     "figures",
+    "figures_robustness",
     "findings",
     "key_numbers",
+    "lineage",
     "rm_level",
+    "robust_numbers",
+    "robust_tables",
     "run",
+    "specification",
     "tables",
     "text",
 ]

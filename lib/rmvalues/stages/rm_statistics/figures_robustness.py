@@ -124,6 +124,19 @@ def plot_curve_overview(
     return fig
 
 
+def central_power(power: pd.DataFrame, needed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of ``power.csv`` and ``power_needed.csv`` of the verdict simulated at several sizes (the
+    central verdict, :mod:`.design`)."""
+    keys = ["corpus", "analysis", "subcategory", "statistic"]
+    sizes = power.groupby(keys, dropna=False)["n_a"].transform("nunique")
+    rows = power[sizes > 1]
+    if rows.empty:
+        return rows, needed.iloc[0:0]
+    first = rows.iloc[0]
+    match = (needed["corpus"] == first["corpus"]) & (needed["statistic"] == first["statistic"])
+    return rows, needed[match & (needed["analysis"] == first["analysis"])]
+
+
 def plot_power(power: pd.DataFrame, needed: pd.DataFrame, tests: Sequence[str] | None = None) -> Figure:
     """Simulated power of the RM-level design against the number of RMs per family (observed sizes marked),
     one line per effect size (the observed effect and fractions of it) and test; the 80% line dashed."""

@@ -14,6 +14,7 @@ import pandas as pd
 from ...core.display import interval, number, pvalue
 from ...stats.specification import LABELS, SUMMARIES, TESTS
 from .analysis import ALPHA
+from .design import POWER_TARGET
 from .specification import WORD_SETS
 
 NA = "n/a"
@@ -45,6 +46,8 @@ def verdict_phrase(label_row: Any) -> str:
     (e.g. "inconclusive (94% of 800 specifications share the primary estimate's sign; 27% have p < 0.05)")."""
     if label_row is None:
         return NA
+    if int(label_row.n_specifications) == 0:
+        return f"{label_row.label} (no specification can be tested with these reward models)"
     return (
         f"{label_row.label} ({_pct(label_row.share_same_sign)} of {int(label_row.n_specifications):,} "
         f"specifications share the primary estimate's sign; {_pct(label_row.share_significant)} have p < {ALPHA})"
@@ -151,7 +154,7 @@ def _lineage(res: Any) -> dict[str, str]:
 
 def _power(res: Any) -> dict[str, str]:
     keys = ["bigtwo_power", "bigtwo_power_half", "bigtwo_rms_needed", "bigtwo_rms_needed_half", "power_sizes"]
-    out = dict.fromkeys(keys, NA)
+    out = dict.fromkeys(keys, NA) | {"power_target": f"{POWER_TARGET:.0%}"}
     pw, need = res.power, res.power_needed
     big2 = _big2(res)
     rows = pw[(pw["corpus"] == big2) & (pw["analysis"] == "pooled")] if not pw.empty else pw
@@ -175,7 +178,7 @@ def _power(res: Any) -> dict[str, str]:
         v = n.get(frac)
         out[key] = NA if v is None else (f"{int(v)}" if pd.notna(v) else "more than 200")
     out["power_sizes"] = ", ".join(str(s) for s in res.params.power_sizes)
-    return out
+    return out | {"power_target": f"{POWER_TARGET:.0%}"}
 
 
 def _crossed(res: Any) -> dict[str, str]:

@@ -13,6 +13,7 @@ import pandas as pd
 from ...stats import top_family_terms
 from .analysis import ALPHA, NO_READING, VERDICTS
 from .key_numbers import key_numbers as key_numbers  # the numbers the prose cites (glued)
+from .robust_numbers import verdict_phrase
 
 
 def _fmt(x: float, digits: int = 1) -> str:
@@ -188,9 +189,20 @@ def _overlap(contrasts: pd.DataFrame, r: Any) -> str:
     )
 
 
-def describe_conclusion(rm_level: pd.DataFrame, models: pd.DataFrame, contrasts: pd.DataFrame) -> str:
+def _curve_says(labels: pd.DataFrame, corpus: str, statistic: str) -> str:
+    """`` its specification curve: <label> (<shares>)`` for a pooled verdict (see :mod:`.robust_numbers`)."""
+    row = labels[
+        (labels["corpus"] == corpus) & (labels["analysis"] == "pooled") & (labels["statistic"] == statistic)
+    ]
+    return f"its specification curve: {verdict_phrase(next(row.itertuples(), None))}"
+
+
+def describe_conclusion(
+    rm_level: pd.DataFrame, models: pd.DataFrame, contrasts: pd.DataFrame, labels: pd.DataFrame
+) -> str:
     """How the paper's conclusion (the families differ in how framing moves the category gaps) reads at
-    the RM level, per corpus (pooled analysis), in numbers."""
+    the RM level, per corpus (pooled analysis), in numbers, each verdict with its specification curve's
+    label (``labels``: ``specification_labels.csv``)."""
     lines = []
     for corpus, grp in _pooled(rm_level).groupby("corpus", sort=True):
         if len(grp) == 1:
@@ -206,15 +218,19 @@ def describe_conclusion(rm_level: pd.DataFrame, models: pd.DataFrame, contrasts:
             if paper is not None:
                 text += f"; the paper's model gives p {_p(paper['p'])} for this contrast"
             if r["verdict"] == VERDICTS[0]:
-                text += f". At the RM level this holds: exact p {_p(r['p_corrected'])}, 95% CI {_ci(r['ci_low'], r['ci_high'])}."
+                text += (
+                    f". In the primary specification at the RM level this holds: exact p {_p(r['p_corrected'])}, "
+                    f"95% CI {_ci(r['ci_low'], r['ci_high'])}"
+                )
             elif r["verdict"] == VERDICTS[1]:
                 text += (
-                    f". At the RM level the {r['n_rms_a'] + r['n_rms_b']} RMs do not establish it: exact p "
-                    f"{_p(r['p_corrected'])}, and the 95% CI {_ci(r['ci_low'], r['ci_high'])} includes 0: inconclusive (the "
-                    "power of this design is under 'What so few RMs can show')."
+                    f". In the primary specification at the RM level the {r['n_rms_a'] + r['n_rms_b']} RMs do not "
+                    f"establish it: exact p {_p(r['p_corrected'])}, and the 95% CI {_ci(r['ci_low'], r['ci_high'])} "
+                    "includes 0: inconclusive (the power of this design is under 'Power')"
                 )
             else:
-                text += ". At the RM level it " + _verdict_text(rt) + "."
+                text += ". At the RM level it " + _verdict_text(rt)
+            text += "; " + _curve_says(labels, corpus, str(r["statistic"])) + "."
             lines.append(text + _overlap(contrasts, rt))
             continue
         counts = grp["verdict"].value_counts()
@@ -225,12 +241,14 @@ def describe_conclusion(rm_level: pd.DataFrame, models: pd.DataFrame, contrasts:
         )
         sig = grp[grp["verdict"] == VERDICTS[0]]
         named = "; ".join(
-            f"{r.statistic} {r.family_b} \u2212 {r.family_a} = {_fmt(r.difference)}" for r in sig.itertuples()
+            f"{r.statistic} {r.family_b} \u2212 {r.family_a} = {_fmt(r.difference)}, "
+            + _curve_says(labels, corpus, r.statistic)
+            for r in sig.itertuples()
         )
         lines.append(
             f"- **{corpus}**: of the {len(grp)} contrasts, the paper's model gives p \u2264 {ALPHA} for {paper_sig}; "
-            f"at the RM level (Bonferroni over {int(grp['n_tests'].iloc[0])}) {_are(counts.get(VERDICTS[0], 0))} "
-            f"significant{' (' + named + ')' if named else ''}, {counts.get(VERDICTS[1], 0)} inconclusive and "
+            f"in the primary specification at the RM level (Bonferroni over {int(grp['n_tests'].iloc[0])}) "
+            f"{_are(counts.get(VERDICTS[0], 0))} significant{' (' + named + ')' if named else ''}, {counts.get(VERDICTS[1], 0)} inconclusive and "
             f"{counts.get(VERDICTS[2], 0)} cannot be tested at this n."
         )
     return "\n".join(lines) if lines else "No RM-level contrast could be formed."
@@ -564,7 +582,7 @@ def describe_summary(res: Any) -> str:
             f"- The paper's model ({r.corpus}): `{r.term}` = {_fmt(r.coef)} ranks, p {_p(r.p)}, with (RM, prompt) "
             "points as the unit."
         )
-    conclusion = describe_conclusion(res.rm_level, res.models, res.contrasts)
+    conclusion = describe_conclusion(res.rm_level, res.models, res.contrasts, res.curve_labels)
     lines += [line for line in conclusion.split("\n") if line.startswith("- ")]
     pooled = _pooled(res.panels)
     if not pooled.empty:

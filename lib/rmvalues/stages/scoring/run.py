@@ -27,7 +27,9 @@ package turns it into a stage:
   and prompt, and how they were obtained), ``timings.parquet`` (per model: load and scoring time, candidates
   per second, method, batch size, dtype, device), and for word scoring ``medians.parquet`` (category median
   ranks) and, when an RM has published scores too, ``live_vs_published.parquet``; the chapter's reader tables
-  as CSV downloads (``tables/<name>.csv``, :data:`READER_TABLES`); the chapter's answers ``findings.json`` (for
+  as CSV downloads (``tables/<name>.csv``, :data:`READER_TABLES`; ``framing_contrasts`` is each RM's framing
+  contrast ``D`` and the pair's difference, clustered by the prompts' adjectives, with the paper's
+  prompt-level interval beside it); the chapter's answers ``findings.json`` (for
   the findings page); plus ``manifest.json``.
 
 Command line (one command scores a new RM; see the README)::
@@ -55,6 +57,7 @@ from ...data.scores import empty_scores, labels_of, load_published_scores, publi
 from ...models.loading import quiet_transformers
 from ...models.registry import ModelSpec
 from . import tables, text
+from .findings import contrast_table
 from .findings import findings as chapter_findings
 from .grid import PARTS, Unit, merge_parts, model_fingerprint, reset_stale_parts, select_words
 from .grid import shard as shard_units
@@ -96,6 +99,7 @@ class Results:
     published_median_table: pd.DataFrame = field(default_factory=pd.DataFrame)
     top_bottom: pd.DataFrame = field(default_factory=pd.DataFrame)
     comparison: pd.DataFrame = field(default_factory=pd.DataFrame)  # live_vs_published.parquet
+    framing_contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # D per RM and pair, by adjective
     findings: list[Finding] = field(default_factory=list)  # findings.json: the chapter's answers
 
     @property
@@ -138,6 +142,7 @@ class Results:
             "published_median_table": flat(self.published_median_table),
             "top_bottom": self.top_bottom,
             "comparison": self.comparison,
+            "framing_contrasts": self.framing_contrasts,
         }
 
     def raise_for_failures(self) -> None:
@@ -272,6 +277,7 @@ def _analyse(res: Results, params: Params, words: Words, record: RunRecord) -> N
     with record.timed("analysis"):
         res.medians = tables.category_medians(res.scores)
         res.median_table = tables.median_table(res.medians)
+        res.framing_contrasts = contrast_table(res.medians)
         res.top_bottom = tables.top_bottom_words(res.scores, n=8)
         published = [c for c in params.corpora if c in published_corpora()]
         if published:
@@ -299,6 +305,7 @@ READER_TABLES = (
     "published_median_table",
     "top_bottom",
     "comparison",
+    "framing_contrasts",
 )
 
 

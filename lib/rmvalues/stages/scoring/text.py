@@ -14,6 +14,7 @@ from ...models.registry import ModelSpec
 
 __all__ = [
     "MARKDOWN_KEYS",
+    "cluster_numbers",
     "describe_models",
     "failure_message",
     "key_numbers",
@@ -139,6 +140,25 @@ def _expected_rank(results: Any) -> str:
     return ", ".join(f"{(k + 1) / 2:g} ({c})" for c, k in n.items())
 
 
+def cluster_numbers(contrasts: pd.DataFrame) -> dict[str, str]:
+    """What the framing contrasts compare (the first row of :func:`~rmvalues.stages.scoring.findings.
+    contrast_table`; every RM of a run has the same prompts): ``n_adjectives`` (``3 positive and 3
+    negative``), ``n_contrast_prompts``, ``n_splits`` and ``p_min`` of the exact split test; ``n/a`` without
+    contrasts."""
+    from ...core.display import pvalue
+
+    keys = ("n_adjectives", "n_contrast_prompts", "n_splits", "p_min")
+    if contrasts.empty:
+        return dict.fromkeys(keys, "n/a")
+    r = contrasts.iloc[0]
+    return {
+        "n_adjectives": f"{int(r['n_positive'])} positive and {int(r['n_negative'])} negative",
+        "n_contrast_prompts": str(int(r["n_prompts"])),
+        "n_splits": str(int(r["n_splits"])) if r["n_splits"] else "n/a",
+        "p_min": pvalue(r["p_min"]),
+    }
+
+
 def key_numbers(results: Any) -> dict[str, str]:
     """The numbers the chapter's prose cites, as text to glue (every key always present; ``n/a`` where the
     run has no such number, e.g. no published scores for its corpora or no RM scored on words)."""
@@ -175,6 +195,7 @@ def key_numbers(results: Any) -> dict[str, str]:
         "n_compared": str(comp["model"].nunique()) if not comp.empty else "0",
         "live_published_rho": number(float(comp["median_spearman"].median())) if not comp.empty else "n/a",
     }
+    out.update(cluster_numbers(results.framing_contrasts))
     answers = [f.answer for f in results.findings]
     out["framing_findings"] = " ".join(answers) or (
         "n/a (computed for at most three RMs scored on a Big Two corpus; the statistics chapter compares more)"
