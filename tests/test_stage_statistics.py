@@ -506,7 +506,9 @@ def test_rm_contrasts_with_more_than_two_categories():
     # reason recorded
     assert not side["method"].str.startswith("random slopes").any()
     (note,) = slope_fits["note"]
-    assert slope_fits["status"].tolist() == ["not fitted"] and "the same SE" in note and "21 parameters" in note
+    assert (
+        slope_fits["status"].tolist() == ["not fitted"] and "the same SE" in note and "21 parameters" in note
+    )
 
 
 def test_paper_coding_on_the_released_big_two_scores(corpora_results):
@@ -598,7 +600,9 @@ def test_run_on_live_scores_with_one_rm_per_family(tmp_path):
     assert "at least 2 RMs per family" in text.describe_random_slopes(res.slope_fits)
     assert "cannot be tested at this n" in text.describe_panels(res.panels, "toy")
     summary = text.describe_summary(res)
-    assert "Leave-one-RM-out: skipped" in summary and "inconclusive" not in summary.replace("0 inconclusive", "")
+    assert "Leave-one-RM-out: skipped" in summary and "inconclusive" not in summary.replace(
+        "0 inconclusive", ""
+    )
     for md in (
         text.describe_coding(res.coding, res.three_way, res.params.framing_reference),
         text.describe_confounds(res.scores, res.families),
@@ -643,6 +647,7 @@ KEY_NUMBERS = {
     "bigtwo_within_lineages", "bigtwo_lineage_ols", "n_lineages", "bigtwo_power", "bigtwo_power_half",
     "bigtwo_rms_needed", "bigtwo_rms_needed_half", "power_sizes", "power_target", "bigtwo_crossed_ci",
     "bigtwo_rm_only_ci", "bigtwo_word_only_ci", "bigtwo_crossed_reading", "n_crossed",
+    "r_status", "bigtwo_family_tests", "bigtwo_three_way_tests", "r_coef_agreement",
 }  # fmt: skip
 
 

@@ -206,9 +206,54 @@ def _crossed(res: Any) -> dict[str, str]:
     return out
 
 
+def _term_tests(r: Any) -> str:
+    """One fixed effect's z test and its small-sample t tests, in words."""
+    text = f"{number(r.coef, 1)} ranks (SE {number(r.se, 1)}): p {pvalue(r.p_z)} against the normal (statsmodels)"
+    if pd.notna(r.r_df):
+        text += (
+            f"; t {number(r.r_t, 2)} on {r.r_df:.0f} df, p {pvalue(r.r_p)} (R's nlme, as the paper); "
+            f"Satterthwaite {number(r.satterthwaite_df, 1)} df, p {pvalue(r.satterthwaite_p)} (lmerTest)"
+        )
+    else:
+        text += (
+            f"; t on {r.df_containment:.0f} df (nlme's rule, computed here), p {pvalue(r.p_t_containment)}"
+        )
+    return text
+
+
+def _small_sample(res: Any) -> dict[str, str]:
+    out = dict.fromkeys(["r_status", "bigtwo_family_tests", "bigtwo_three_way_tests", "r_coef_agreement"], NA)
+    st = res.r_status
+    versions = st.get("versions", {})
+    if st.get("r") == "fitted":
+        r_version = str(versions.get("r_version", "")).removeprefix("R version ").split(" ")[0]
+        out["r_status"] = (
+            f"fitted in R {r_version} (nlme {versions.get('nlme_version')}, lmerTest "
+            f"{versions.get('lmertest_version')}) in {st.get('seconds', float('nan')):.1f} s"
+        )
+    elif st:
+        out["r_status"] = (
+            f"not fitted in R ({st.get('r')}: {st.get('note')}); the df below follow nlme's rule"
+        )
+    tab = res.small_sample
+    rows = tab[tab["corpus"] == _big2(res)] if not tab.empty else tab
+    if rows.empty:
+        return out
+    fam = rows[rows["term"].str.fullmatch(r"family\[T\.[^\]]+\]")]
+    three = rows[rows["term"].str.count(":") == 2]
+    if len(fam):
+        out["bigtwo_family_tests"] = _term_tests(next(fam.itertuples()))
+    if len(three):
+        out["bigtwo_three_way_tests"] = _term_tests(next(three.itertuples()))
+    diff = tab["max_abs_coef_diff"].max()
+    if pd.notna(diff):
+        out["r_coef_agreement"] = f"{diff:.1e}"
+    return out
+
+
 def numbers(res: Any) -> dict[str, str]:
     """Every key of the robustness sections (see the module docstring)."""
     out: dict[str, str] = {}
-    for part in (_curve, _separation, _lineage, _power, _crossed):
+    for part in (_curve, _separation, _lineage, _power, _crossed, _small_sample):
         out |= part(res)
     return out

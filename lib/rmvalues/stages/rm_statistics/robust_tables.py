@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ...core.display import interval, number, pvalue, reader_table
+from .tables import readable_term
 
 
 def _where(df: pd.DataFrame) -> pd.Series:
@@ -144,5 +145,24 @@ def tokenizers_table(tokenizers: pd.DataFrame) -> pd.DataFrame:
             "one-token words": [
                 f"{a} of {b}" for a, b in zip(df["n_single_token"], df["n_words"], strict=True)
             ],
+        }
+    ).reset_index(drop=True)
+
+
+def small_sample_reader(table: pd.DataFrame) -> pd.DataFrame:
+    """The family terms of the paper's model (pooled analyses): the coefficient and SE, statsmodels' z p,
+    and the t tests of R's nlme (containment df) and lmerTest (Satterthwaite df)."""
+    df = table[table["term"].str.contains("family")]
+    return pd.DataFrame(
+        {
+            "corpus": df["corpus"],
+            "term": df["term"].map(readable_term),
+            "coef (ranks)": df["coef"].map(lambda x: number(x, 1)),
+            "SE": df["se"].map(lambda x: number(x, 1)),
+            "p (z)": df["p_z"].map(pvalue),
+            "df (nlme)": df["r_df"].map(lambda x: "n/a" if pd.isna(x) else f"{x:.0f}"),
+            "p (t, nlme)": df["r_p"].map(pvalue),
+            "df (Satterthwaite)": df["satterthwaite_df"].map(lambda x: number(x, 1)),
+            "p (t, Satterthwaite)": df["satterthwaite_p"].map(pvalue),
         }
     ).reset_index(drop=True)

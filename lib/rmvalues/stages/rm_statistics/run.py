@@ -40,7 +40,7 @@ from ...stats import (
     rank_scores,
 )
 from ...stats.specification import CurveRule
-from . import analysis, design, lineage, rm_level, specification
+from . import analysis, design, lineage, rm_level, small_sample, specification
 from .findings import findings as chapter_findings
 from .params import LIVE_SCORES, Params
 
@@ -88,6 +88,8 @@ class Results:
     power: pd.DataFrame = field(default_factory=pd.DataFrame)  # power.csv
     power_needed: pd.DataFrame = field(default_factory=pd.DataFrame)  # power_needed.csv
     crossed: pd.DataFrame = field(default_factory=pd.DataFrame)  # crossed.csv
+    small_sample: pd.DataFrame = field(default_factory=pd.DataFrame)  # mixed_model_small_sample.csv
+    r_status: dict = field(default_factory=dict)  # whether the paper's model was fitted in R, and how
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -173,6 +175,8 @@ def _paper_analysis(res: Results, record: RunRecord) -> None:
         res.levels = analysis.coding_levels(res.medians, p.framing_reference)
         res.mixed, res.fits = analysis.mixed_models(res.medians, res.families, res.levels)
         res.coding = analysis.coding_table(res.fits)
+    with record.timed("small_sample_tests"):
+        res.small_sample, res.r_status = small_sample.small_sample_table(res.fits, res.medians, res.families)
     with record.timed("panel_tests"):
         res.panels = analysis.panel_tests(res.medians, res.families, p.n_permutations, p.n_bootstrap, p.seed)
         res.split = analysis.split_vs_pooled(res.panels)
@@ -283,6 +287,7 @@ READER_TABLES = {
     "lineage_sources": "lineage_sources",
     "lineage_within": "lineage_within",
     "lineage_adjusted": "lineage_adjusted",
+    "mixed_model_small_sample": "small_sample",
     "power": "power",
     "power_needed": "power_needed",
     "crossed": "crossed",
@@ -311,6 +316,7 @@ def _write(res: Results, record: RunRecord) -> None:
             "unlabelled_words": res.unlabelled_words,
             "coding": {f: {"reference": lv[0], "levels": lv} for f, lv in res.levels.items()},
             "loo_skipped": res.loo_skipped,
+            "r_fit": res.r_status,
             "rms": sorted(res.scores["model"].unique()),
             "n_scores": len(res.scores),
         }
@@ -340,6 +346,7 @@ def _write(res: Results, record: RunRecord) -> None:
     record.write_csv(res.lineage_sources, "lineage_sources.csv")
     record.write_csv(res.lineage_within, "lineage_within.csv")
     record.write_csv(res.lineage_adjusted, "lineage_adjusted.csv")
+    record.write_csv(res.small_sample, "mixed_model_small_sample.csv")
     record.write_csv(res.power, "power.csv")
     record.write_csv(res.power_needed, "power_needed.csv")
     record.write_csv(res.crossed, "crossed.csv")
