@@ -23,9 +23,9 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: all setup browser run chapter book test lint format bench bench-gpu toc clean distclean
+.PHONY: all setup browser rstats run chapter book test lint format bench bench-gpu toc clean distclean
 
-all: setup browser run book ## main job: every chapter on the embedded default, then the book (checked)
+all: setup browser rstats run book ## main job: every chapter on the embedded default, then the book (checked)
 
 setup: $(VENV)/.installed ## create .venv from the pinned requirements (idempotent)
 
@@ -42,6 +42,16 @@ browser: ## headless Chromium for the book check (Debian package)
 	  echo "installing Debian chromium (book check)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "WARNING: could not install chromium; the browser test will be skipped"; }
+
+# R with nlme and lmerTest (Debian packages, without their recommends), for the tests that cross-check the
+# Python mixed model against the paper's nlme::lme; installed only when Rscript or a package is missing.
+RSTATS_CHECK := Rscript --vanilla -e 'suppressPackageStartupMessages({library(nlme); library(lmerTest)})'
+rstats: ## R with nlme and lmerTest for the mixed-model cross-check (Debian packages)
+	@{ command -v Rscript >/dev/null 2>&1 && $(RSTATS_CHECK) >/dev/null 2>&1; } || { \
+	  echo "installing Debian R with nlme and lmerTest (mixed-model cross-check)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	     -o DPkg::Lock::Timeout=300 r-base-core r-cran-nlme r-cran-lmertest >/dev/null) \
+	  || echo "WARNING: could not install R (nlme, lmerTest); the R cross-check tests will be skipped"; }
 
 run: setup ## run all stages (PROFILE=default|tiny|full)
 	$(BIN)/python -m rmvalues run --profile $(PROFILE)
@@ -68,7 +78,7 @@ format: setup
 	$(BIN)/ruff check --fix lib tests benchmarks notebooks
 	$(BIN)/ruff format lib tests benchmarks notebooks
 
-test: setup browser lint ## the test suite
+test: setup browser rstats lint ## the test suite
 	$(BIN)/python -m pytest -q
 
 bench: setup ## performance benchmarks on the CPU (side by side with the naive approach)

@@ -63,7 +63,7 @@ from .prompts import (
     with_cluster,
 )
 from .ranks import FRAMINGS, POINT_KEY, RANK_KEY, all_median_ranks, median_ranks, rank_scores
-from .rcheck import R_PACKAGES, R_TIMEOUT_S, RFit, fit_paper_model_r, r_available, r_term_name
+from .rcheck import NLME_NO_EM, R_PACKAGES, R_TIMEOUT_S, RFit, fit_paper_model_r, r_available, r_term_name
 from .twogroup import (
     bootstrap_ci,
     check_families,
@@ -131,6 +131,7 @@ __all__ = [
     "OPTIMIZERS",
     "POINT_KEY",
     "RANK_KEY",
+    "NLME_NO_EM",
     "R_PACKAGES",
     "R_TIMEOUT_S",
     "SLOPE_STRUCTURES",

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,11 +35,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "BLAS_THREADS",
     "FACTORS",
+    "FIT_OPTIONS",
     "FRAMINGS",
     "OPTIMIZERS",
     "SLOPE_STRUCTURES",
+    "TIGHT_FIT",
     "MixedFit",
     "cell_contrast",
+    "containment_df",
     "default_formula",
     "design",
     "fit_mixed_model",
@@ -61,6 +65,13 @@ BLAS_THREADS = 1
 #: intercept and one independent random effect per RM and level of every within term, one variance per
 #: term: lme4's ``(1|rm) + (1|rm:category) + (1|rm:framing) + (1|rm:category:framing)``).
 SLOPE_STRUCTURES = ("unstructured", "variance components")
+#: The optimizer options ``MixedLM.fit`` accepts (``fit_options`` of :func:`fit_mixed_model`).
+FIT_OPTIONS = ("gtol", "maxiter", "eps", "maxcor", "ftol", "tol", "disp", "maxls")
+#: A tight fit (``fit_options`` of :func:`fit_mixed_model`) for cross-checks against R: BFGS's gradient
+#: tolerance from statsmodels' 1e-5 down to 1e-10. With the default the RM variance of the paper's model
+#: differs from nlme's by about 1e-4 (relative; coefficients of a balanced design agree anyway), with this
+#: by about 1e-10.
+TIGHT_FIT: Mapping[str, Any] = MappingProxyType({"gtol": 1e-10})
 
 
 @dataclass
@@ -145,12 +156,14 @@ def fit_mixed_model(
     re_formula: str | None = None,
     vc_formula: Mapping[str, str] | None = None,
     structure: str = "random intercept",
+    fit_options: Mapping[str, Any] | None = None,
 ) -> MixedFit:
     """Linear mixed model, by default with a random intercept per RM (statsmodels ``MixedLM``, REML).
 
     Default formula :func:`default_formula` (the paper's ``median_rank ~ family * category * framing``),
     coded by :func:`design` (``levels``: explicit level orders; default R's alphabetical order). The table
     has one row per fixed-effect term: ``term, coef, se, z, p, ci_low, ci_high`` (Wald, 95%).
+    ``fit_options``: options of the optimizers (:func:`fit_with_fallback`), e.g. :data:`TIGHT_FIT`.
     """
     import statsmodels.formula.api as smf
 
@@ -158,7 +171,7 @@ def fit_mixed_model(
     df = design(medians, families, levels)
     formula = formula or default_formula(df)
     model = smf.mixedlm(formula, df, groups=df["rm"], re_formula=re_formula, vc_formula=vc_formula)
-    result, caught, optimizer = fit_with_fallback(model, reml, optimizers)
+    result, caught, optimizer = fit_with_fallback(model, reml, optimizers, fit_options)
     messages = sorted({str(w.message) for w in caught})
     table = _fixed_effects(result)
     finite = bool(table["se"].notna().all() and np.isfinite(table["se"]).all())
@@ -202,20 +215,30 @@ def _fixed_effects(result: Any) -> pd.DataFrame:
 
 
 def fit_with_fallback(
-    model: Any, reml: bool, optimizers: Sequence[str] = OPTIMIZERS
+    model: Any,
+    reml: bool,
+    optimizers: Sequence[str] = OPTIMIZERS,
+    fit_options: Mapping[str, Any] | None = None,
 ) -> tuple[Any, list[warnings.WarningMessage], str]:
     """Fit ``model`` with the first of ``optimizers`` that works: ``(result, warnings, optimizer)``.
+    ``fit_options`` go to ``MixedLM.fit`` (:data:`FIT_OPTIONS`, e.g. :data:`TIGHT_FIT`); another option is
+    a ``ValueError``.
 
     statsmodels' gradient optimizers fail with a singular matrix when the RM variance sits on the boundary
     (0), as with very few prompts; derivative-free optimizers then still find the REML estimate.
     """
     from threadpoolctl import threadpool_limits
 
+    unknown = sorted(set(fit_options or {}) - set(FIT_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"fit_options {unknown} are not options of MixedLM.fit: use only {list(FIT_OPTIONS)}"
+        )
     for optimizer in optimizers:
         with warnings.catch_warnings(record=True) as caught, threadpool_limits(BLAS_THREADS, user_api="blas"):
             warnings.simplefilter("always")
             try:
-                result = model.fit(reml=reml, method=optimizer.split(","))
+                result = model.fit(reml=reml, method=optimizer.split(","), **dict(fit_options or {}))
             except np.linalg.LinAlgError:
                 continue
         return result, list(caught), optimizer
@@ -374,6 +397,50 @@ def cell_contrast(fit: MixedFit, cells: pd.DataFrame, df: float | None = None) -
         out["df"] = float(df)
         out["p_t"] = float(2 * stats.t.sf(abs(z), df)) if df > 0 else float("nan")
     return out
+
+
+def containment_df(fit: MixedFit) -> pd.DataFrame:
+    """nlme's containment ("between/within") degrees of freedom of a random-intercept fit's fixed effects,
+    and their t tests: one row per term, ``term, df, t, p_t`` (``t`` = coef / SE, ``p_t`` two-sided).
+
+    The rule of ``nlme::lme`` (its ``getFixDF``), per design column: a column that varies within some RM
+    is a within-RM term, one constant within every RM (but not overall) a between-RM term, and a column
+    constant overall the intercept. Between-RM terms get ``n_RMs - n_between - 1`` df (the intercept
+    counted among the between-RM parameters), within-RM terms ``n_obs - n_RMs - n_within``, and the
+    intercept the larger of the two (nlme's choice: with the paper's design the within-RM df, not the
+    between-RM df). With 10 RMs, ``family`` gets 8 df.
+    """
+    model = fit.result.model
+    if model.k_re != 1 or model.k_vc != 0 or not np.allclose(model.exog_re, 1.0):
+        raise ValueError(
+            f"containment_df needs a fit with only a random intercept per RM; this one is "
+            f"{fit.structure!r}: refit with fit_mixed_model's default random effects"
+        )
+    X = pd.DataFrame(np.asarray(model.exog, float), columns=model.exog_names)
+    groups = np.asarray(model.groups)
+    n_obs, n_groups = len(X), len(np.unique(groups))
+    first = X.iloc[0].to_numpy()
+    scale = np.where(first == 0, 1.0, np.abs(first))
+    constant = pd.Series(np.all(np.abs(X.to_numpy() - first) / scale < math.sqrt(np.finfo(float).eps), 0))
+    constant.index = X.columns
+    spread = X.groupby(groups).agg(lambda c: c.max() - c.min())
+    within = (spread > 0).any(axis=0) & ~constant
+    between = ~within & ~constant
+    df_between, df_within = n_groups, n_obs - n_groups
+    if not constant.all():
+        df_between -= int(between.sum())
+        df_within -= int(within.sum())
+        if constant.any():
+            df_between -= 1
+        else:
+            df_within += 1
+    df = np.where(within, df_within, df_between).astype(float)
+    df[constant.to_numpy()] = max(df_between, df_within)
+    names = list(fit.result.fe_params.index)
+    t = (fit.result.fe_params / fit.result.bse_fe.loc[names]).to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        p_t = 2 * stats.t.sf(np.abs(t), np.where(df > 0, df, np.nan))
+    return pd.DataFrame({"term": names, "df": df, "t": t, "p_t": p_t})
 
 
 def top_family_terms(table: pd.DataFrame) -> pd.DataFrame:
