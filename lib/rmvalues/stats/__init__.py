@@ -55,6 +55,7 @@ from .prompts import (
     FramingContrast,
     adjective_of,
     cluster_means,
+    contrast_reader_table,
     framing_contrast,
     framing_contrast_prompts,
     framing_contrasts,
@@ -93,6 +94,7 @@ from .units import (
 )
 
 __all__ = [
+    "contrast_reader_table",
     "CrossedResult",
     "MAX_EXACT_SPLITS",
     "POWER_COLUMNS",

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.display import interval, pvalue, reader_table
 from .units import n_splits, split_test
 
 FRAMINGS = ("positive", "negative")
@@ -222,3 +223,33 @@ def framing_contrasts(
              "p_prompts": flat.p, "df_prompts": flat.df}
         )  # fmt: skip
     return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+
+
+def contrast_reader_table(
+    contrasts: pd.DataFrame, categories: Mapping[str, str] | None = None, pair: bool = False
+) -> pd.DataFrame:
+    """Framing contrasts (rows of :func:`framing_contrasts`) for readers: the estimate ``D``, its interval over
+    the adjective means, Welch's p, the exact p over the splits of the adjectives (the smallest it can give in
+    brackets), the adjectives per framing, and the interval and p of the paper's prompt-level analysis.
+    ``categories`` (corpus -> category) keeps one category per corpus (e.g. Communion of the Big Two); ``pair``
+    leads with the ``pair`` column (a chapter comparing pairs of models)."""
+    lead = {"pair": "pair"} if pair else {}
+    if contrasts.empty:
+        return pd.DataFrame(columns=[*lead.values(), "corpus", "category", "D of"])
+    df = contrasts.copy()
+    if categories:
+        keep = df["corpus"].map(categories)
+        df = df[keep.isna() | (df["category"] == keep)]
+
+    def ci(lo: pd.Series, hi: pd.Series) -> list[str]:
+        return [interval(a, b, 1) if pd.notna(a) else "" for a, b in zip(lo, hi, strict=True)]
+
+    df["ci"] = ci(df["ci_low"], df["ci_high"])
+    df["ci_prompts"] = ci(df["ci_low_prompts"], df["ci_high_prompts"])
+    df["exact"] = [f"{pvalue(p)} ({pvalue(m)})" for p, m in zip(df["p_exact"], df["p_min"], strict=True)]
+    df["clusters"] = [f"{int(a)} + {int(b)}" for a, b in zip(df["n_positive"], df["n_negative"], strict=True)]
+    cols = {**lead, "corpus": "corpus", "category": "category", "rm": "D of", "estimate": "D"}
+    cols |= {"ci": "95% CI (adjectives)", "p": "Welch p", "exact": "exact p (smallest)"}
+    cols |= {"clusters": "adjectives (+ / −)", "ci_prompts": "95% CI (prompts, the paper's)"}
+    cols |= {"p_prompts": "p (prompts)"}
+    return reader_table(df, cols, digits=1, pvalues=["p", "p_prompts"])

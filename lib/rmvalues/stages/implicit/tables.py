@@ -3,9 +3,12 @@ column names, rounded numbers and p-values as the book writes them (the full tab
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
 from ...core.display import interval, number, pvalue, reader_table
+from ...stats import contrast_reader_table
 from .findings import BIG2, CATEGORY
 
 __all__ = [
@@ -82,33 +85,11 @@ def anova_table(
     return reader_table(rows, cols, pvalues=["p", "p_clustered"])
 
 
-def framing_contrast_table(contrasts: pd.DataFrame, categories: dict[str, str] | None = None) -> pd.DataFrame:
-    """The framing contrasts ``D`` of each model of a pair and their difference (:func:`~rmvalues.stages.
-    implicit.ranking.pair_framing_contrasts`): the estimate, its interval over the adjective means, Welch's p,
-    the exact p over the splits of the adjectives (the smallest it can give in brackets), the adjectives per
-    framing, and the interval the paper's prompt-level analysis would give. ``categories`` (corpus ->
-    category) keeps one category per corpus (e.g. Communion of the Big Two); others keep every category."""
-    if contrasts.empty:
-        return pd.DataFrame(columns=["pair", "corpus", "category", "D of"])
-    df = contrasts.copy()
-    if categories:
-        keep = df["corpus"].map(categories)
-        df = df[keep.isna() | (df["category"] == keep)]
-    df["ci"] = [
-        interval(lo, hi, 1) if pd.notna(lo) else ""
-        for lo, hi in zip(df["ci_low"], df["ci_high"], strict=True)
-    ]
-    df["ci_prompts"] = [
-        interval(lo, hi, 1) if pd.notna(lo) else ""
-        for lo, hi in zip(df["ci_low_prompts"], df["ci_high_prompts"], strict=True)
-    ]
-    df["exact"] = [f"{pvalue(p)} ({pvalue(m)})" for p, m in zip(df["p_exact"], df["p_min"], strict=True)]
-    df["clusters"] = [f"{int(a)} + {int(b)}" for a, b in zip(df["n_positive"], df["n_negative"], strict=True)]
-    cols = {"pair": "pair", "corpus": "corpus", "category": "category", "rm": "D of", "estimate": "D"}
-    cols |= {"ci": "95% CI (adjectives)", "p": "Welch p", "exact": "exact p (smallest)"}
-    cols |= {"clusters": "adjectives (+ / −)", "ci_prompts": "95% CI (prompts, the paper's)"}
-    cols |= {"p_prompts": "p (prompts)"}
-    return reader_table(df, cols, digits=1, pvalues=["p", "p_prompts"])
+def framing_contrast_table(
+    contrasts: pd.DataFrame, categories: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """The framing contrasts ``D`` of each model of a pair and their difference, for readers (:func:`rmvalues.stats.contrast_reader_table`)."""
+    return contrast_reader_table(contrasts, categories, pair=True)
 
 
 def top_tokens_table(top: pd.DataFrame, which: str = "words only") -> pd.DataFrame:

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ...core.display import interval, pvalue, reader_table
 from ...engine.inputs import Candidate, TemplateSplit, check_inputs, split_template, word_candidates
 from ...models.loading import load_tokenizer
 from ...models.registry import ModelSpec
+from ...stats import contrast_reader_table
 from ...stats.ranks import median_ranks, rank_scores
 from .findings import BIG2, CATEGORY
 
@@ -234,29 +234,5 @@ BIG2_CATEGORY = dict.fromkeys(BIG2, CATEGORY)
 def framing_contrast_table(
     contrasts: pd.DataFrame, categories: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """The framing contrasts ``D`` per RM and of the pair (:func:`~rmvalues.stages.scoring.findings.
-    contrast_table`) for readers: the estimate, its interval over the adjective means, Welch's p, the exact p
-    over the splits of the adjectives (the smallest it can give in brackets), the adjectives per framing and
-    the interval of the paper's prompt-level analysis. ``categories`` (corpus -> category) keeps one category
-    per corpus (e.g. Communion of the Big Two)."""
-    if contrasts.empty:
-        return pd.DataFrame(columns=["corpus", "category", "D of"])
-    df = contrasts.copy()
-    if categories:
-        keep = df["corpus"].map(categories)
-        df = df[keep.isna() | (df["category"] == keep)]
-    df["ci"] = [
-        interval(lo, hi, 1) if pd.notna(lo) else ""
-        for lo, hi in zip(df["ci_low"], df["ci_high"], strict=True)
-    ]
-    df["ci_prompts"] = [
-        interval(lo, hi, 1) if pd.notna(lo) else ""
-        for lo, hi in zip(df["ci_low_prompts"], df["ci_high_prompts"], strict=True)
-    ]
-    df["exact"] = [f"{pvalue(p)} ({pvalue(m)})" for p, m in zip(df["p_exact"], df["p_min"], strict=True)]
-    df["clusters"] = [f"{int(a)} + {int(b)}" for a, b in zip(df["n_positive"], df["n_negative"], strict=True)]
-    cols = {"corpus": "corpus", "category": "category", "rm": "D of", "estimate": "D"}
-    cols |= {"ci": "95% CI (adjectives)", "p": "Welch p", "exact": "exact p (smallest)"}
-    cols |= {"clusters": "adjectives (+ / −)", "ci_prompts": "95% CI (prompts, the paper's)"}
-    cols |= {"p_prompts": "p (prompts)"}
-    return reader_table(df, cols, digits=1, pvalues=["p", "p_prompts"])
+    """The framing contrasts ``D`` per RM and of the pair, for readers (:func:`rmvalues.stats.contrast_reader_table`)."""
+    return contrast_reader_table(contrasts, categories, pair=False)
