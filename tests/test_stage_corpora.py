@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -303,9 +304,27 @@ def test_utf8_bom_is_accepted(tmp_path):
 def test_error_category_typo(tmp_path):
     f = write(tmp_path, "t.csv", "word,cat\nalpha,A\nbeta,Agnecy\n")
     with pytest.raises(
-        CorpusError, match=r"unknown category 'Agnecy' \(e.g. 'beta', line 3\).*Valid categorys?: A, B"
-    ):
+        CorpusError, match=r"unknown category 'Agnecy' \(e.g. 'beta', line 3\).*Valid categories: A, B\. "
+    ) as err:
         D.read_corpus_file(f, spec())
+    assert "categorys" not in str(err.value) and "(categories: or category_map:)" in str(err.value)
+    f = write(tmp_path, "s.csv", "word,cat,sub\nalpha,A,virtue\nbeta,B,vise\n")
+    with pytest.raises(
+        CorpusError, match=r"unknown subcategory 'vise'.*Valid subcategories: virtue, vice\. "
+    ) as err:
+        D.read_corpus_file(f, spec(subcategory_column="sub", subcategories=("virtue", "vice")))
+    assert "subcategorys" not in str(err.value) and "(subcategories: or subcategory_map:)" in str(err.value)
+
+
+def test_error_missing_file_says_relative_to_what(tmp_path):
+    with pytest.raises(
+        CorpusError, match=r"config path: 'data/none.csv', relative to the project root /"
+    ) as err:
+        spec(path="data/none.csv").file()
+    absolute = tmp_path / "none.csv"
+    with pytest.raises(CorpusError, match=rf"config path: '{absolute}'\)\. Fix the path") as err:
+        spec(path=str(absolute)).file()
+    assert "relative to" not in str(err.value)
 
 
 def test_error_empty_word(tmp_path):
@@ -337,6 +356,118 @@ def test_config_entry_errors(tmp_path):
     )
     with pytest.raises(CorpusError, match="unknown setting.*colour"):
         D.registry(cfg)
+
+
+# -- Unicode spellings and files outside the project --------------------------------------------------------
+
+CAFE_NFC, CAFE_NFD = "caf\u00e9", "cafe\u0301"  # one word, two spellings that look the same
+NAIVE_NFD = "nai\u0308ve"
+
+
+@pytest.mark.parametrize("first, second", [(CAFE_NFC, CAFE_NFD), (CAFE_NFD, CAFE_NFC)])
+def test_nfc_and_nfd_spellings_are_one_word_reported_and_scored_once(tmp_path, first, second):
+    f = write(tmp_path, "u.csv", f"word,cat\n{first},A\nalpha,A\n{second},A\n{NAIVE_NFD},B\n")
+    df = D.read_corpus_file(f, spec())
+    assert df["word"].tolist() == [CAFE_NFC, "alpha", CAFE_NFC, "na\u00efve"]  # every word read as NFC
+    assert df["status"].tolist() == ["ok", "ok", "duplicate", "ok"]
+    nfd_line = 2 if first == CAFE_NFD else 4
+    assert (
+        df.loc[df["line"] == nfd_line, "source"].item() == "u.csv (csv): normalised to NFC from 'cafe\\u0301'"
+    )
+    scored = D.scorable(df)
+    assert scored["word"].tolist() == [CAFE_NFC, "alpha", "na\u00efve"]  # scored once, in NFC
+    issues = K.validation_issues(df, tiny_category_threshold=0, declared={})
+    by = {c: g for c, g in issues.groupby("check")}
+    assert set(by) == {"duplicate", "unicode_form", "non_ascii"}
+    dup = by["duplicate"]
+    assert dup["word"].tolist() == [CAFE_NFC]
+    detail = dup["detail"].item()
+    assert detail.startswith("A again on line 4 (u.csv (csv)") and "kept line 2" in detail
+    spelled = {2: "line 2 spells it 'cafe\\u0301' (NFD), line 4 in NFC"}.get(
+        nfd_line, "line 2 spells it in NFC, line 4 'cafe\\u0301' (NFD)"
+    )
+    assert f"kept line 2; {spelled}: two spellings of one word" in detail
+    assert "two spellings of one word, the same once normalised to NFC, scored once" in detail
+    # a word normalised without a twin is reported too, as a respelled entry
+    assert by["unicode_form"]["detail"].tolist() == [
+        "B: spelled 'nai\\u0308ve' (NFD) on line 5; read as its NFC form"
+    ]
+    respelled = K.find_respelled(df)
+    assert respelled[["word", "file_spelling", "line"]].values.tolist() == [
+        [CAFE_NFC, "'cafe\\u0301' (NFD)", nfd_line],
+        ["na\u00efve", "'nai\\u0308ve' (NFD)", 5],
+    ]
+    assert K.corpus_summary(df).set_index("category").loc["A", "duplicates"] == 1
+
+
+def test_nfd_spelling_under_another_label_is_one_word_under_two_labels(tmp_path):
+    f = write(tmp_path, "u.csv", f"word,cat\n{CAFE_NFC},A\n{CAFE_NFD},B\n")
+    df = D.read_corpus_file(f, spec())
+    assert df["word"].tolist() == [CAFE_NFC, CAFE_NFC] and set(df["status"]) == {"ok"}
+    issues = K.validation_issues(df, tiny_category_threshold=0, declared={})
+    assert set(issues["check"]) == {"two_categories", "unicode_form", "non_ascii"}
+    assert "labels A, B (lines 2, 3)" in issues.loc[issues["check"] == "two_categories", "detail"].item()
+
+
+def test_wordfreq_and_published_words_are_already_nfc(mirror):
+    """The NFC form the corpora are scored in is the form of the word list stems expand against and of the
+    paper's released score files, so the published-score join matches word for word."""
+    import unicodedata
+
+    from rmvalues.data import datasets, scores
+
+    words = D.wordlist_words(D.WordList(size=50000))
+    assert all(unicodedata.is_normalized("NFC", w) for w in words)
+    for corpus in scores.published_corpora():
+        name = next(iter(scores.published_score_files(corpus).values()))
+        published = pd.read_parquet(datasets.fetch(name))["response"]
+        assert published.map(lambda w: unicodedata.is_normalized("NFC", w)).all()
+        assert published.map(str.isascii).all()
+
+
+def test_a_corpus_inside_the_project_is_not_outside():
+    assert spec(path="README.md").outside_project() is None
+    assert spec(dataset="paper/corpora/dict_big2_nouns").outside_project() is None
+
+
+def test_a_corpus_outside_the_project_is_recorded_in_the_manifest_and_warned(tmp_path, monkeypatch, mirror):
+    words = write(
+        tmp_path, "mine.csv", f"term,label\nbrave,Agency\n{CAFE_NFD},Communion\n{CAFE_NFC},Communion\n"
+    )
+    cfg = write(
+        tmp_path,
+        "corpora.yaml",
+        "wordlist: {source: wordfreq, lang: en, list: large, size: 1000}\n"
+        f"corpora:\n  mine:\n    path: {words}\n    format: csv\n    word_column: term\n"
+        "    category_column: label\n    categories: [Agency, Communion]\n",
+    )
+    monkeypatch.setattr(D, "config_path", lambda: cfg)
+    assert D.get_spec("mine").outside_project() == words.resolve()
+    params = stage.Params.build(corpora=["mine"], models=[], results_root=str(tmp_path / "results"))
+    res = stage.run(params)
+    out = tmp_path / "results" / "corpora" / "default"
+    manifest = json.loads((out / "manifest.json").read_text())
+    digest = hashlib.sha256(words.read_bytes()).hexdigest()
+    assert manifest["extra"]["outside_project"] == {"mine": {"path": str(words.resolve()), "sha256": digest}}
+    issues = pd.read_parquet(out / "validation.parquet")
+    outside = issues[issues["check"] == "outside_project"]
+    assert outside["corpus"].tolist() == ["mine"] and outside["word"].isna().all()
+    assert (
+        outside["detail"]
+        .item()
+        .startswith(f"read from {words.resolve()} (sha256 {digest}), outside the project")
+    )
+    note = T.outside_project_note(res)
+    assert note.startswith(":::{warning}") and note.endswith(":::")
+    assert (
+        f"corpus **mine** is read from `{words.resolve()}`, outside the project: the book's build depends"
+        in note
+    )
+    # the NFD spelling is the NFC word again: one scored row, reported as a duplicate
+    table = pd.read_parquet(out / "corpora.parquet")
+    assert sorted(table["word"]) == ["brave", CAFE_NFC]
+    assert issues.loc[issues["check"] == "duplicate", "word"].tolist() == [CAFE_NFC]
+    assert (out / "tables" / "respelled.csv").is_file() and len(res.respelled) == 1
 
 
 def test_user_corpus_from_one_file_and_one_entry(tmp_path):
@@ -559,6 +690,9 @@ def test_the_stage_writes_its_tables_and_manifest(tmp_path):
     table = pd.read_parquet(out / "corpora.parquet")
     assert len(table) == len(res.table) and set(table["corpus"]) == {"big2_nouns", "mfd2"}
     assert res.tokens.empty and res.token_summary.empty  # no models: tokenization skipped
+    # corpora from data sets are never outside the project: nothing to record, nothing to warn about
+    assert "outside_project" not in manifest.get("extra", {}) and res.outside.empty
+    assert T.outside_project_note(res) == ""
 
 
 # -- the released corpora ---------------------------------------------------------------------------------

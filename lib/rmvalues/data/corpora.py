@@ -14,6 +14,11 @@
   ``conflicts: drop`` policy). Nothing is ever removed silently: :func:`load_corpus` keeps every row and
   :func:`rmvalues.data.corpus_checks.validation_issues` reports each finding.
 
+Words are normalised to Unicode NFC as a file is read (:mod:`rmvalues.data.word_forms`): two spellings of one
+word (NFC and NFD) are one word, scored once; the second is a ``duplicate`` row, and a spelling that was
+changed is named in ``source``. A ``path:`` corpus outside the project folder is allowed, and reported
+(:meth:`CorpusSpec.outside_project`): the corpora stage records its absolute path and sha256 and warns.
+
 Corpora are registered in ``config/corpora.yaml`` (one entry per corpus: file, format, columns, label rule,
 declared categories, policies); :func:`list_corpora`, :func:`load_corpus`, :func:`load_corpora` read them.
 Validation tables are in :mod:`rmvalues.data.corpus_checks`, frequency and norms in :mod:`rmvalues.data.norms`.
@@ -38,7 +43,7 @@ from ..core import paths
 from ..core.errors import RmvaluesError
 from ..core.files import sha256_file
 from ..core.handoff import StageInput, input_path
-from . import datasets
+from . import datasets, word_forms
 
 #: The table the corpora stage writes (the scored rows, annotated): what later stages read.
 CORPORA_TABLE = "corpora.parquet"
@@ -110,11 +115,21 @@ class CorpusSpec:
         assert self.path is not None
         p = paths.resolve(self.path)
         if not p.is_file():
+            relative = "" if Path(self.path).expanduser().is_absolute() else ", relative to the project root "
             raise CorpusError(
-                f"corpus {self.name!r}: file {p} does not exist (config path: {self.path!r}, relative to the "
-                f"project root {paths.project_root()}). Fix the path in config/corpora.yaml."
+                f"corpus {self.name!r}: file {p} does not exist (config path: {self.path!r}"
+                f"{relative and relative + str(paths.project_root())}). Fix the path in config/corpora.yaml."
             )
         return p
+
+    def outside_project(self) -> Path | None:
+        """The absolute path of a ``path:`` corpus file that lies outside the project folder (symbolic links
+        resolved), else None: the book then depends on a file the repository does not hold. Data sets are
+        never outside: their sha256 is pinned in ``config/datasets.yaml``."""
+        if self.dataset:
+            return None
+        p = self.file().resolve()
+        return None if p.is_relative_to(paths.project_root().resolve()) else p
 
     def sha256(self) -> str:
         """sha256 of the corpus file, for manifests."""
@@ -400,10 +415,11 @@ def _check_declared(
     for value in pd.unique(bad):
         hit = df[df[column] == value].iloc[0]
         examples.append(f"{value!r} (e.g. {hit['word']!r}, line {hit['line']})")
+    plural = "categories" if column == "category" else "subcategories"
     raise CorpusError(
-        f"{file}: unknown {column} {', '.join(examples)} in corpus {spec.name!r}. Valid {column}s: "
+        f"{file}: unknown {column} {', '.join(examples)} in corpus {spec.name!r}. Valid {plural}: "
         f"{', '.join(valid)}. Fix the typo in the file, or declare the {column} in config/corpora.yaml "
-        f"({'categories' if column == 'category' else 'subcategories'}: or {column}_map:)."
+        f"({plural}: or {column}_map:)."
     )
 
 
@@ -476,7 +492,11 @@ def read_corpus_file(
     records = _READERS[spec.format](text, file, spec)
     df = _labels(records, spec, file)
     base = f"{file.name} ({spec.format})"
-    df["source"] = base
+    nfc = df["word"].map(word_forms.normalise)
+    df["source"] = [
+        base if w == n else word_forms.spelling_source(base, w) for w, n in zip(df["word"], nfc, strict=True)
+    ]
+    df["word"] = nfc
     df["entry"] = "word"
     df["stem"] = None
     wild = df["word"].map(is_wildcard)
@@ -509,7 +529,7 @@ def read_corpus_file(
                     **row.to_dict(),
                     "entry": "stem",
                     "stem": stem,
-                    "source": f"{base}: wildcard stem, {len(hits)} expansions ({how})",
+                    "source": f"{row['source']}: wildcard stem, {len(hits)} expansions ({how})",
                 }
             )
             for w in hits:

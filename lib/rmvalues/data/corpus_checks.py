@@ -1,16 +1,19 @@
-"""Validation of corpora: duplicates, words under two labels, empty or tiny categories, wildcard stems and
-their expansions, multi-word and non-ASCII entries (tables over the corpus model of
-:mod:`rmvalues.data.corpora`). :func:`validation_issues` collects every finding as one row."""
+"""Validation of corpora: duplicates (two Unicode spellings of one word included), words under two labels,
+empty or tiny categories, wildcard stems and their expansions, multi-word, non-ASCII and respelled entries,
+corpus files outside the project (tables over the corpus model of :mod:`rmvalues.data.corpora`).
+:func:`validation_issues` collects every finding as one row."""
 
 from __future__ import annotations
 
+import os
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from . import word_forms
 from .corpora import CorpusError, label_text, registry, scorable
 
 #: Columns of an issue table (:func:`validation_issues`).
@@ -31,6 +34,27 @@ def find_duplicates(corpus: pd.DataFrame) -> pd.DataFrame:
     return merged[
         ["corpus", "word", "category", "subcategory", "line", "source", "line_kept", "source_kept"]
     ].reset_index(drop=True)
+
+
+def find_respelled(corpus: pd.DataFrame) -> pd.DataFrame:
+    """Entries whose spelling in the file was not Unicode NFC: ``word`` is the NFC form they are read (and
+    scored) as, ``file_spelling`` the file's, code points escaped (e.g. ``'cafe\\u0301' (NFD)``)."""
+    spelling = corpus["source"].map(lambda s: word_forms.file_spelling(s) if isinstance(s, str) else None)
+    out = corpus.loc[spelling.notna(), ["corpus", "word", "category", "subcategory", "line", "status"]].copy()
+    out.insert(2, "file_spelling", spelling[spelling.notna()].map(word_forms.describe))
+    return out.reset_index(drop=True)
+
+
+def find_outside_project(names: Iterable[str], config: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """The corpora of ``names`` whose file lies outside the project folder: ``corpus, path`` (absolute)
+    ``, sha256``. The book's build then depends on a file the repository does not hold."""
+    reg = registry(config)
+    rows = []
+    for name in names:
+        path = reg[name].outside_project()
+        if path is not None:
+            rows.append({"corpus": name, "path": str(path), "sha256": reg[name].sha256()})
+    return pd.DataFrame(rows, columns=["corpus", "path", "sha256"])
 
 
 def find_cross_category(corpus: pd.DataFrame) -> pd.DataFrame:
@@ -143,25 +167,75 @@ def find_non_ascii(corpus: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def validation_issues(
-    corpus: pd.DataFrame,
-    *,
-    tiny_category_threshold: int = 10,
-    declared: Mapping[str, Sequence[str]] | None = None,
-) -> pd.DataFrame:
-    """All findings as issue rows ``corpus, word, check, detail`` (the content of ``validation.parquet``).
+def _spelling_note(dup: pd.Series) -> str:
+    """How a duplicate's two rows were spelled in the file, in line order, when either was normalised
+    (``"; line 2 spells it 'cafe\\u0301' (NFD), line 4 in NFC: ..."``; else empty)."""
+    rows = sorted([(dup["line"], dup["source"]), (dup["line_kept"], dup["source_kept"])], key=lambda r: r[0])
+    spellings = [word_forms.file_spelling(s) if isinstance(s, str) else None for _, s in rows]
+    if not any(spellings):
+        return ""
+    (first, _), (second, _) = rows
+    a, b = (word_forms.describe(s) if s else f"in {word_forms.FORM}" for s in spellings)
+    return (
+        f"; line {first} spells it {a}, line {second} {b}: two spellings of one word, the same once "
+        f"normalised to {word_forms.FORM}, scored once"
+    )
 
-    Checks: ``duplicate``, ``two_categories``, ``empty_category``, ``tiny_category``, ``wildcard_stem``,
-    ``stem_without_expansions``, ``multi_word``, ``non_ascii``. Category-level rows have ``word`` = None.
-    """
+
+def _unicode_rows(corpus: pd.DataFrame, duplicates: pd.DataFrame) -> list[dict[str, Any]]:
+    """Duplicate rows (with their spellings where they differ) and the respelled entries no duplicate
+    names."""
     rows: list[dict[str, Any]] = []
-    for _, r in find_duplicates(corpus).iterrows():
+    covered = set()
+    for _, r in duplicates.iterrows():
+        covered |= {(r["corpus"], r["word"], r["line"]), (r["corpus"], r["word"], r["line_kept"])}
         rows.append(
             {
                 "corpus": r["corpus"],
                 "word": r["word"],
                 "check": "duplicate",
-                "detail": f"{label_text(r)} again on line {r['line']} ({r['source']}); kept line {r['line_kept']}",
+                "detail": f"{label_text(r)} again on line {r['line']} ({r['source']}); kept line {r['line_kept']}"
+                + _spelling_note(r),
+            }
+        )
+    for _, r in find_respelled(corpus).iterrows():
+        if (r["corpus"], r["word"], r["line"]) not in covered:
+            rows.append(
+                {
+                    "corpus": r["corpus"],
+                    "word": r["word"],
+                    "check": "unicode_form",
+                    "detail": f"{label_text(r)}: spelled {r['file_spelling']} on line {r['line']}; read as its "
+                    f"{word_forms.FORM} form",
+                }
+            )
+    return rows
+
+
+def validation_issues(
+    corpus: pd.DataFrame,
+    *,
+    tiny_category_threshold: int = 10,
+    declared: Mapping[str, Sequence[str]] | None = None,
+    outside: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """All findings as issue rows ``corpus, word, check, detail`` (the content of ``validation.parquet``).
+
+    Checks: ``duplicate`` (two Unicode spellings of one word included), ``unicode_form`` (an entry not in
+    NFC, normalised, that duplicates nothing), ``two_categories``, ``empty_category``, ``tiny_category``,
+    ``wildcard_stem``, ``stem_without_expansions``, ``multi_word``, ``non_ascii``, and ``outside_project``
+    for each corpus of ``outside`` (:func:`find_outside_project`). Category- and corpus-level rows have
+    ``word`` = None.
+    """
+    rows = _unicode_rows(corpus, find_duplicates(corpus))
+    for _, r in (outside if outside is not None else pd.DataFrame()).iterrows():
+        rows.append(
+            {
+                "corpus": r["corpus"],
+                "word": None,
+                "check": "outside_project",
+                "detail": f"read from {r['path']} (sha256 {r['sha256']}), outside the project folder: the "
+                "book's build depends on a file the repository does not hold",
             }
         )
     for _, r in find_cross_category(corpus).iterrows():

@@ -2,7 +2,8 @@
 
 ``run(params)`` writes ``corpora.parquet`` (the validated, annotated word lists: the input of every later
 chapter), ``tokenization.parquet``, ``validation.parquet`` and ``balance.parquet``, the chapter's answers ``findings.json`` (for the findings page) and the CSV downloads
-``tables/*.csv``, with a ``manifest.json``.
+``tables/*.csv``, with a ``manifest.json``. A corpus file outside the project folder is recorded in the manifest
+(``extra.outside_project``: its absolute path and sha256) and reported (``outside_project`` in the validation).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Results:
     word_sets: pd.DataFrame | None
     multiword: pd.DataFrame
     non_ascii: pd.DataFrame
+    respelled: pd.DataFrame  # entries not in Unicode NFC in the file, read (and scored) as their NFC form
+    outside: pd.DataFrame  # corpora read from a file outside the project folder: corpus, path, sha256
     table: pd.DataFrame = field(default_factory=pd.DataFrame)  # corpora.parquet
     coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
     balance: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -73,8 +76,13 @@ def _load_and_validate(params: Params, record: RunRecord) -> Results:
     with record.timed("load"):
         raw = load_corpora(params.corpora, wordlist_size=params.wordlist_size)
     record.add_inputs(input_checksums(params.corpora))
+    outside = checks.find_outside_project(params.corpora)
+    if not outside.empty:
+        record.extra["outside_project"] = outside.set_index("corpus").to_dict("index")
     with record.timed("validate"):
-        issues = checks.validation_issues(raw, tiny_category_threshold=params.tiny_category_threshold)
+        issues = checks.validation_issues(
+            raw, tiny_category_threshold=params.tiny_category_threshold, outside=outside
+        )
         both = {"big2_dictionary", "big2_expanded"} <= set(params.corpora)
         return Results(
             params=params,
@@ -90,6 +98,8 @@ def _load_and_validate(params: Params, record: RunRecord) -> Results:
             word_sets=checks.compare_word_sets(raw, "big2_dictionary", "big2_expanded") if both else None,
             multiword=checks.find_multiword(raw),
             non_ascii=checks.find_non_ascii(raw),
+            respelled=checks.find_respelled(raw),
+            outside=outside,
         )
 
 
@@ -132,6 +142,7 @@ READER_TABLES = (
     "stems",
     "multiword",
     "non_ascii",
+    "respelled",
     "coverage",
     "token_summary",
     "token_share",

@@ -111,3 +111,22 @@ def stems_note(results: Any) -> str:
         "it: short stems pull in unrelated words and overlapping stems put some words under both categories "
         "({numref}`tbl-corpora-stems`)."
     )
+
+
+def outside_project_note(results: Any) -> str:
+    """A warning for each corpus read from a file outside the project folder (empty when there is none): the
+    book's build then depends on a file the repository does not hold. The manifest records the file's path
+    and sha256."""
+    if results.outside is None or results.outside.empty:
+        return ""
+    lines = [
+        f"- corpus **{r['corpus']}** is read from `{r['path']}`, outside the project: the book's build depends "
+        f"on a file the repository does not hold (sha256 `{r['sha256'][:12]}…`, recorded in the run's manifest)."
+        for _, r in results.outside.iterrows()
+    ]
+    return (
+        ":::{warning}\n"
+        + "\n".join(lines)
+        + "\n\nMove the file into the project (e.g. under `data/`) and point its `path:` in `config/corpora.yaml` "
+        "at it, or register it as a data set with its URL and sha256 in `config/datasets.yaml`.\n:::"
+    )
