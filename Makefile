@@ -23,7 +23,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: all setup browser rstats run chapter book test lint format bench bench-gpu toc clean distclean
+.PHONY: all setup browser rstats run chapter book test lint format bench bench-rebuild bench-gpu toc clean distclean
 
 all: setup browser rstats run book ## main job: every chapter on the embedded default, then the book (checked)
 
@@ -83,6 +83,9 @@ test: setup browser rstats lint ## the test suite
 
 bench: setup ## performance benchmarks on the CPU (side by side with the naive approach)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+bench-rebuild: setup ## after make all: unchanged make all with 25 named runs, and with one changed (benchmarks/rebuild.py)
+	$(BIN)/python benchmarks/rebuild.py --runs 25
 
 bench-gpu: setup ## accelerator benchmarks (at most 8 minutes on one GPU): writes benchmarks/results/gpu-*.json
 	$(BIN)/python benchmarks/gpu.py --budget-s 480

@@ -276,12 +276,15 @@ def check_book(
     *,
     screenshots: Path | None = None,
     require_browser: bool = True,
+    browse: set[str] | None = None,
 ) -> list[str]:
     """All problems found in a built book ([] when it is fine).
 
     ``chapter_pages`` are TOC entries (e.g. ``book/generated/corpora``); each must exist, have exactly one H1,
-    show at least one figure and one table, and render in headless Chromium to a non-blank screenshot.
-    Every page's internal links must resolve and no page may load scripts, styles or images from the network.
+    show at least one figure and one table, and render in headless Chromium to a non-blank screenshot
+    (``browse``: only these entries are rendered, e.g. the pages whose HTML changed since the last passing
+    check; None = every chapter page). Every page's internal links must resolve and no page may load
+    scripts, styles or images from the network.
     """
     problems: list[str] = []
     index = html_dir / "index.html"
@@ -314,7 +317,7 @@ def check_book(
         if info.tables == 0:
             problems.append(f"{entry}: no table rendered")
         problems += publication_problems(entry, info)
-        if browser is not None and screenshots is not None:
+        if browser is not None and screenshots is not None and (browse is None or entry in browse):
             screenshots.mkdir(parents=True, exist_ok=True)
             png = screenshots / (entry.replace("/", "_") + ".png")
             try:

@@ -13,6 +13,8 @@ Commands:
   toc                           write _toc.yml (the chapters whose pages exist)
   book                          build the HTML book (Jupyter Book, warnings as errors, offline)
   check-book                    check the built book: chapters, figures, tables, links, no CDN, Chromium
+
+Ctrl-C ends a command with one line saying which run was interrupted and what of it is kept (exit status 130).
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ import yaml
 from ..core import paths
 from ..core.errors import ConfigError, RmvaluesError
 from ..core.files import atomic_write_text
+from ..core.params import run_name_problem
 from ..core.paths import GENERATED, page_name
-from . import runner
+from . import incremental, runner
 from .config import config_path, load_config, read_named_runs, relative, write_named_runs
-from .execution import relabel_pages
+from .execution import RunInterrupted, hold_lock, lock_path, relabel_pages
 from .toc import chapter_pages, write_toc
 
 OPENERS, CLOSERS = "[{(", "]})"
@@ -88,42 +91,71 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_book(root: str | None = None, builder: str = "html") -> int:
-    """Build the book from scratch with warnings as errors, nitpicky, offline; returns the exit code."""
+def build_book(root: str | None = None, builder: str = "html", full: bool = False) -> int:
+    """Build the book with warnings as errors, nitpicky, offline; returns the exit code. Only what changed
+    is rebuilt (:func:`rmvalues.book.incremental.build_plan`: nothing, the changed executed pages, or every
+    page); ``full`` re-reads every page whatever changed."""
     root = root or str(paths.project_root())
     write_toc()
     for page in relabel_pages(load_config()):
         print(f"[label] {page}: its figure and table labels made its own (a page executed before they were)")
+    inputs = incremental.book_inputs(Path(root))
+    plan = incremental.build_plan(Path(root), inputs)
+    mode = "full" if full and builder == "html" else plan.mode
+    if builder != "html":
+        mode = "full"
+    if mode == "skip":
+        print(f"[book] up to date: {plan.reason}; not rebuilt (`python -m rmvalues book --all` rebuilds it)")
+        return 0
+    print(
+        f"[book] {'every page re-read' if mode == 'full' else 'incremental build'}: {plan.reason}", flush=True
+    )
     # jupyter-book 1.x has no `python -m jupyter_book`; use the console script next to this interpreter
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    # --all: every page re-read, so labels and references never come from a stale environment (an
-    # incremental build keeps the old owner of a label when only one of two pages changed)
-    cmd = [str(jupyter_book), "build", root, "--all", "--builder", builder, "-W", "-n", "--keep-going"]
+    flags = ["--all"] if mode == "full" else []
+    cmd = [str(jupyter_book), "build", root, *flags, "--builder", builder, "-W", "-n", "--keep-going"]
     print("$", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=root)
+    code = subprocess.call(cmd, cwd=root)
+    if code == 0 and builder == "html":
+        incremental.record_build(Path(root), inputs)
+    return code
 
 
 def check_built_book(browser: bool = True) -> int:
+    """Check the built book (:func:`rmvalues.book.check.check_book`); Chromium renders only the chapter pages
+    whose HTML changed since the last passing check (``_build/book-check.json``)."""
     from . import check as bookcheck
 
     root = paths.project_root()
     html = root / "_build" / "html"
+    report_path = root / "_build" / "book-check.json"
+    pages = chapter_pages()
+    digests = incremental.html_digests(html, pages)
+    browse = incremental.pages_to_screenshot(report_path, digests)
     problems = bookcheck.check_book(
         html,
-        chapter_pages(),
+        pages,
         screenshots=root / "_build" / "screenshots" if browser else None,
         require_browser=browser,
+        browse=browse,
     )
     for p in problems:
         print(f"book check: {p}", file=sys.stderr)
     shots = root / "_build" / "screenshots"
-    report = bookcheck.book_report(html, chapter_pages(), shots if browser else None)
+    report = bookcheck.book_report(html, pages, shots if browser else None)
+    report |= {"ok": not problems and browser, "html": digests, "rendered": sorted(browse)}
     if html.is_dir():
-        atomic_write_text(root / "_build" / "book-check.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     for page in report["pages"]:
         print("book check: " + ", ".join(f"{k} {v}" for k, v in page.items()))
     if report["pages"]:
         print("book check: totals " + ", ".join(f"{k} {v}" for k, v in report["totals"].items()))
+    if browser:
+        kept = len(pages) - len(browse)
+        print(
+            f"book check: Chromium rendered {len(browse)} page(s)"
+            + (f"; {kept} unchanged since the last passing check" if kept else "")
+        )
     if not problems:
         print(
             f"book check: OK ({html / 'index.html'}; screenshots in _build/screenshots; _build/book-check.json)"
@@ -184,8 +216,10 @@ def promote(stage: str, run_name: str) -> int:
         entry.get("parameters") or {}
     ):
         raise ConfigError(f"{path}: promoting {stage}/{run_name} would not round-trip; add the run by hand")
-    del named[stage][run_name]
-    write_named_runs(named)  # first, so that the config never holds a run twice
+    with runner.named_runs_lock():
+        named = read_named_runs()  # again, under the lock: a run may have saved its entry meanwhile
+        named.get(stage, {}).pop(run_name, None)
+        write_named_runs(named)  # first, so that the config never holds a run twice
     path.write_text(text, encoding="utf-8")
     print(f"{stage}/{run_name} is now a run of {relative(path)}")
     return 0
@@ -224,8 +258,23 @@ def forget(stage: str, run_name: str, drop_results: bool = False) -> int:
             f"{stage}/{run_name} is read by {', '.join(readers)}: forget those first "
             f"(`python -m rmvalues forget STAGE RUN`), or keep it"
         )
-    del named[stage][run_name]
-    write_named_runs(named)
+    stage_dir = paths.results_root() / stage
+    lock = (  # refuses while the run executes (it would write its page back); a name no run can have: none
+        hold_lock(lock_path(stage_dir, run_name), f"{stage}/{run_name}", wait=False, tidy=True)
+        if run_name_problem("run", run_name) is None
+        else contextlib.nullcontext()
+    )
+    with lock:
+        _forget(stage, run_name, drop_results)
+    return 0
+
+
+def _forget(stage: str, run_name: str, drop_results: bool) -> None:
+    """Drop the named run's entry, page and (``drop_results``) results; the caller holds the run's lock."""
+    with runner.named_runs_lock():
+        named = read_named_runs()
+        named.get(stage, {}).pop(run_name, None)
+        write_named_runs(named)
     page = paths.project_root() / GENERATED / f"{page_name(stage, run_name)}.ipynb"
     removed = [relative(page)] if page.is_file() else []
     page.unlink(missing_ok=True)
@@ -238,7 +287,6 @@ def forget(stage: str, run_name: str, drop_results: bool = False) -> int:
     write_toc()
     kept = f"; its results stay in {relative(output)} (--results deletes them)" if output.is_dir() else ""
     print(f"{stage}/{run_name} forgotten: removed its entry{''.join(', ' + r for r in removed)}{kept}")
-    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -274,7 +322,8 @@ def _parser() -> argparse.ArgumentParser:
     p_forget.add_argument("run")
     p_forget.add_argument("--results", action="store_true", help="delete its results folder too")
     sub.add_parser("toc", help="write _toc.yml (the chapters whose pages exist)")
-    sub.add_parser("book", help="build the HTML book into _build/html")
+    p_book = sub.add_parser("book", help="build the HTML book into _build/html (only what changed)")
+    p_book.add_argument("--all", action="store_true", help="re-read every page, whatever changed")
     p_check = sub.add_parser("check-book", help="check _build/html (links, figures, tables, Chromium)")
     p_check.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium pass")
     return parser
@@ -307,8 +356,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(write_toc())
         return 0
     if args.command == "book":
-        return build_book()
+        return build_book(full=args.all)
     return check_built_book(browser=not args.no_browser)
+
+
+#: The exit status after Ctrl-C (128 + SIGINT, as a shell reports an interrupted command).
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,6 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, RmvaluesError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line, no traceback
+        print(interrupted_line(exc), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+def interrupted_line(exc: KeyboardInterrupt) -> str:
+    """The one line Ctrl-C ends a command with: the run interrupted and what of it is kept
+    (:class:`~rmvalues.book.execution.RunInterrupted`), else that no run was being executed."""
+    if isinstance(exc, RunInterrupted) and str(exc):
+        return str(exc)
+    return "interrupted: no run was being executed; the runs that finished are kept"
 
 
 if __name__ == "__main__":

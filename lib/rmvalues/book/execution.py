@@ -14,21 +14,38 @@ and the new ``run.json`` is written. On failure the snapshot's tables are put ba
 tables and manifest stay in place (work a stage can resume from, such as scoring parts or trained cells, is
 kept). A snapshot left by a killed runner is restored before the next execution of that run.
 
+A failed run that had no earlier outputs leaves no empty ``results/<stage>/<run>/`` folder behind.
+
 **Errors surface.** A failure inside a notebook is raised as :class:`RunFailed` with the exception type and
-message the notebook raised and the path of the failed notebook.
+message the notebook raised and the path of the failed notebook. Ctrl-C (in the runner or in the notebook)
+is raised as :class:`RunInterrupted`, whose message is the one line the command line prints: which run was
+interrupted and what of it is kept.
+
+**One writer per run.** :func:`run_lock` holds an OS file lock (``fcntl.flock`` on
+``results/<stage>/.<run>.lock``) for the whole execution of a run, from restoring an interrupted run's snapshot
+to its page, ``run.json`` and named-run entry. A second invocation of the same (stage, run) **waits** with a
+message naming the process that holds it, rather than refusing: ``make all`` and a ``make chapter`` started
+beside it often share an upstream run, and the one that waits then finds it up to date (or re-executes it with
+its own parameters, as one command after the other would) instead of failing the whole command; two different
+runs still run at once, and a run holds one lock at a time, so waits cannot deadlock. The lock dies with its
+process (no stale locks); the lock file is removed on release.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +66,106 @@ Log = Callable[[str], Any]
 
 class RunFailed(RmvaluesError, RuntimeError):
     """A run's notebook raised an exception (the message holds its type, message and the failed notebook)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, or while waiting for its lock; the message is one line: the run and what is kept."""
+
+
+class RunBusy(RmvaluesError, RuntimeError):
+    """Another process holds the lock of a run that a command will not wait for (e.g. ``forget``)."""
+
+
+# -- one writer per run ---------------------------------------------------------------------------------------
+def lock_path(stage_dir: Path, run: str) -> Path:
+    """The lock file of a run: ``<results root>/<stage>/.<run>.lock`` (``stage_dir``: ``<results root>/<stage>``)."""
+    return stage_dir / f".{run}.lock"
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, as its holder wrote it into the lock file ('another process' when unreadable)."""
+    with contextlib.suppress(OSError):
+        text = os.pread(fd, 1000, 0).decode(errors="replace").strip()
+        if text:
+            return text
+    return "another process"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (a released lock file is removed, and a process that
+    waited on the removed file must lock the new one)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _acquire(path: Path, what: str, log: Log, wait: bool) -> int:
+    """An open file descriptor holding the exclusive lock on ``path`` (see :func:`hold_lock`)."""
+    said = False
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the kernels it starts
+        except FileNotFoundError:  # the folder was removed between the two calls: again
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                if not wait:
+                    raise RunBusy(
+                        f"{what} is being executed by {holder}: wait until it finishes (or stop it), then run "
+                        "the same command again"
+                    ) from None
+                if not said:
+                    log(
+                        f"[wait] {what}: being executed by {holder}; waiting until it finishes (Ctrl-C stops)"
+                    )
+                    said = True
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except KeyboardInterrupt:
+                    raise RunInterrupted(
+                        f"interrupted while waiting for {holder} to finish {what}: nothing of it was changed"
+                    ) from None
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_lock(
+    path: Path, what: str, *, log: Log = print, wait: bool = True, tidy: bool = False
+) -> Iterator[None]:
+    """Hold the exclusive OS lock on ``path`` (``fcntl.flock``; the kernel releases it when the process dies, so
+    a killed process leaves no stale lock). Held elsewhere: wait with one message (``wait``), else raise
+    :class:`RunBusy` naming the holder. The lock file holds the holder's pid and command and is removed on
+    release; ``tidy``: its folder too, when that is left empty."""
+    fd = _acquire(path, what, log, wait)
+    try:
+        prog = "python -m rmvalues" if sys.argv[0].endswith("__main__.py") else Path(sys.argv[0]).name
+        command = " ".join([prog, *sys.argv[1:]])[:300]
+        holder = f"pid {os.getpid()} ({command}; since {time.strftime('%H:%M:%S')})"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while held: a process waiting on this file sees it is gone and locks a new one
+        os.close(fd)
+        if tidy:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # only when empty
+
+
+def run_lock(spec: RunSpec, log: Log = print, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+    """The lock of one run (stage, run) for the whole of its execution (see the module docstring)."""
+    return hold_lock(lock_path(spec.output_dir.parent, spec.run), spec.label, log=log, wait=wait, tidy=True)
 
 
 # -- keys and integrity ---------------------------------------------------------------------------------------
@@ -258,6 +375,7 @@ def _papermill(spec: RunSpec, out: str, root: Path) -> None:
             cwd=str(root),
             progress_bar=sys.stderr.isatty(),
             log_output=False,
+            shutdown_kernel="immediate",
         )
     finally:
         for key, value in env_before.items():
@@ -276,9 +394,48 @@ def _failure(spec: RunSpec, exc: BaseException, failed: Path) -> RunFailed:
     )
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C in the runner, or a KeyboardInterrupt the notebook raised (papermill reports it by name)."""
+    return isinstance(exc, KeyboardInterrupt) or getattr(exc, "ename", None) == "KeyboardInterrupt"
+
+
+@contextlib.contextmanager
+def _held_interrupts() -> Iterator[list[int]]:
+    """Ctrl-C held back while a run's state is written or put back, so that a second Ctrl-C cannot leave it half
+    done; the list it yields records the signals that came meanwhile (only the main thread can set handlers)."""
+    came: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    before = signal.signal(signal.SIGINT, lambda signum, _frame: came.append(signum))
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` when it holds no file (empty sub-folders only): a failed new run leaves no trace."""
+    if folder.is_dir() and not any(p.is_file() or p.is_symlink() for p in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _interruption(spec: RunSpec, kept: bool, failed: Path) -> RunInterrupted:
+    """The one line Ctrl-C during a run ends with."""
+    if kept:
+        page = f"{spec.page}.ipynb"
+        what = f"its last good outputs and page are kept ({relative(spec.output_dir)}, {page})"
+    else:
+        what = "it had no earlier outputs, so none are kept"
+    return RunInterrupted(
+        f"interrupted: {spec.label} did not finish; {what}; the notebook as far as it ran: {relative(failed)}"
+    )
+
+
 def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log: Log = print) -> str:
     """Execute one run unless up to date. Returns 'skipped' or 'done'; raises :class:`RunFailed` on failure
-    (the last good outputs and page stay in place)."""
+    (the last good outputs and page stay in place) and :class:`RunInterrupted` on Ctrl-C. The caller holds
+    the run's lock (:func:`run_lock`)."""
     restore_snapshot(spec, log=lambda m: log(m.replace("are kept", "of an interrupted run are restored")))
     if not force and is_up_to_date(spec, config, log):
         log(f"[skip] {spec.label}: up to date ({relative(spec.output_dir)})")
@@ -287,7 +444,7 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log: Log =
     page = root / f"{spec.page}.ipynb"
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     before = read_manifest(spec.output_dir)
-    take_snapshot(spec)
+    kept = take_snapshot(spec) is not None
     running = root / "_build" / "running"
     running.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=running, prefix=f"{page.stem}.", suffix=".ipynb")
@@ -303,24 +460,31 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log: Log =
                 "must record its outputs with rmvalues.core.manifest.RunRecord(...).finish()"
             )
     except BaseException as exc:
+        interrupted = _interrupted(exc)
         failed = root / "_build" / "failed" / f"{page.stem}.ipynb"
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(tmp, failed)
-        restore_snapshot(spec, log)
-        if isinstance(exc, RunFailed | KeyboardInterrupt):
+        with _held_interrupts() as came:
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(tmp, failed)
+            restore_snapshot(spec, (lambda _m: None) if interrupted else log)
+            if before is None:
+                _remove_if_empty(spec.output_dir)
+        if interrupted or came:
+            raise _interruption(spec, kept, failed) from None
+        if isinstance(exc, RunFailed):
             raise
         raise _failure(spec, exc, failed) from None
-    _finish_page(Path(tmp), run_title(spec, config) if spec.run != "default" else None, spec.run)
-    page.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, page)
-    elapsed = round(time.perf_counter() - t0, 1)
-    record = {
-        "key": run_key(spec, config),
-        "page": spec.page,
-        "seconds": elapsed,
-        "parameters": spec.parameters,
-    }
-    atomic_write_bytes(spec.output_dir / RUN_RECORD, json.dumps(record, indent=2, default=str).encode())
-    shutil.rmtree(snapshot_dir(spec), ignore_errors=True)
+    with _held_interrupts():  # the page, run.json, the snapshot's removal: all or none (a late Ctrl-C: done)
+        _finish_page(Path(tmp), run_title(spec, config) if spec.run != "default" else None, spec.run)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, page)
+        elapsed = round(time.perf_counter() - t0, 1)
+        record = {
+            "key": run_key(spec, config),
+            "page": spec.page,
+            "seconds": elapsed,
+            "parameters": spec.parameters,
+        }
+        atomic_write_bytes(spec.output_dir / RUN_RECORD, json.dumps(record, indent=2, default=str).encode())
+        shutil.rmtree(snapshot_dir(spec), ignore_errors=True)
     log(f"[done] {spec.label}: {elapsed} s")
     return "done"

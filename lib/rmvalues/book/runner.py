@@ -22,36 +22,70 @@ selected run the runner
    score). A check that fails only because a planned upstream run has not produced its output yet is
    repeated right before the run;
 4. executes each run unless it is up to date (:mod:`rmvalues.book.execution`: keys, integrity, failures that
-   keep the last good outputs and page, errors that surface).
+   keep the last good outputs and page, errors that surface), holding the run's lock
+   (:func:`~rmvalues.book.execution.run_lock`) from its up-to-date check to its saved named-run entry: a
+   second invocation of the same run waits for the first; other runs go on at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from ..core import paths
 from ..core.errors import ConfigError, ParameterError
 from ..core.handoff import MANIFEST, StageInput, verify
+from ..core.manifest import changed_artefacts
 from ..core.params import INJECTED, run_name_problem
 from .config import RunConfig, RunSpec, load_config, read_named_runs, relative, stage_order, write_named_runs
-from .execution import RUN_RECORD, RunFailed, execute, is_up_to_date, library_digest, run_key
+from .execution import (
+    RUN_RECORD,
+    RunFailed,
+    RunInterrupted,
+    execute,
+    hold_lock,
+    library_digest,
+    run_key,
+    run_lock,
+)
+from .execution import is_up_to_date as outputs_up_to_date
 
 Log = Callable[[str], Any]
 
 __all__ = [
     "RUN_RECORD",
     "RunFailed",
+    "RunInterrupted",
+    "artefacts_changed",
     "check_run",
     "execute",
     "is_up_to_date",
     "library_digest",
+    "named_runs_lock",
     "plan",
     "run",
     "run_key",
     "save_named_runs",
     "validate_plan",
 ]
+
+
+# -- staleness: the execution layer's key and outputs, plus the artefact folders (trained models) --------------
+def artefacts_changed(spec: RunSpec, log: Log = print) -> bool:
+    """Whether a file of a folder the run's manifest lists among its artefacts (a trained model's weights,
+    config or tokenizer) is missing, changed or not recorded: the run is stale (and it is said)."""
+    bad = changed_artefacts(spec.output_dir)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        log(f"[redo] {spec.label}: {shown} changed after the run (checksum mismatch); re-executing")
+    return bool(bad)
+
+
+def is_up_to_date(spec: RunSpec, config: RunConfig, log: Log = print) -> bool:
+    """Up to date (:func:`rmvalues.book.execution.is_up_to_date`: key and outputs) with every artefact file
+    unchanged (:func:`artefacts_changed`)."""
+    return outputs_up_to_date(spec, config, log) and not artefacts_changed(spec, log)
 
 
 # -- planning -------------------------------------------------------------------------------------------------
@@ -275,18 +309,24 @@ def validate_plan(specs: list[RunSpec], config: RunConfig, *, log: Log = print) 
     return deferred
 
 
+def named_runs_lock(log: Log = print) -> contextlib.AbstractContextManager[None]:
+    """The lock of ``named_runs.yaml`` (held while it is read, changed and written back)."""
+    return hold_lock(paths.results_root() / ".named_runs.lock", "the named runs (named_runs.yaml)", log=log)
+
+
 def save_named_runs(config: RunConfig, log: Log = print, only: set[tuple[str, str]] | None = None) -> None:
     """Persist the named runs this plan created or changed (``<results root>/named_runs.yaml``); ``only``:
     just these (stage, run) pairs."""
     todo = sorted(config.changed_named if only is None else config.changed_named & only)
     if not todo:
         return
-    saved = read_named_runs()
-    for stage, run_name in todo:
-        entry = config.stages[stage].runs[run_name]
-        saved.setdefault(stage, {})[run_name] = {"parameters": entry.get("parameters") or {}}
-        log(f"[name] {stage}/{run_name}: named run with parameters {entry.get('parameters') or {}}")
-    write_named_runs(saved)
+    with named_runs_lock(log):  # runs of other stages may save theirs at the same moment
+        saved = read_named_runs()
+        for stage, run_name in todo:
+            entry = config.stages[stage].runs[run_name]
+            saved.setdefault(stage, {})[run_name] = {"parameters": entry.get("parameters") or {}}
+            log(f"[name] {stage}/{run_name}: named run with parameters {entry.get('parameters') or {}}")
+        write_named_runs(saved)
     config.changed_named.difference_update(todo)
 
 
@@ -329,9 +369,11 @@ def run(
         try:
             if spec.label in deferred:
                 check_run(spec)
-            forced = force and (force_dependencies or (spec.stage, spec.run) in asked)
-            status[spec.label] = execute(spec, config, force=forced, log=log)
-            save_named_runs(config, log, only={(spec.stage, spec.run)})
+            with run_lock(spec, log):  # one writer per run: a second invocation waits here
+                forced = force and (force_dependencies or (spec.stage, spec.run) in asked)
+                forced = forced or artefacts_changed(spec, log)
+                status[spec.label] = execute(spec, config, force=forced, log=log)
+                save_named_runs(config, log, only={(spec.stage, spec.run)})
         except Exception as exc:  # report, go on with independent runs, fail at the end
             status[spec.label] = "failed"
             log(

@@ -9,12 +9,22 @@ timings. Usage inside a stage's ``run``::
         ...
     record.add_input("paper/corpora/dict_big2_nouns", sha256)
     record.write_parquet(df, "corpora.parquet")
+    record.add_artefacts("models/my-rm")       # a folder the run keeps (a trained model): every file's sha256
     record.finish()
+
+**Artefacts** are folders a run writes beside its tables and later runs reuse (trained model folders: weights,
+config, tokenizer files). The manifest lists them under ``artefacts`` (``{folder: {file: sha256}}``), apart from
+``outputs``: they are verified before reuse (:func:`changed_artefacts`, and
+:func:`rmvalues.core.handoff.verify_folder` for a run that loads one), but never put back from a snapshot of a
+failed run (a cell trained again by the failed run stays as it is; the old manifest then no longer matches it,
+so the run is stale). Checksums of large files are computed once per file and process (:func:`sha256_cached`:
+keyed by device, inode, size and modification time, so hard links of one base model are read once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -34,6 +44,13 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 MANIFEST = "manifest.json"
+#: The manifest key of the folders a run keeps beside its tables (``{folder: {file: sha256}}``).
+ARTEFACTS = "artefacts"
+#: A file changed less than this many seconds ago is hashed again on every call (its times may not show a
+#: change made within the file system's time resolution).
+SETTLED_S = 2.0
+
+_DIGESTS: dict[tuple[int, int, int, int], str] = {}
 
 #: Packages whose versions every manifest records.
 TRACKED_PACKAGES = (
@@ -107,6 +124,51 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def sha256_cached(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, computed once per process for a file whose device, inode, size and modification
+    time are unchanged (a hard link of an already hashed file is not read again)."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    digest = sha256_file(path)
+    if time.time() - st.st_mtime > SETTLED_S:
+        _DIGESTS[key] = digest
+    return digest
+
+
+def folder_checksums(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """``{relative posix path: sha256}`` of every file under ``folder`` (sorted; {} when it is absent)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {p.relative_to(folder).as_posix(): sha256_cached(p) for p in files}
+
+
+def folder_digest(checksums: dict[str, str]) -> str:
+    """One sha256 of a folder's files (their names and checksums, as :func:`folder_checksums` gives them)."""
+    lines = "".join(f"{name}\t{digest}\n" for name, digest in sorted(checksums.items()))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def folder_changes(folder: str | os.PathLike[str], recorded: dict[str, str]) -> list[tuple[str, str]]:
+    """How a folder's files differ from the checksums recorded for them: ``(file, "missing" | "changed" |
+    "not recorded")`` per differing file, sorted by file ([] when they match)."""
+    folder = Path(folder)
+    files = folder.rglob("*") if folder.is_dir() else []
+    present = {p.relative_to(folder).as_posix() for p in files if p.is_file()}
+    out = []
+    for name in sorted(set(recorded) | present):
+        if name not in present:
+            out.append((name, "missing"))
+        elif name not in recorded:
+            out.append((name, "not recorded"))
+        elif sha256_cached(folder / name) != recorded[name]:
+            out.append((name, "changed"))
+    return out
+
+
 class Timer:
     """Seconds per named step, accumulated (the one timer of the project: stages, runner, manifests).
 
@@ -160,6 +222,7 @@ class RunRecord:
         self.timer = Timer()
         self.extra: dict[str, Any] = {}
         self.outputs: list[str] = []
+        self.artefacts: list[str] = []
         self._t0 = time.perf_counter()
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -218,12 +281,18 @@ class RunRecord:
         """Record a file the stage wrote itself (atomically) into the output folder."""
         self.outputs.append(filename)
 
+    def add_artefacts(self, folder: str) -> None:
+        """Record a folder the run keeps in its output folder (e.g. ``models/<rm>``, a trained model): the
+        manifest lists the sha256 of each of its files under ``artefacts`` when the run finishes."""
+        self.artefacts.append(folder)
+
     def manifest(self) -> dict[str, Any]:
         outputs = {
             name: sha256_file(self.path(name))
             for name in sorted(set(self.outputs))
             if self.path(name).exists()
         }
+        artefacts = {name: folder_checksums(self.path(name)) for name in sorted(set(self.artefacts))}
         return jsonable(
             {
                 "stage": self.stage,
@@ -239,6 +308,7 @@ class RunRecord:
                 "seeds": self.seeds,
                 "inputs": self.inputs,
                 "outputs": outputs,
+                **({ARTEFACTS: artefacts} if artefacts else {}),
                 "timings_s": {**self.timings, "total": round(time.perf_counter() - self._t0, 3)},
                 **({"extra": self.extra} if self.extra else {}),
             }
@@ -255,3 +325,14 @@ def read_manifest(output_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def changed_artefacts(output_dir: str | os.PathLike[str]) -> list[str]:
+    """The files of the artefact folders a run's manifest lists that are missing, changed or not recorded
+    (``"<folder>/<file> (changed)"``, ...; [] when they all match or the manifest lists none)."""
+    manifest = read_manifest(output_dir) or {}
+    out = []
+    for folder, recorded in (manifest.get(ARTEFACTS) or {}).items():
+        changes = folder_changes(Path(output_dir) / folder, recorded)
+        out += [f"{folder}/{name} ({how})" for name, how in changes]
+    return out

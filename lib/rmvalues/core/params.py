@@ -17,6 +17,17 @@ a list of problems; every problem says what is wrong, the valid choices and the 
 
 A stage also declares what it reads from upstream runs (:meth:`StageParams.reads`, see
 :mod:`rmvalues.core.handoff`), as a function of its parameters.
+
+**Bounds from the machine.** A parameter with a cost declares its bound once, as field metadata checked with
+the field (so before any work, and with the other problems): a count of resamples or simulations is a
+``Annotated[int, CountBound(...)]`` (a documented maximum chosen for :data:`TIME_BUDGET`, and at most what fits
+in :data:`MEMORY_SHARE` of this machine's memory at the stated bytes per unit), and torch's CPU threads are
+:data:`Threads` (at most the CPU cores this process may use). The message names the bound and why;
+``python -m rmvalues list`` shows each bound as it stands on this machine.
+
+**Run names** become folder, page and label names: :func:`run_name_problem` accepts ASCII letters, digits,
+``_``, ``-`` and ``.`` only (matched in full: no trailing newline), starting with a letter or digit, without
+``..`` and at most :data:`RUN_NAME_MAX` characters long.
 """
 
 from __future__ import annotations
@@ -24,12 +35,16 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import re
+import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, ValidationError
+from pydantic_core import core_schema
 
 from . import paths
 from .errors import ParameterError
@@ -37,10 +52,32 @@ from .handoff import StageInput
 
 #: Parameters the runner sets for every run (part of every schema).
 INJECTED = ("output_dir", "results_root", "run_name")
-#: Run names: letters, digits, ``_``, ``-``, ``.`` (they become folder and page names).
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Run names: ASCII letters, digits, ``_``, ``-``, ``.``, starting with a letter or digit (they become folder,
+#: page and label names). Use it with ``fullmatch``: ``$`` in a ``match`` would accept a trailing newline.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: The longest run name (folder names, page names ``<stage>--<run>`` and figure labels are built from it).
+RUN_NAME_MAX = 64
+#: A count's documented maximum keeps its part of a chapter within this budget (at the costs its bound states).
+TIME_BUDGET = "about an hour on the development machine (2 CPU cores)"
+#: The share of this machine's memory one count may hold at once (the rest: the data, the models, other jobs).
+MEMORY_SHARE = 0.5
 
-__all__ = ["INJECTED", "RUN_NAME", "StageParams", "param", "run_name_problem"]
+__all__ = [
+    "INJECTED",
+    "MEMORY_SHARE",
+    "RUN_NAME",
+    "RUN_NAME_MAX",
+    "TIME_BUDGET",
+    "Bound",
+    "CountBound",
+    "StageParams",
+    "Threads",
+    "WithinCores",
+    "cpu_cores",
+    "machine_memory",
+    "param",
+    "run_name_problem",
+]
 
 
 def param(default: Any = ..., *, help: str, **constraints: Any) -> Any:
@@ -53,10 +90,159 @@ def param(default: Any = ..., *, help: str, **constraints: Any) -> Any:
 
 
 def run_name_problem(key: str, value: str) -> str | None:
-    """A problem message when ``value`` is not a valid run name, else None."""
-    if isinstance(value, str) and RUN_NAME.match(value):
+    """A problem message when ``value`` is not a valid run name (see :data:`RUN_NAME`), else None."""
+    why = _run_name_flaw(value)
+    if why is None:
         return None
-    return f"{key}={value!r}: give a run name of letters, digits, '_', '-', '.' (e.g. 'default')"
+    return (
+        f"{key}={value!r}: give a run name of 1 to {RUN_NAME_MAX} ASCII letters, digits, '_', '-', '.', "
+        f"starting with a letter or digit, without '..' (e.g. 'default', 'my-corpus'); this one: {why}"
+    )
+
+
+def _run_name_flaw(value: Any) -> str | None:
+    """What is wrong with a run name (it becomes a folder, a page and labels), or None."""
+    if not isinstance(value, str):
+        return f"a run name is a string, not {type(value).__name__}"
+    if not value:
+        return "the name is empty"
+    bad = next((c for c in value if unicodedata.category(c)[0] == "C"), None)
+    if bad is not None:
+        return f"it holds the control or invisible character {bad!r} (U+{ord(bad):04X})"
+    if "/" in value or "\\" in value:
+        return "it holds a path separator"
+    if ".." in value:
+        return "it holds '..'"
+    if len(value) > RUN_NAME_MAX:
+        return f"it is {len(value)} characters long (at most {RUN_NAME_MAX})"
+    other = next((c for c in value if not (c.isascii() and (c.isalnum() or c in "_.-"))), None)
+    if other is not None:
+        name = unicodedata.name(other, "unnamed")
+        return f"it holds {other!r} (U+{ord(other):04X} {name}), not an ASCII letter, digit, '_', '-' or '.'"
+    if RUN_NAME.fullmatch(value) is None:
+        return "it starts with '_', '-' or '.'"
+    return None
+
+
+# -- bounds from the machine ----------------------------------------------------------------------------------
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def machine_memory() -> int:
+    """Bytes of memory this machine gives the process: its physical memory, or its control group's limit when
+    that is lower (a container)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return int(total)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+class Bound:
+    """Field metadata that bounds an integer parameter (``Annotated[int, bound]``): pydantic runs
+    :meth:`problem` after the field's own checks, so a value beyond the bound fails with the other field
+    problems, before any work."""
+
+    def problem(self, name: str, value: int) -> str | None:
+        """What is wrong with ``value`` (naming the bound and why), or None."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The bound as it stands on this machine (for listings)."""
+        raise NotImplementedError
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_after_validator_function(self._validate, handler(source))
+
+    def _validate(self, value: int, info: core_schema.ValidationInfo) -> int:
+        problem = self.problem(info.field_name or "value", value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+@dataclass(frozen=True)
+class CountBound(Bound):
+    """The bound of a count with a cost (resamples, simulations, a batch): at most ``maximum``, chosen for
+    :data:`TIME_BUDGET` at the costs ``why`` states, and, when ``bytes_each`` is given (the memory one unit
+    holds at once, at the largest input the bound assumes), at most what fits in :data:`MEMORY_SHARE` of this
+    machine's memory (:func:`machine_memory`)."""
+
+    maximum: int
+    why: str
+    bytes_each: int = 0
+    per: str = "unit"  # what ``bytes_each`` is the memory of (e.g. "permutation of a panel of 540 points")
+
+    def memory_limit(self) -> int | None:
+        """The largest count whose units fit in the memory share (None: no memory bound)."""
+        if not self.bytes_each:
+            return None
+        return max(1, int(machine_memory() * MEMORY_SHARE) // self.bytes_each)
+
+    def limit(self) -> int:
+        """The largest count accepted on this machine."""
+        memory = self.memory_limit()
+        return self.maximum if memory is None else min(self.maximum, memory)
+
+    def problem(self, name: str, value: int) -> str | None:
+        limit = self.limit()
+        if value <= limit:
+            return None
+        if value > self.maximum:
+            return f"above the bound {name} <= {self.maximum:,} ({self.why}); give {name} <= {limit:,}"
+        share = f"{MEMORY_SHARE:.0%} of this machine's {_gib(machine_memory())} of memory"
+        return (
+            f"would hold about {_gib(value * self.bytes_each)} at once (about {self.bytes_each:,} bytes per "
+            f"{self.per}), more than {share}; give {name} <= {limit:,}"
+        )
+
+    def describe(self) -> str:
+        memory = self.memory_limit()
+        if memory is None or memory >= self.maximum:
+            return f"at most {self.maximum:,} ({self.why})"
+        return (
+            f"at most {self.limit():,} here: {self.bytes_each:,} bytes per {self.per} in {MEMORY_SHARE:.0%} of "
+            f"{_gib(machine_memory())} of memory; at most {self.maximum:,} anywhere ({self.why})"
+        )
+
+
+@dataclass(frozen=True)
+class WithinCores(Bound):
+    """At most the CPU cores this process may use (:func:`cpu_cores`): more threads than cores only wait on
+    each other."""
+
+    def problem(self, name: str, value: int) -> str | None:
+        cores = cpu_cores()
+        if value <= cores:
+            return None
+        return (
+            f"more than the {cores} CPU core(s) this process may use; threads beyond the cores only wait on each "
+            f"other (threads=999 made a 12 s scoring cell take 193 s on 2 cores); give {name} between 0 "
+            f"(torch's default) and {cores}"
+        )
+
+    def describe(self) -> str:
+        return f"at most {cpu_cores()} (the CPU cores this process may use)"
+
+
+#: The ``threads`` field of every stage that sets torch's CPU threads: 0 (torch's default) to the cores
+#: available (``threads: Threads = param(1, help=...)``).
+Threads = Annotated[int, Field(ge=0), WithinCores()]
 
 
 class StageParams(BaseModel):
@@ -135,7 +321,10 @@ class StageParams(BaseModel):
             )
         field = cls.model_fields.get(name)
         hint = f" ({field.description})" if field is not None and field.description else ""
-        return f"{where}={error.get('input')!r}: {error.get('msg')}{hint}"
+        message = str(error.get("msg"))
+        if error.get("type") == "value_error":  # a Bound's message: pydantic's prefix says nothing more
+            message = message.removeprefix("Value error, ")
+        return f"{where}={error.get('input')!r}: {message}{hint}"
 
     # -- stage-level checks and hand-offs (overridden by the stages) ----------------------------------------
     def check(self) -> list[str]:
@@ -189,16 +378,20 @@ class StageParams(BaseModel):
 
     @classmethod
     def describe(cls) -> list[dict[str, Any]]:
-        """One row per parameter: name, type, default, help (for listings)."""
-        return [
-            {
-                "name": name,
-                "type": _type_name(f.annotation),
-                "default": cls.defaults()[name],
-                "help": f.description or "",
-            }
-            for name, f in cls.model_fields.items()
-        ]
+        """One row per parameter: name, type, default, help (for listings; a bounded field's help ends with its
+        bound on this machine)."""
+        rows = []
+        for name, f in cls.model_fields.items():
+            bounds = [m.describe() for m in f.metadata if isinstance(m, Bound)]
+            rows.append(
+                {
+                    "name": name,
+                    "type": _type_name(f.annotation),
+                    "default": cls.defaults()[name],
+                    "help": " ".join([f.description or "", *(f"[{b}]" for b in bounds)]).strip(),
+                }
+            )
+        return rows
 
     @classmethod
     def notebook_cell(cls) -> str:

@@ -8,7 +8,12 @@ reward models and fresh sequence classifiers, and their provenance for manifests
   half folder.
 * ``hub`` sources come from the Hugging Face cache (``HF_HUB_OFFLINE=1``: nothing is downloaded; a model not
   in the cache is a clear :class:`~rmvalues.models.registry.ModelUnavailableError`).
-* ``local`` sources are model folders.
+* ``local`` sources are model folders. One made by a run of this project (a trained RM) is checked against
+  that run's manifest before a stage loads it (:func:`verify_local_model`).
+* A folder that cannot be loaded (a corrupted or truncated file) is a :class:`ModelUnavailableError` naming the
+  model, the folder and the fix (a converted copy: delete the folder, it is converted again; the marker of a
+  conversion records its files' checksums, so the damaged file is named too). :func:`model_info` records the
+  checksums of a local or converted folder's files for the manifest.
 
 Typical use::
 
@@ -37,7 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import paths
+from ..core.errors import RmvaluesError
 from ..core.files import sha256_file
+from ..core.handoff import shown, verify_folder
+from ..core.manifest import folder_changes, folder_checksums, folder_digest
 from .registry import (
     BUILTIN_CHAT_TEMPLATES,
     CHAT_TEMPLATE_CHOICES,
@@ -181,6 +189,7 @@ def _convert_gguf(spec: ModelSpec, target: Path) -> Path:
             "gguf_load_seconds": round(load_s, 1),
             "total_seconds": round(time.perf_counter() - start, 1),
             "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": folder_checksums(tmp),
         }
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if target.exists():  # an invalid leftover (no or wrong marker): we hold the lock
@@ -393,15 +402,82 @@ def _check_architecture(spec: ModelSpec, model: PreTrainedModel) -> None:
         )
 
 
+def damaged_folder_message(spec: ModelSpec, folder: Path, exc: BaseException) -> str:
+    """What a load failure of a model folder means and how to fix it (the damaged file when the conversion
+    marker recorded the checksums)."""
+    error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+    head = f"model {spec.name!r}: its folder {shown(folder)} cannot be loaded ({error})"
+    if spec.source.type == "gguf-package":
+        try:
+            recorded = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8")).get("files")
+        except (OSError, ValueError):
+            recorded = None
+        changes = [
+            f"{name} ({how})"
+            for name, how in folder_changes(folder, recorded or {})
+            if name != MARKER_FILE and how != "not recorded"
+        ]
+        copy = f"{head}. It is the converted copy of {spec.source.gguf_file or 'the GGUF'} in the cache"
+        fix = (
+            f"delete the folder (`rm -r '{folder}'`): the next use converts the model again (about a minute)"
+        )
+        if recorded and not changes:
+            return (
+                f"{copy}; its files still match the checksums of the conversion. If the error persists, {fix}"
+            )
+        why = f": {', '.join(changes)} no longer match the checksums of the conversion" if changes else ""
+        return f"{copy}, and the copy is damaged{why}. Fix: {fix}"
+    if spec.source.type == "hub":
+        return (
+            f"{head}. The Hugging Face cache holds a damaged copy of {spec.hub_id}@{spec.revision}: delete it "
+            "(`huggingface-cli delete-cache`) and download it again with HF_HUB_OFFLINE=0"
+        )
+    return (
+        f"{head}. If a file of the folder is damaged or missing, restore it (registry {spec.registry_file}), "
+        "or run again the stage that wrote it"
+    )
+
+
+@contextlib.contextmanager
+def folder_errors(spec: ModelSpec, folder: Path) -> Iterator[None]:
+    """Turn a failure to read a model folder (a safetensors header, a JSON or tokenizer file, a missing file)
+    into a :class:`ModelUnavailableError` that names the model, the folder and the fix."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except RmvaluesError:
+        raise
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        raise ModelUnavailableError(damaged_folder_message(spec, folder, exc)) from exc
+    except Exception as exc:
+        if type(exc) is not Exception:  # the tokenizers library raises plain Exceptions for broken files
+            raise
+        raise ModelUnavailableError(damaged_folder_message(spec, folder, exc)) from exc
+
+
+def verify_local_model(name: str | ModelSpec) -> dict[str, str]:
+    """Before a stage loads a ``local`` model: when a run of this project made its folder (a trained RM),
+    every file must still match that run's manifest (else :class:`~rmvalues.core.handoff.ArtefactError`
+    naming the file and the run to execute again). Returns the files' checksums as inputs of the reading run
+    (``{}`` for other models)."""
+    spec = get_spec(name)
+    if spec.source.type != "local":
+        return {}
+    folder = paths.resolve(os.path.expandvars(spec.source.path or ""))
+    return verify_folder(folder, f"model {spec.name!r}")
+
+
 def load_tokenizer(name: str | ModelSpec) -> PreTrainedTokenizerBase:
     """The tokenizer of a registered model, with pad token, chat template and padding side applied."""
     from transformers import AutoTokenizer
 
     spec = get_spec(name)
     folder = ensure_local(spec)
-    tok = AutoTokenizer.from_pretrained(
-        str(folder), local_files_only=True, trust_remote_code=spec.trust_remote_code
-    )
+    with folder_errors(spec, folder):
+        tok = AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=spec.trust_remote_code
+        )
     return configure_tokenizer(tok, spec)
 
 
@@ -420,14 +496,15 @@ def _load_model(
     tok = load_tokenizer(spec)
     folder = ensure_local(spec)
     dtype = dtype or spec.dtype
-    model = auto_class.from_pretrained(
-        str(folder),
-        dtype=_torch_dtype(dtype),
-        attn_implementation=spec.attn_implementation,
-        trust_remote_code=spec.trust_remote_code,
-        local_files_only=True,
-        **kwargs,
-    )
+    with folder_errors(spec, folder):
+        model = auto_class.from_pretrained(
+            str(folder),
+            dtype=_torch_dtype(dtype),
+            attn_implementation=spec.attn_implementation,
+            trust_remote_code=spec.trust_remote_code,
+            local_files_only=True,
+            **kwargs,
+        )
     _check_architecture(spec, model)
     _sync_model_with_tokenizer(model, tok, spec)
     model.to(device)
@@ -478,7 +555,11 @@ def model_info(name: str | ModelSpec, dtype: str | None = None) -> dict[str, Any
         info["score_readout"] = spec.score_readout
     if spec.template_date:
         info["template_date"] = spec.template_date
-    info["local_folder"] = str(ensure_local(spec))
+    folder = ensure_local(spec)
+    info["local_folder"] = str(folder)
+    if src.type != "hub":  # a hub snapshot is identified by its pinned revision
+        files = folder_checksums(folder)
+        info.update(folder_sha256=folder_digest(files), files=files)
     return info
 
 
@@ -557,14 +638,15 @@ def load_reward_model(
             ) from None
         raise
     kwargs: dict[str, Any] = {"device_map": device_map} if device_map is not None else {}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(folder),
-        dtype=getattr(torch, dtype or spec.dtype),
-        attn_implementation=spec.attn_implementation,
-        trust_remote_code=spec.trust_remote_code,
-        local_files_only=True,
-        **kwargs,
-    )
+    with folder_errors(spec, folder):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(folder),
+            dtype=getattr(torch, dtype or spec.dtype),
+            attn_implementation=spec.attn_implementation,
+            trust_remote_code=spec.trust_remote_code,
+            local_files_only=True,
+            **kwargs,
+        )
     got = type(model).__name__
     if got != spec.architecture and spec.trust_remote_code:
         log.warning("model %s: registry says %s, remote code loads %s", spec.name, spec.architecture, got)
@@ -587,7 +669,7 @@ def load_sequence_classifier(
 
     spec = get_spec(name)
     folder = ensure_local(spec)
-    with quiet_transformers():
+    with quiet_transformers(), folder_errors(spec, folder):
         model = AutoModelForSequenceClassification.from_pretrained(
             str(folder),
             num_labels=1,

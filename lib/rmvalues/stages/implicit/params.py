@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from ...core.handoff import StageInput
-from ...core.params import StageParams, param, run_name_problem
+from ...core.params import CountBound, StageParams, Threads, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem, list_corpora
 from ...data.prompts import FRAMINGS, framing_of, prompt_ids, prompt_problem, prompts_checksum
 from ...engine.inputs import PROMPT_FORMATS, PromptFormatError, resolve_prompt_format
@@ -43,6 +43,19 @@ DEFAULT_PLANTED = [
 ]
 #: Prompts the validation fine-tune trains on (held out from the evaluation prompts).
 DEFAULT_PLANTED_TRAIN = ["good_world_single", "bad_world_single"]
+#: Bounds checked before any work (:class:`~rmvalues.core.params.CountBound`; times on the development machine,
+#: 2 CPU cores).
+PLANTED_BOOTSTRAP = CountBound(
+    100_000,
+    "the validation's statistics take about 7 ms per replicate on 2 cores: 100,000 take about 12 min",
+    bytes_each=2_000,
+    per="replicate, its drawn prompts and planted words all held at once",
+)
+BATCH = CountBound(
+    1024,
+    "a prompt batch holds batch x vocabulary log-probabilities (1,024 x 262,144 x 4 bytes = 1 GiB for Gemma 3) "
+    "and a continuation batch is capped at 512 positions anyway",
+)
 
 
 def resolve_pairs(
@@ -109,13 +122,13 @@ class Params(StageParams):
         help="reference of the cross-tokenizer validation: one of `models` ('auto' = the first of another "
         "family than planted_model; '' = skip)",
     )
-    planted_bootstrap: int = param(
+    planted_bootstrap: Annotated[int, PLANTED_BOOTSTRAP] = param(
         1000, help="bootstrap replicates of the validation's pass criterion (prompts x planted words)", ge=10
     )
     extra_registry: list[str] = param([], help="more model-registry files (e.g. config/paper_models.yaml)")
-    batch_size: int = param(64, help="continuations (or prompts) per forward pass", ge=1)
+    batch_size: Annotated[int, BATCH] = param(64, help="continuations (or prompts) per forward pass", ge=1)
     device: Literal["auto", "cpu", "cuda"] = param("auto", help="'auto' = cuda when available")
-    threads: int = param(0, help="torch CPU threads (0 = torch's default)", ge=0)
+    threads: Threads = param(0, help="torch CPU threads (0 = torch's default)")
     seed: int = param(0, help="seed of the validation fine-tune", ge=0)
 
     # -- hand-offs ---------------------------------------------------------------------------------------------

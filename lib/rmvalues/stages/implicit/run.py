@@ -39,7 +39,7 @@ from ...data.prompts import prompt_table, prompts_checksum
 from ...data.scores import labels_of
 from ...engine.inputs import resolve_prompt_format
 from ...engine.logprobs import LogProbEngine
-from ...models.loading import load_tokenizer, model_info, quiet_transformers
+from ...models.loading import load_tokenizer, model_info, quiet_transformers, verify_local_model
 from ...models.registry import ModelSpec
 from . import planted
 from .findings import findings as chapter_findings
@@ -216,6 +216,8 @@ def _setup(params: Params, record: RunRecord) -> _Setup:
         torch.set_num_threads(int(params.threads))
     device = params.device if params.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     specs = params.specs()
+    for spec in specs.values():  # a model folder a run made must still match that run's manifest
+        record.add_inputs(verify_local_model(spec))
     families = {m: s.family for m, s in specs.items()}
     table = prompt_table(params.prompts)
     words_table = prompt_table(params.word_prompt_ids())

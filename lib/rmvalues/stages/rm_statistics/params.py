@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pandas as pd
 
 from ...core.handoff import StageInput
-from ...core.params import StageParams, param, run_name_problem
+from ...core.params import CountBound, StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
 from ...data.prompts import prompt_problem, prompts_checksum
 from ...data.scores import published_corpora, published_families, published_inputs, published_rm_table
@@ -16,6 +16,41 @@ from ...data.scores import published_corpora, published_families, published_inpu
 SCORE_CHOICES = ("published", "live", "both")
 #: The scoring stage's output the chapter analyses when ``scores`` is live or both.
 LIVE_SCORES = "scores.parquet"
+
+# Bounds of the resampling counts, checked before any work (:class:`~rmvalues.core.params.CountBound`): times
+# measured on the development machine (2 CPU cores) on the published scores (34 panels of 270 (RM, prompt)
+# points); memory per unit for panels of up to 540 points (e.g. 20 RMs x 27 prompts).
+PERMUTATIONS = CountBound(
+    1_000_000,
+    "p-values resolve to 1e-6, far below any corrected threshold; the panel tests take 0.5 to 1 ms per "
+    "permutation on 2 cores: 1,000,000 take 8 to 15 min",
+    bytes_each=22_000,
+    per="permutation of a panel of 540 points, scipy holding all of a panel's permutations at once",
+)
+BOOTSTRAP = CountBound(
+    200_000,
+    "interval bounds no longer move at their rounding long before; the intervals take under 1 ms per resample "
+    "on 2 cores: 200,000 take about 3 min",
+    bytes_each=10_000,
+    per="resample of a panel of 540 points, all of an interval's resamples held at once",
+)
+NULL_DRAWS = CountBound(
+    50_000,
+    "the null baseline takes 30 to 40 ms per label permutation on 2 cores: 50,000 take 25 to 35 min",
+    bytes_each=5_000,
+    per="label permutation, whose statistics and draws are kept",
+)
+POWER_SIMS = CountBound(
+    100_000,
+    "a simulated power's Monte Carlo error is at most 0.0016 there; about 1.7 ms per simulated study on 2 "
+    "cores: 100,000 take about 3 min",
+    bytes_each=10_000,
+    per="simulated study of up to 200 RMs per family, all studies drawn at once",
+)
+CROSSED_DRAWS = CountBound(
+    20_000,
+    "15 to 30 ms per draw on 2 cores (memory stays flat): 20,000 take 5 to 10 min",
+)
 
 
 class Params(StageParams):
@@ -37,9 +72,9 @@ class Params(StageParams):
         help="reference framing of the models' coding: 'positive' as the paper's script "
         "(levels = c('positive','negative')); 'negative' = R's alphabetical default",
     )
-    n_permutations: int = param(9999, help="permutations of the panel tests", ge=9)
-    n_bootstrap: int = param(2000, help="bootstrap resamples of the intervals", ge=50)
-    n_null: int = param(1000, help="label permutations of the null baseline", ge=10)
+    n_permutations: Annotated[int, PERMUTATIONS] = param(9999, help="permutations of the panel tests", ge=9)
+    n_bootstrap: Annotated[int, BOOTSTRAP] = param(2000, help="bootstrap resamples of the intervals", ge=50)
+    n_null: Annotated[int, NULL_DRAWS] = param(1000, help="label permutations of the null baseline", ge=10)
     seed: int = param(0, help="seed of every resampling", ge=0)
     spec_sign_share: float = param(
         0.95,
@@ -62,15 +97,15 @@ class Params(StageParams):
         gt=0.0,
         le=1.0,
     )
-    n_power_sims: int = param(
-        2000, help="simulated studies per point of the power analysis", ge=200, le=100_000
+    n_power_sims: Annotated[int, POWER_SIMS] = param(
+        2000, help="simulated studies per point of the power analysis", ge=200
     )
     power_sizes: list[int] = param(
         [8, 12, 20],
         help="RMs per family (both families) at which power is simulated, besides the observed counts",
     )
-    n_crossed: int = param(
-        1000, help="draws of the bootstrap that resamples RMs and words together", ge=100, le=20_000
+    n_crossed: Annotated[int, CROSSED_DRAWS] = param(
+        1000, help="draws of the bootstrap that resamples RMs and words together", ge=100
     )
     corpora_run: str = param("default", help="corpora run that supplies the labels, frequency and valence")
     scoring_run: str = param("default", help="scoring run whose scores are analysed (scores: live or both)")

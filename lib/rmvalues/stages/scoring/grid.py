@@ -97,8 +97,11 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "__", name)
 
 
-def model_fingerprint(spec: ModelSpec, params: Params, words: Sequence[str]) -> dict[str, Any]:
-    """What determines a model's scores; parts made under another fingerprint are discarded."""
+def model_fingerprint(
+    spec: ModelSpec, params: Params, words: Sequence[str], files_digest: str | None = None
+) -> dict[str, Any]:
+    """What determines a model's scores; parts made under another fingerprint are discarded. ``files_digest``:
+    the digest of a trained RM's files (a model trained again is scored again)."""
     entry = {k: v for k, v in asdict(spec).items() if k not in ("notes", "registry_file")}
     digest = (
         hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest() if params.candidates == "words" else ""
@@ -110,6 +113,7 @@ def model_fingerprint(spec: ModelSpec, params: Params, words: Sequence[str]) -> 
         "words_sha256": digest,
         "system_prompt": params.system_prompt,
         "chunk_size": params.chunk_size if params.candidates == "vocab" else None,
+        **({"files_sha256": files_digest} if files_digest else {}),
     }
 
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import os
+from typing import Annotated, Any, ClassVar, Literal
 
-from ...core.handoff import StageInput
-from ...core.params import StageParams, param, run_name_problem
+from ...core.handoff import ArtefactError, StageInput, producer
+from ...core.manifest import folder_digest
+from ...core.params import CountBound, StageParams, Threads, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
 from ...data.prompts import prompt_problem, prompts_checksum
-from ...models.loading import availability_problems
-from ...models.registry import DTYPES, RegistryError, entries_used, registry, unknown_models_problem
+from ...models.loading import availability_problems, verify_local_model
+from ...models.registry import (
+    DTYPES,
+    ModelSpec,
+    RegistryError,
+    entries_used,
+    registry,
+    unknown_models_problem,
+)
 
 CANDIDATE_KINDS = ("words", "vocab")
 DTYPE_CHOICES = ("auto", *DTYPES)
@@ -18,6 +27,12 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEFAULT_CHUNK_SIZE = 32768
 #: The file of a training run that registers its trained RMs.
 TRAINING_REGISTRY = "registry.yaml"
+#: The bound of ``batch_size``, checked before any work (:class:`~rmvalues.core.params.CountBound`).
+BATCH = CountBound(
+    16_384,
+    "4 x the automatic batch on a GPU (4,096; 64 on the CPU); the scorer halves a batch that runs out of "
+    "memory, so a larger one only costs failed attempts",
+)
 
 
 class Params(StageParams):
@@ -51,7 +66,7 @@ class Params(StageParams):
         "words", help="score corpus words, or every vocabulary token"
     )
     max_words: int | None = param(None, help="at most this many words per corpus (None: all)", ge=1)
-    batch_size: int = param(0, help="candidates per forward pass (0: automatic)", ge=0)
+    batch_size: Annotated[int, BATCH] = param(0, help="candidates per forward pass (0: automatic)", ge=0)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
         "auto", help="'auto' = the registry's dtype"
     )
@@ -66,9 +81,7 @@ class Params(StageParams):
     system_prompt: str | None = param(
         None, help="system turn before the prompt (None: the template's default)"
     )
-    threads: int = param(
-        1, help="torch CPU threads (1: robust on a shared machine; 0: torch's default)", ge=0
-    )
+    threads: Threads = param(1, help="torch CPU threads (1: robust on a shared machine; 0: torch's default)")
 
     # -- hand-offs ---------------------------------------------------------------------------------------------
     def corpora_input(self) -> StageInput:
@@ -97,11 +110,41 @@ class Params(StageParams):
         return [*files, *self.extra_registry]
 
     def config_used(self) -> dict[str, Any]:
-        """The registry entries of the scored RMs (the training run's included) and the prompts file."""
+        """The registry entries of the scored RMs (the training run's included), the prompts file, and for an
+        RM a run made (a trained RM) the digest of its files as that run's manifest records them (so a model
+        trained again makes this run stale, even when its registry entry is unchanged)."""
         from ...core import paths
 
         files = [f for f in self.registry_files() if paths.resolve(f).is_file()]
-        return {"models": entries_used(self.models, files), "prompts": prompts_checksum()}
+        used: dict[str, Any] = {"models": entries_used(self.models, files), "prompts": prompts_checksum()}
+        made = {}
+        for name, spec in self._specs(files).items():
+            folder = paths.resolve(os.path.expandvars(spec.source.path or ""))
+            run = producer(folder) if spec.source.type == "local" else None
+            if run is not None:
+                made[name] = folder_digest(run.recorded)
+        if made:
+            used["model_files"] = made
+        return used
+
+    def _specs(self, files: list[str]) -> dict[str, ModelSpec]:
+        """The registry entries of the scored RMs that the registry knows ({} when a registry is invalid)."""
+        try:
+            known = registry(extra=files)
+        except RegistryError:
+            return {}
+        return {m: known[m] for m in self.models if m in known}
+
+    def made_model_files(self) -> dict[str, dict[str, str]]:
+        """Per scored RM that a run of this project made (a trained RM): its files' checksums, checked against
+        that run's manifest before any work (:func:`rmvalues.models.loading.verify_local_model`; raises
+        :class:`~rmvalues.core.handoff.ArtefactError` naming the changed file and the run to execute again).
+        Models no run made are left out."""
+        out = {}
+        for name, spec in self._specs(self.registry_files()).items():
+            if files := verify_local_model(spec):
+                out[name] = files
+        return out
 
     def promises(self) -> dict[str, Any]:
         """The base-model families of the scored RMs (the ``family`` column of ``scores.parquet``), from the
@@ -152,6 +195,7 @@ class Params(StageParams):
                 problems.append(problem)
             else:
                 problems += availability_problems(self.models, self.registry_files())
+                problems += self._made_model_problems()
         problems += self._corpus_problems()
         if (p := prompt_problem(self.prompts)) is not None:
             problems.append(p)
@@ -160,6 +204,16 @@ class Params(StageParams):
 
             if not torch.cuda.is_available():
                 problems.append("device='cuda' but no CUDA device is available here; use 'cpu' or 'auto'")
+        return problems
+
+    def _made_model_problems(self) -> list[str]:
+        """Trained RMs whose files no longer match the manifest of the training run that made them."""
+        problems = []
+        for spec in self._specs(self.registry_files()).values():
+            try:
+                verify_local_model(spec)
+            except ArtefactError as exc:
+                problems.append(str(exc))
         return problems
 
     def _corpus_problems(self) -> list[str]:

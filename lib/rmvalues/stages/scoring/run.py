@@ -16,8 +16,14 @@ package turns it into a stage:
   (``candidates="words"``) or a slice of the vocabulary (``candidates="vocab"``, every single token id). Each
   unit is written to ``parts/`` as soon as it is scored, so a rerun resumes; a changed model entry, dtype,
   word list or system prompt discards that model's parts.
+* **Trained RMs are verified first.** An RM whose folder a run made (a training run's trained RM) must still
+  have the files that run's manifest records, before any work (else
+  :class:`~rmvalues.core.handoff.ArtefactError` naming the file and the training run to execute again); their
+  checksums become inputs of this run and part of each model's parts fingerprint, and the manifest's
+  ``models`` record the files' checksums of every local model loaded (the hub revision for hub models).
 * **Failures** are per model (:mod:`.score`): a model that fails to load or score is reported and the others
-  continue; the command line exits with status 1 at the end, the chapter raises after showing the tables.
+  continue; the command line exits with status 1 at the end, the chapter raises after showing the tables,
+  with each failed model's exception.
 * **Sharding.** Under ``accelerate launch --multi_gpu --num_processes N -m rmvalues.stages.scoring ...`` (or
   ``torchrun --nproc_per_node N -m rmvalues.stages.scoring ...``) each process scores ``units[rank::N]`` on its
   own device and process 0 merges after a barrier; the merge is sorted, so the tables do not depend on the
@@ -50,7 +56,7 @@ import pandas as pd
 
 from ...core.findings import Finding, write_findings
 from ...core.handoff import verify
-from ...core.manifest import RunRecord
+from ...core.manifest import RunRecord, folder_digest
 from ...data.corpora import read_corpora_table
 from ...data.prompts import prompt_table, prompts_checksum
 from ...data.scores import empty_scores, labels_of, load_published_scores, published_corpora, published_inputs
@@ -178,7 +184,17 @@ def _read_words(params: Params, record: RunRecord) -> Words:
     return Words(labels, all_labels, sorted(labels["word"].unique()))
 
 
-def _plan(params: Params, words: Words, record: RunRecord, shard_: Shard) -> GridPlan:
+def _made_models(made: dict[str, dict[str, str]], record: RunRecord) -> dict[str, str]:
+    """The verified files of the trained RMs (:meth:`Params.made_model_files`) as inputs of this run; returns
+    the digest of each such model's files (part of its parts fingerprint)."""
+    digests = {}
+    for name, files in made.items():
+        record.add_inputs(files)
+        digests[name] = folder_digest(files)
+    return digests
+
+
+def _plan(params: Params, words: Words, record: RunRecord, shard_: Shard, made: dict[str, str]) -> GridPlan:
     """Resolve the RMs, lay out the grid and (process 0) discard stale parts, then wait for every process."""
     with record.timed("plan"):
         training = params.training_input()
@@ -187,7 +203,9 @@ def _plan(params: Params, words: Words, record: RunRecord, shard_: Shard) -> Gri
         (record.output_dir / PARTS).mkdir(parents=True, exist_ok=True)
         plan = plan_grid(params, params.selected_prompts(), shard_.rank)
         if shard_.is_main:
-            fingerprints = {m: model_fingerprint(s, params, words.words) for m, s in plan.specs.items()}
+            fingerprints = {
+                m: model_fingerprint(s, params, words.words, made.get(m)) for m, s in plan.specs.items()
+            }
             reset_stale_parts(record.output_dir / PARTS, fingerprints)
     shard_.wait()
     return plan
@@ -341,10 +359,12 @@ def run(
     models are in ``results.failures`` (the run does not raise for them).
     """
     shard_ = shard or Shard()
+    made_files = params.made_model_files()  # trained RMs verified before any work (and any output folder)
     record = record or RunRecord.for_params(params)
     with _runtime(params.threads):
+        made = _made_models(made_files, record)
         words = _read_words(params, record)
-        plan = _plan(params, words, record, shard_)
+        plan = _plan(params, words, record, shard_, made)
         res = _score(params, plan, words, record, shard_, progress=progress, after_unit=after_unit)
         shard_.wait()
         if not shard_.is_main:

@@ -63,11 +63,18 @@ def score_counts(scores: pd.DataFrame, units: Mapping[str, int]) -> str:
 
 
 def failure_message(failures: Sequence[Mapping[str, Any]]) -> str:
-    """The error raised at the end of a chapter whose run had failed models."""
+    """The error raised at the end of a chapter whose run had failed models: each failed model with the step
+    and the exception it failed with (the runner shows it on the console)."""
+    first: dict[str, Mapping[str, Any]] = {}
+    for f in failures:
+        first.setdefault(str(f["model"]), f)
+    lines = [
+        f"{name} at {f['step']}" + (f" ({f['prompt_id']})" if f.get("prompt_id") else "") + f": {f['error']}"
+        for name, f in sorted(first.items())
+    ]
     return (
-        "scoring failed for: "
-        + ", ".join(sorted({str(f["model"]) for f in failures}))
-        + " (the other models were scored; see the failure table above)"
+        f"scoring failed for {len(lines)} model(s) (the other models were scored; the failure table above "
+        "has every failure):\n  - " + "\n  - ".join(lines)
     )
 
 

@@ -6,8 +6,9 @@
   (:meth:`rmvalues.data.preferences.PairSelection.subset`).
 * **Resume.** Each cell writes its artifacts into ``<output_dir>/cells/<cell>/`` and its model folder into
   ``<output_dir>/models/<cell>/``, then a ``cell.json`` marker with a key of everything that determines it
-  (:func:`cell_key`: base model, data ids, settings, seed). A rerun skips cells whose marker matches; a cell
-  without marker (interrupted) or with another key is trained again.
+  (:func:`cell_key`: base model, data ids, settings, seed) and the sha256 of every file of the model folder.
+  A rerun skips cells whose marker matches and whose model folder still has those files; a cell without
+  marker (interrupted), with another key, or whose model files were changed or deleted is trained again.
 * **Held-out pairs.** A head-only cell also stores each held-out pair's margin under its final head
   (``eval.parquet``), so accuracy intervals can resample the pairs.
 * **Trajectories.** Every checkpoint after step 0 (step 0 is the randomly drawn head, not a trained RM) is
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.files import atomic_write_bytes, atomic_write_parquet
-from ...core.manifest import Timer
+from ...core.manifest import ARTEFACTS, Timer, folder_changes, folder_checksums, read_manifest
 from ...data import preferences
 from ...data.preferences import PairSelection
 from ...models.loading import load_sequence_classifier
@@ -114,16 +115,31 @@ class CellPaths:
         return self.dir / CELL_MARKER
 
 
-def finished(cell_paths: CellPaths, key: Mapping[str, Any]) -> bool:
-    """Whether a cell's marker exists and matches ``key`` (and its model folder is there)."""
+def finished(
+    cell_paths: CellPaths, key: Mapping[str, Any], recorded: Mapping[str, str] | None = None
+) -> bool:
+    """Whether a cell's marker exists and matches ``key``, and its model folder is there with the files the
+    marker recorded (a marker written before markers recorded them: the files ``recorded`` by the run's last
+    manifest, when it lists them)."""
     try:
         marker = json.loads(cell_paths.marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (
-        marker.get("key") == json.loads(json.dumps(key, default=str))
-        and (cell_paths.model_dir / "config.json").is_file()
-    )
+    if marker.get("key") != json.loads(json.dumps(key, default=str)):
+        return False
+    if not (cell_paths.model_dir / "config.json").is_file():
+        return False
+    files = marker.get("files", recorded)
+    if files is None:
+        return True
+    changes = folder_changes(cell_paths.model_dir, dict(files))
+    if changes:
+        log.warning(
+            "cell %s: model files changed since it was trained (%s); training it again",
+            cell_paths.cell.name,
+            ", ".join(f"{name} ({how})" for name, how in changes),
+        )
+    return not changes
 
 
 def _trajectory_ok(cp: CellPaths, key: Mapping[str, Any]) -> bool:
@@ -273,6 +289,7 @@ def _write_marker(
         "steps": int(outcome.trainer.state.global_step),
         "train_seconds": round(outcome.seconds, 3),
         "metrics": metrics,
+        "files": folder_checksums(cp.model_dir),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_bytes(cp.marker, json.dumps(marker, indent=2).encode("utf-8"))
@@ -535,7 +552,12 @@ def run_grid(
     words = sorted(labels["word"].unique())
     g = _Grid(spec, root, bases, tokenizers, selections, labels, prompts, words, timer, progress)
     g.keys = {c.name: cell_key(c, bases[c.model], spec.settings, selections[c.source]) for c in g.cells}
-    g.todo = [c for c in g.cells if not finished(CellPaths(root, c), g.keys[c.name])]
+    recorded = (read_manifest(root) or {}).get(ARTEFACTS) or {}
+    g.todo = [
+        c
+        for c in g.cells
+        if not finished(CellPaths(root, c), g.keys[c.name], recorded.get(f"models/{c.name}"))
+    ]
     g.traj_key = {
         "prompts": list(prompts["prompt_id"]),
         "words_digest": digest(words),

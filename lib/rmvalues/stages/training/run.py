@@ -15,7 +15,9 @@ Outputs: ``cells``, ``data``, ``bases``, ``accuracy``, ``eval_pairs``, ``history
 or more base models), ``word_movers``, ``paper_files``, ``paper_training_gaps`` and ``paper_vs_ours``
 (``.parquet``), the trained RMs' ``registry.yaml`` (read by the scoring stage), the chapter's tables as CSV
 downloads (``tables/<name>.csv``, :data:`READER_TABLES`), the chapter's answers ``findings.json`` and a
-``manifest.json``; the trained model folders, cell artifacts and feature caches live beside them.
+``manifest.json``; the trained model folders (``models/<rm>``: weights, config, tokenizer files; every file's
+sha256 is in the manifest's ``artefacts``, checked before the run is skipped and before another stage loads
+the RM), cell artifacts and feature caches live beside them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from ...core.manifest import RunRecord, Timer
 from ...data.corpora import read_corpora_table
 from ...data.prompts import prompt_table, prompts_checksum, select_prompts
 from ...data.scores import labels_of
-from ...models.loading import ensure_local, load_reward_model, load_tokenizer, model_info, quiet_transformers
+from ...models.loading import (
+    ensure_local,
+    folder_errors,
+    load_reward_model,
+    load_tokenizer,
+    model_info,
+    quiet_transformers,
+)
 from ...models.registry import ModelSpec, get_spec
 from . import analysis, metrics, paper
 from .config import GridSpec
@@ -182,6 +191,8 @@ def _train(
     record.seeds.update({c.name: c.seed for c in spec.cells()})
     record.seeds["data_seed"] = spec.settings.data_seed
     record.register_output(REGISTRY_FILE)
+    for cell in spec.cells():  # the trained model folders the registry points to, file by file
+        record.add_artefacts(f"models/{cell.name}")
     record.extra["registry"] = str(grid.registry)
     record.extra["words_origin"] = origin
     return Results(
@@ -209,8 +220,9 @@ def base_table(specs: list[ModelSpec]) -> pd.DataFrame:
 
     rows = []
     for spec in specs:
-        with quiet_transformers():
-            cfg = AutoConfig.from_pretrained(str(ensure_local(spec))).get_text_config()
+        folder = ensure_local(spec)
+        with quiet_transformers(), folder_errors(spec, folder):
+            cfg = AutoConfig.from_pretrained(str(folder)).get_text_config()
             vocab = len(load_tokenizer(spec))
         rows.append(
             {
