@@ -100,6 +100,13 @@ def _quiet(*_: Any) -> None:
     return None
 
 
+def _default_sigint() -> None:
+    """In the child, before Python starts: SIGINT to its default, as in a terminal. A test suite started in
+    the background (``make test &``, some CI runners) inherits SIGINT ignored, and Python then keeps it
+    ignored: Ctrl-C could not be simulated."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], **env: str) -> subprocess.Popen[str]:
     """``python -m rmvalues <args>`` in its own session (Ctrl-C in a terminal reaches the whole group)."""
     return subprocess.Popen(
@@ -109,7 +116,17 @@ def _start(args: list[str], **env: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
+
+
+@pytest.fixture
+def python_sigint() -> Any:
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test, whatever the suite inherited (a
+    background job inherits SIGINT ignored); the previous handler afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
@@ -190,7 +207,7 @@ def test_the_same_run_waits_for_its_lock_and_other_runs_do_not(project):
     assert not lock.exists()
 
 
-def test_ctrl_c_while_waiting_for_a_run_ends_with_one_line(project):
+def test_ctrl_c_while_waiting_for_a_run_ends_with_one_line(project, python_sigint):
     """Ctrl-C (SIGINT to the main thread, blocked on the lock) once the runner says it waits."""
     main = threading.main_thread().ident
     assert main is not None

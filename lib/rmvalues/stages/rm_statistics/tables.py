@@ -132,7 +132,7 @@ def rm_level_table(rm_level: pd.DataFrame, analysis: str = "pooled") -> pd.DataF
         "estimate": f"{fb} \u2212 {fa}, ranks [exact 95% CI]",
         "p_exact": "exact p",
         "p_corrected": "p (Bonf.)",
-        "verdict": "verdict",
+        "verdict": "verdict (primary specification)",
     }
     return _reader(df, cols, pvalues=["p_exact", "p_corrected"])
 

@@ -153,7 +153,8 @@ def describe_rm_level(rm_level: pd.DataFrame, models: pd.DataFrame, analysis: st
             f"{r.n_rms_a} {r.family_a} RMs, {_fmt(r.mean_b)} over {r.n_rms_b} {r.family_b} RMs; "
             f"{r.family_b} \u2212 {r.family_a} = {_fmt(r.difference)} ranks, 95% CI {_ci(r.ci_low, r.ci_high)}; "
             f"exact p {_p(r.p_exact)} over all {r.n_splits} splits of the RMs (Bonferroni over {r.n_tests}: "
-            f"{_p(r.p_corrected)}) \u2192 {_verdict_text(r)}."
+            f"{_p(r.p_corrected)}) \u2192 in this, the primary specification: {_verdict_text(r)} (its "
+            "specification curve's label is in the robustness section)."
         )
         paper = _model_row(models, r, "random intercept")
         if paper is not None:
