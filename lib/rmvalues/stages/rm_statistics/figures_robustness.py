@@ -159,7 +159,7 @@ def plot_power(power: pd.DataFrame, needed: pd.DataFrame, tests: Sequence[str] |
     if not needed.empty:
         ax.set_title(
             "; ".join(
-                f"{r.effect_fraction:.0%} effect: {'≥ ' + str(r.n_per_family) if pd.notna(r.n_per_family) else 'beyond the search'} per family for 80%"
+                f"{r.effect_fraction:.0%} of the effect: {int(r.n_per_family) if pd.notna(r.n_per_family) else 'more than 200'} per family for 80%"
                 for r in needed.itertuples()
             ),
             fontsize=TICK,
