@@ -153,7 +153,7 @@ def scoring(bench: Bench, family: str, n_candidates: int, prefix_len: int = 40) 
                 out.append(model(input_ids=ids).logits[:, 0].float().cpu().numpy())
         return np.concatenate(out)
 
-    scorer = RewardScorer(model, SimpleNamespace(pad_token_id=0), method="shared-prefix", batch_size="auto")
+    scorer = RewardScorer(model, SimpleNamespace(pad_token_id=0), method="shared-prefix", batch_size=0)
     naive(cands[:64])
     scorer.score(split, cands[:256])  # warm-up
     t_naive, ref = bench.timed(lambda: naive(cands[:n_naive]))

@@ -207,3 +207,28 @@ def test_embedded_models_match_a_full_forward():
         for cand, lp in zip(eng.word_candidates(split, words), df["logprob"], strict=True):
             ref = L.reference_word_logprob(eng.model, [*split.prefix_ids, *cand.ids], len(split.prefix_ids))
             assert lp == pytest.approx(ref.sum(), abs=2e-3), (name, cand.text)
+
+
+def test_batch_size_has_one_meaning_in_both_engines(llama):
+    """Issue 17: ``batch_size`` is items per forward pass with 0 = automatic, in the stages' schemas and in
+    both engines; a string such as ``"auto"``, a negative number or a bool is refused with that meaning."""
+    from rmvalues.core.params import AUTOMATIC_BATCH, resolve_batch_size
+    from rmvalues.engine import RewardScorer
+
+    assert AUTOMATIC_BATCH == 0
+    assert resolve_batch_size(0, "cpu", cpu=64, cuda=4096) == 64
+    assert resolve_batch_size(0, "cuda", cpu=64, cuda=4096) == 4096
+    assert resolve_batch_size(7, "cuda", cpu=64, cuda=4096) == 7
+    for bad in ("auto", -1, True, 2.0):
+        with pytest.raises(ValueError, match=r"positive integer, or 0 for automatic"):
+            resolve_batch_size(bad, "cpu", cpu=64, cuda=4096)
+    model, tok = llama
+    assert L.LogProbEngine(model, tok, prompt_format="raw", batch_size=0).batch_size == 64
+    assert L.LogProbEngine(model, tok, prompt_format="raw", batch_size=5).batch_size == 5
+    with pytest.raises(ValueError, match="0 for automatic"):
+        L.LogProbEngine(model, tok, prompt_format="raw", batch_size="auto")
+    rm, rm_tok = tm.tiny_reward_model("llama")
+    assert RewardScorer(rm, rm_tok, batch_size=0).batch_size == 64
+    assert RewardScorer(rm, rm_tok).batch_size == 64  # the default is automatic
+    with pytest.raises(ValueError, match="0 for automatic"):
+        RewardScorer(rm, rm_tok, batch_size="auto")

@@ -457,12 +457,10 @@ def test_a_corpus_outside_the_project_is_recorded_in_the_manifest_and_warned(tmp
         .item()
         .startswith(f"read from {words.resolve()} (sha256 {digest}), outside the project")
     )
-    note = T.outside_project_note(res)
-    assert note.startswith(":::{warning}") and note.endswith(":::")
-    assert (
-        f"corpus **mine** is read from `{words.resolve()}`, outside the project: the book's build depends"
-        in note
-    )
+    listed = T.outside_project(res)
+    assert listed["corpus"].tolist() == ["mine"]
+    assert listed["read from"].item() == f"`{words.resolve()}`"
+    assert listed["sha256"].item() == f"`{digest[:12]}…`"
     # the NFD spelling is the NFC word again: one scored row, reported as a duplicate
     table = pd.read_parquet(out / "corpora.parquet")
     assert sorted(table["word"]) == ["brave", CAFE_NFC]
@@ -692,7 +690,7 @@ def test_the_stage_writes_its_tables_and_manifest(tmp_path):
     assert res.tokens.empty and res.token_summary.empty  # no models: tokenization skipped
     # corpora from data sets are never outside the project: nothing to record, nothing to warn about
     assert "outside_project" not in manifest.get("extra", {}) and res.outside.empty
-    assert T.outside_project_note(res) == ""
+    assert T.outside_project(res).empty
 
 
 # -- the released corpora ---------------------------------------------------------------------------------
@@ -791,13 +789,35 @@ def test_findings_and_word_set_comparison():
             },
         ]
     )
-    text = T.findings(balance).splitlines()
-    assert text == [
-        "- **c**: A words are lower in valence than B words (means 5.00 vs 6.00; d = -0.50, rank-biserial = "
-        "-0.30, p < .001; n = 10 vs 12).",
-        "- **m**: Care words are higher in word frequency (Zipf) than the rest of m (means 4.00 vs 3.00; "
-        "d = 0.80, rank-biserial = 0.40, p = 0.020; n = 5 vs 9).",
+    # |d| 0.1 is under the effect threshold; the other two are listed, one row each
+    listed = T.confounds(balance)
+    assert listed.to_dict("records") == [
+        {
+            "word list": "c",
+            "variable": "valence",
+            "words": "A words",
+            "are": "lower",
+            "than": "B words",
+            "means": "5.00 vs 6.00",
+            "Cohen's d": "\u22120.50",
+            "rank-biserial": "\u22120.30",
+            "p": "< 0.001",
+            "n": "10 vs 12",
+        },
+        {
+            "word list": "m",
+            "variable": "word frequency (Zipf)",
+            "words": "Care words",
+            "are": "higher",
+            "than": "the rest of m",
+            "means": "4.00 vs 3.00",
+            "Cohen's d": "0.80",
+            "rank-biserial": "0.40",
+            "p": "0.020",
+            "n": "5 vs 9",
+        },
     ]
+    assert T.confounds(balance, min_effect=0.9).empty
     corpus = pd.DataFrame(
         {
             "corpus": ["x", "x", "x", "y", "y", "y"],
@@ -847,12 +867,3 @@ def test_real_tokenizers_leading_space():
         # "communion" is split bare ("comm"+"union" / "commun"+"ion") in both vocabularies
         assert tok.loc[(name, "communion"), "n_tokens_bare"] == 2
         assert tok.loc[(name, "care"), "ids_bare"] != tok.loc[(name, "care"), "ids_space"]
-
-
-def test_stems_note_points_to_the_table_only_when_there_is_one():
-    from types import SimpleNamespace
-
-    from rmvalues.stages.corpora.text import stems_note
-
-    assert "tbl-corpora-stems" in stems_note(SimpleNamespace(stems=pd.DataFrame({"stem": ["do*"]})))
-    assert "numref" not in stems_note(SimpleNamespace(stems=pd.DataFrame()))

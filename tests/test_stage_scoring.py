@@ -187,10 +187,9 @@ def test_chapter_tables(tiny_registry, corpora_results, tmp_path):
     assert len(res.top_bottom) == 2 * 2  # models x framings
     assert not res.published.empty and set(res.published["source"]) == {"published"}
     assert res.comparison.empty  # no tiny RM has published scores
-    summary = scoring.text.summary_text(res.medians, res.timings)
-    assert "tiny-gemma-rm" in summary and "candidates in" in summary
-    assert "tiny random llama" in scoring.text.describe_models(res.specs, res.training_registry)
-    assert scoring.text.score_counts(res.scores, res.units).startswith(f"{len(res.scores)} rows: 2 RMs")
+    registered = scoring.text.registration(res.specs, res.training_registry).set_index("model")
+    assert sorted(registered.index) == ["tiny-gemma-rm", "tiny-llama-rm"]
+    assert "tiny random llama" in registered.loc["tiny-llama-rm", "note"]
     # one figure: a row of live and a row of published medians for the corpus, a column per framing
     fig = scoring.figures.plot_category_medians(res.medians, res.published_medians)
     assert len(fig.axes) == 2 * 2 and fig.get_figwidth() <= 9
@@ -238,7 +237,8 @@ def test_trained_rms_come_from_the_training_run(tiny_registry, corpora_results, 
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["inputs"]["training/t1/registry.yaml"] == digest
     assert res.training_registry == str(run_dir / "registry.yaml")
-    assert "registered by the training run" in scoring.text.describe_models(res.specs, res.training_registry)
+    registered = scoring.text.registration(res.specs, res.training_registry)
+    assert registered["registered"].tolist() == ["registered by the training run"]
 
 
 def _args(reg: Path, results_root: Path, *more: str) -> list[str]:

@@ -17,6 +17,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from ..core.formats import bad_pvalues
+
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -56,6 +58,7 @@ class PageInfo:
     glued: int = 0  # values pasted by myst-nb's glue (``{glue:text}`` roles)
     hidden_inputs: int = 0  # code cells whose input is collapsed (tag hide-input)
     unresolved_glue: int = 0  # glue roles left as text (a key the page never glued)
+    text: list[str] = field(default_factory=list)  # the page's visible text (outside scripts and styles)
 
 
 class _Parser(HTMLParser):
@@ -149,6 +152,8 @@ class _Parser(HTMLParser):
             self._caption.append(data)
         if "{glue" in data:
             self.info.unresolved_glue += data.count("{glue")
+        if not self._inside("script") and not self._inside("style"):
+            self.info.text.append(data)
 
 
 def parse_page(path: Path) -> PageInfo:
@@ -253,6 +258,12 @@ def publication_problems(entry: str, info: PageInfo) -> list[str]:
         )
     if info.unresolved_glue:
         out.append(f"{entry}: {info.unresolved_glue} glue reference(s) left unresolved in the text")
+    bad = bad_pvalues(" ".join(" ".join(info.text).split()))
+    if bad:
+        out.append(
+            f"{entry}: {len(bad)} p-value(s) not in the book's one format (p = 0.012, p < 0.001; "
+            f"rmvalues.core.formats.p_clause): {sorted(set(bad))[:5]}"
+        )
     return out
 
 

@@ -1,5 +1,6 @@
 """What a chapter shows a reader: formatted tables with captions and a CSV download, collapsed diagnostics,
-numbers glued for the prose, p-values and intervals written the same way everywhere.
+numbers glued for the prose, p-values and intervals written the same way everywhere (by
+:mod:`rmvalues.core.formats`, re-exported here).
 
 The book renders Markdown outputs as MyST (``nb_render_markdown_format: myst`` in ``_config.yml``), so the
 objects built here can carry numbered table captions (``{table}`` directive, referable with ``{numref}``),
@@ -9,7 +10,6 @@ objects built here can carry numbered table captions (``{table}`` directive, ref
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -19,29 +19,28 @@ from typing import Any
 import pandas as pd
 
 from . import paths
+from .formats import NA, ci, count, interval, number, p_clause, percent, pvalue, signed
+
+__all__ = [
+    "NA",
+    "ci",
+    "collapsed",
+    "count",
+    "glue",
+    "interval",
+    "number",
+    "p_clause",
+    "percent",
+    "pvalue",
+    "reader_table",
+    "signed",
+    "table",
+    "warning",
+]
 
 #: At most this many rows of a table stand in the reading flow; longer tables are cut (the full table is a
 #: download) or shown collapsed.
 MAX_ROWS = 15
-
-
-def pvalue(p: float) -> str:
-    """``< 0.001``, ``0.012``, ``0.12``; ``n/a`` for NaN."""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
-
-
-def number(x: float, digits: int = 2) -> str:
-    """A number with ``digits`` decimals and a true minus sign; ``n/a`` for NaN."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.{digits}f}".replace("-", "\u2212")
-
-
-def interval(low: float, high: float, digits: int = 2) -> str:
-    """``[low, high]`` as :func:`number` writes them."""
-    return f"[{number(low, digits)}, {number(high, digits)}]"
 
 
 def reader_table(
@@ -127,6 +126,14 @@ def collapsed(title: str, df: pd.DataFrame | None = None, text: str = "", csv: s
 
     inner = text + ("\n\n" + _markdown(df) if df is not None and not df.empty else "") + _download(csv)
     return Markdown(f"::::{{dropdown}} {title}\n{inner.strip()}\n::::")
+
+
+def warning(title: str, df: pd.DataFrame) -> Any:
+    """A warning admonition headed ``title`` that lists the rows of ``df`` (what the reader must know before
+    trusting the page, e.g. inputs the repository does not hold)."""
+    from IPython.display import Markdown
+
+    return Markdown(f":::{{warning}} {title}\n{_markdown(df)}\n:::")
 
 
 def glue(values: Mapping[str, Any], markdown: Sequence[str] = ()) -> None:

@@ -244,6 +244,24 @@ class WithinCores(Bound):
 #: available (``threads: Threads = param(1, help=...)``).
 Threads = Annotated[int, Field(ge=0), WithinCores()]
 
+#: ``batch_size`` means one thing in every stage and engine: items per forward pass, with 0 = automatic (the
+#: engine picks by device; see :func:`resolve_batch_size`). A stage adds its own :class:`CountBound`.
+AUTOMATIC_BATCH = 0
+BatchSize = Annotated[int, Field(ge=0)]
+
+
+def resolve_batch_size(batch_size: int, device_type: str, *, cpu: int, cuda: int) -> int:
+    """The batch size an engine uses: ``batch_size`` itself, or for :data:`AUTOMATIC_BATCH` (0) the engine's
+    automatic choice for the device (``cpu`` on a CPU, ``cuda`` on a GPU). Anything else than a non-negative
+    integer is refused with the one meaning spelled out."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(
+            f"batch_size must be a positive integer, or {AUTOMATIC_BATCH} for automatic, not {batch_size!r}"
+        )
+    if batch_size != AUTOMATIC_BATCH:
+        return batch_size
+    return cuda if device_type == "cuda" else cpu
+
 
 class StageParams(BaseModel):
     """Base of every stage's parameter schema (see the module docstring)."""

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..core.params import AUTOMATIC_BATCH, resolve_batch_size
 from ..models.loading import load_causal_lm
 from ..models.registry import ModelSpec, get_spec
 from .forward import Layout, Prefix, encode_prefix, forward_after_prefix, pad_rows
@@ -97,7 +98,8 @@ class LogProbEngine:
     system:
         optional system prompt (chat format only; ``None`` = the template's own default).
     batch_size:
-        continuations (or prompts) per forward pass.
+        continuations (or prompts) per forward pass, or 0 for automatic (64; one meaning everywhere,
+        :func:`rmvalues.core.params.resolve_batch_size`).
     max_batch_positions:
         cap on ``batch rows x positions`` of a continuation batch (memory: logits are ``positions x vocab``).
     """
@@ -109,7 +111,7 @@ class LogProbEngine:
         name: str = "model",
         prompt_format: str = "chat",
         system: str | None = None,
-        batch_size: int = 64,
+        batch_size: int = AUTOMATIC_BATCH,
         max_batch_positions: int = 512,
     ) -> None:
         if prompt_format not in ("chat", "raw"):
@@ -117,8 +119,8 @@ class LogProbEngine:
                 f"prompt_format={prompt_format!r}; the engine takes chat or raw (resolve auto with "
                 "resolve_prompt_format)"
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        device = next(model.parameters()).device
+        batch_size = resolve_batch_size(batch_size, device.type, cpu=64, cuda=64)
         if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
             raise PromptFormatError(
                 f"model {name!r}: prompt_format 'chat' but its tokenizer has no chat template; use "

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.params import AUTOMATIC_BATCH, resolve_batch_size
 from .attention import (
     SHARED_PREFIX_ATTENTION,
     is_stock_classifier,
@@ -94,8 +95,9 @@ class RewardScorer:
     method:
         ``auto`` | ``full`` | ``prefix-cache`` | ``shared-prefix`` (see the module docstring).
     batch_size:
-        candidates per forward pass, or ``"auto"`` (64 on CPU; on CUDA the largest power of two that fits,
-        found by halving after out-of-memory errors, starting at 4096).
+        candidates per forward pass, or 0 for automatic (64 on CPU; on CUDA the largest power of two that
+        fits, found by halving after out-of-memory errors, starting at 4096); one meaning everywhere
+        (:func:`rmvalues.core.params.resolve_batch_size`).
     padding_side:
         ``right`` | ``left``; the readout does not depend on it (tested).
     compile:
@@ -108,7 +110,7 @@ class RewardScorer:
         tokenizer: PreTrainedTokenizerBase,
         readout: str = "logits_squeeze",
         method: str = "auto",
-        batch_size: int | str = "auto",
+        batch_size: int = AUTOMATIC_BATCH,
         padding_side: str = "right",
         compile: bool = False,
     ) -> None:
@@ -134,11 +136,7 @@ class RewardScorer:
                 f"`score` head (got {type(model).__name__}, readout {readout}); use method='full'"
             )
         self.method = method
-        if batch_size == "auto":
-            batch_size = 4096 if self.device.type == "cuda" else 64
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = resolve_batch_size(batch_size, self.device.type, cpu=64, cuda=4096)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.base = getattr(model, getattr(model, "base_model_prefix", "model"), model) if stock else None
         self.head = getattr(model, "score", None) if stock else None

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...core.display import interval, number, pvalue
 from ...core.findings import Finding
+from ...core.formats import interval, number, p_clause
 from ...stats import cohen_d_interval, proportion_difference
 
 #: The Big Two corpus the findings describe: the first of these the run read.
@@ -49,7 +49,7 @@ def _balance(results: Any, corpus: str, variable: str) -> Finding | None:
         ),
         estimate=f"d = {number(d)}",
         interval=f"95% CI {interval(low, high)}",
-        baseline=f"Mann–Whitney p = {pvalue(float(r['p_value']))}",
+        baseline=f"Mann–Whitney {p_clause(float(r['p_value']))}",
         unit=f"{n_a + n_b} {corpus} words with a {SOURCES[variable]} ({n_a} vs {n_b})",
         would_change=(
             "Words without a norm are left out of the comparison; the statistics chapter adjusts RM ranks for "

@@ -1,4 +1,5 @@
-"""Sentences of the corpora chapter, built from the numbers of the run."""
+"""The values the corpora chapter's prose cites (glued), and the confounds it lists, computed from the run.
+The sentences themselves are the notebook's Markdown."""
 
 from __future__ import annotations
 
@@ -7,22 +8,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...core.formats import count, number, p_clause, percent, pvalue
 
-def _p(p: float) -> str:
-    return "p < .001" if p < 0.001 else f"p = {p:.3f}"
+#: A category difference is listed as a confound from this |Cohen's d| on ...
+MIN_EFFECT = 0.2
+#: ... when its Mann-Whitney test has p below this.
+ALPHA = 0.05
+
+_VARIABLES = {"zipf_frequency": "word frequency (Zipf)", "valence": "valence", "arousal": "arousal"}
 
 
-def findings(
-    balance: pd.DataFrame,
-    tokens_summary: pd.DataFrame | None = None,
-    *,
-    min_effect: float = 0.2,
-    alpha: float = 0.05,
-) -> str:
-    """Markdown bullets stating the confounds found: category differences in a variable with |Cohen's d| >=
-    ``min_effect`` and p < ``alpha`` (from :func:`category_balance`), and the one-token shares per model."""
-    names = {"zipf_frequency": "word frequency (Zipf)", "valence": "valence", "arousal": "arousal"}
-    lines = []
+def confounds(balance: pd.DataFrame, *, min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> pd.DataFrame:
+    """The category differences that can masquerade as a value bias: |Cohen's d| >= ``min_effect`` and
+    p < ``alpha`` (rows of :func:`~rmvalues.stages.corpora.analysis.category_balance`), one row each, as the
+    chapter's Summary table shows them."""
+    rows = []
     for _, r in balance.iterrows():
         d = r["cohen_d"]
         if not np.isfinite(d) or abs(d) < min_effect or not r["p_value"] < alpha:
@@ -30,26 +30,21 @@ def findings(
         where = r["corpus"]
         if "category" in r.index and isinstance(r["category"], str):  # a `within="category"` comparison
             where += f", {r['category']}"
-        other = f"the rest of {r['corpus']}" if r["group_b"] == "rest" else f"{r['group_b']} words"
-        lines.append(
-            f"- **{where}**: {r['group_a']} words are {'higher' if d > 0 else 'lower'} in "
-            f"{names.get(r['variable'], r['variable'])} than {other} (means {r['mean_a']:.2f} vs "
-            f"{r['mean_b']:.2f}; d = {d:.2f}, rank-biserial = {r['rank_biserial']:.2f}, {_p(r['p_value'])}; "
-            f"n = {int(r['n_a'])} vs {int(r['n_b'])})."
+        rows.append(
+            {
+                "word list": where,
+                "variable": _VARIABLES.get(r["variable"], r["variable"]),
+                "words": f"{r['group_a']} words",
+                "are": "higher" if d > 0 else "lower",
+                "than": f"the rest of {r['corpus']}" if r["group_b"] == "rest" else f"{r['group_b']} words",
+                "means": f"{number(r['mean_a'])} vs {number(r['mean_b'])}",
+                "Cohen's d": number(d),
+                "rank-biserial": number(r["rank_biserial"]),
+                "p": pvalue(r["p_value"]),
+                "n": f"{int(r['n_a'])} vs {int(r['n_b'])}",
+            }
         )
-    if not lines:
-        lines.append(f"- No category difference reaches |d| >= {min_effect} with p < {alpha}.")
-    if tokens_summary is not None and not tokens_summary.empty:
-        for model, part in tokens_summary.groupby("model", sort=True):
-            n = part["n_words"].sum()
-            bare = part["one_token_bare"].sum() / n
-            space = part["one_token_space"].sum() / n
-            lines.append(
-                f"- **{model}** tokenizer: of {n} words (counted once per corpus), {space:.0%} are a single "
-                f"token with a leading space and {bare:.0%} without one; {part['one_token_space_only'].sum()} "
-                f"are one token only with the space, {part['one_token_bare_only'].sum()} only without it."
-            )
-    return "\n".join(lines)
+    return pd.DataFrame(rows)
 
 
 def _row(balance: pd.DataFrame, corpus: str, variable: str) -> pd.Series | None:
@@ -64,24 +59,25 @@ def _row(balance: pd.DataFrame, corpus: str, variable: str) -> pd.Series | None:
 def key_numbers(results: Any) -> dict[str, str]:
     """The numbers the chapter's prose cites, as text to glue (every key always present; ``n/a`` where the
     run has no such number, e.g. a run without the Big Two nouns)."""
-    from ...core.display import number, pvalue
-
     table, issues = results.table, results.issues
     out = {
         "n_corpora": str(table["corpus"].nunique()),
-        "n_entries": f"{len(table):,}",
-        "n_words": f"{table['word'].nunique():,}",
-        "n_findings": f"{len(issues):,}",
-        "n_duplicates": f"{int((issues['check'] == 'duplicate').sum()):,}",
-        "n_two_labels": f"{int((issues['check'] == 'two_categories').sum()):,}",
-        "n_stems": f"{len(results.stems):,}",
-        "n_stems_empty": f"{int((results.stems['n_expansions'] == 0).sum()) if len(results.stems) else 0:,}",
-        "valence_coverage": f"{table['valence'].notna().mean():.0%}",
+        "n_entries": count(len(table)),
+        "n_words": count(table["word"].nunique()),
+        "n_findings": count(len(issues)),
+        "n_duplicates": count((issues["check"] == "duplicate").sum()),
+        "n_two_labels": count((issues["check"] == "two_categories").sum()),
+        "n_stems": count(len(results.stems)),
+        "n_stems_empty": count((results.stems["n_expansions"] == 0).sum() if len(results.stems) else 0),
+        "valence_coverage": percent(table["valence"].notna().mean()),
+        "n_confounds": count(len(confounds(results.all_balance))),
+        "min_effect": number(MIN_EFFECT, 1),
+        "alpha": number(ALPHA, 2),
     }
     for var, key in (("valence", "valence"), ("zipf_frequency", "frequency")):
         r = _row(results.balance, "big2_nouns", var)
         out[f"big2_{key}_d"] = number(r["cohen_d"]) if r is not None else "n/a"
-        out[f"big2_{key}_p"] = pvalue(r["p_value"]) if r is not None else "n/a"
+        out[f"big2_{key}_p"] = p_clause(r["p_value"]) if r is not None else "p n/a"
         out[f"big2_{key}_means"] = (
             f"{number(r['mean_a'])} vs {number(r['mean_b'])}" if r is not None else "n/a"
         )
@@ -92,41 +88,21 @@ def key_numbers(results: Any) -> dict[str, str]:
         else pd.DataFrame(columns=["one_token_space", "n_words"])
     )
     out["one_token_shares"] = (
-        ", ".join(f"{m} {r.one_token_space / r.n_words:.0%}" for m, r in shares.iterrows())
+        ", ".join(f"{m} {percent(r.one_token_space / r.n_words)}" for m, r in shares.iterrows())
         or "n/a (no tokenizers)"
     )
     return out
 
 
-def stems_note(results: Any) -> str:
-    """The closing sentence on wildcard stems: it points to the stems table only where the run shows one
-    (corpora without wildcards, e.g. a Big Two run alone, have none)."""
-    if results.stems is None or results.stems.empty:
-        return (
-            "The selected corpora have no wildcard stems, so no mechanical expansion enters this run's word "
-            "lists."
-        )
-    return (
-        "Wildcard dictionaries are built to count words in running text, and their mechanical expansion shows "
-        "it: short stems pull in unrelated words and overlapping stems put some words under both categories "
-        "({numref}`tbl-corpora-stems`)."
-    )
-
-
-def outside_project_note(results: Any) -> str:
-    """A warning for each corpus read from a file outside the project folder (empty when there is none): the
-    book's build then depends on a file the repository does not hold. The manifest records the file's path
-    and sha256."""
+def outside_project(results: Any) -> pd.DataFrame:
+    """The corpora read from a file outside the project folder (the manifest records path and sha256), as
+    the page's warning lists them; empty when there is none."""
     if results.outside is None or results.outside.empty:
-        return ""
-    lines = [
-        f"- corpus **{r['corpus']}** is read from `{r['path']}`, outside the project: the book's build depends "
-        f"on a file the repository does not hold (sha256 `{r['sha256'][:12]}…`, recorded in the run's manifest)."
-        for _, r in results.outside.iterrows()
-    ]
-    return (
-        ":::{warning}\n"
-        + "\n".join(lines)
-        + "\n\nMove the file into the project (e.g. under `data/`) and point its `path:` in `config/corpora.yaml` "
-        "at it, or register it as a data set with its URL and sha256 in `config/datasets.yaml`.\n:::"
+        return pd.DataFrame()
+    return pd.DataFrame(
+        {
+            "corpus": results.outside["corpus"],
+            "read from": results.outside["path"].map(lambda p: f"`{p}`"),
+            "sha256": results.outside["sha256"].map(lambda h: f"`{h[:12]}…`"),
+        }
     )

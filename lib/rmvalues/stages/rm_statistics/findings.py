@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from ...core.display import interval, number, pvalue
 from ...core.findings import Finding
+from ...core.formats import interval, number, p_clause, pvalue
 from .analysis import VERDICTS
 from .robust_numbers import verdict_phrase
 
@@ -54,7 +54,7 @@ def _primary(r: Any) -> str:
         return "inconclusive in the primary specification (its interval includes zero)"
     return (
         f"untestable in the primary specification: no split of {r.n_rms_a} and {r.n_rms_b} reward models can "
-        f"reach significance after the correction (smallest attainable p {pvalue(r.p_min_corrected)})"
+        f"reach significance after the correction (smallest attainable {p_clause(r.p_min_corrected)})"
     )
 
 
@@ -133,10 +133,10 @@ def _corpus_finding(rows: pd.DataFrame, res: Any) -> Finding:
         )
     if paper is not None:
         answer += (
-            f" The paper's random-intercept model gives p {pvalue(paper[0])} for the same contrast by treating "
+            f" The paper's random-intercept model gives {p_clause(paper[0])} for the same contrast by treating "
             f"{paper[1]:,} (RM, prompt) points as independent."
         )
-    baseline = f"exact permutation p {pvalue(r.p_corrected)}" + (
+    baseline = f"exact permutation {p_clause(r.p_corrected)}" + (
         f" (Bonferroni over {r.n_tests})" if r.n_tests > 1 else ""
     )
     return Finding(
@@ -148,7 +148,7 @@ def _corpus_finding(rows: pd.DataFrame, res: Any) -> Finding:
         answer=answer,
         estimate=f"{number(r.difference, 1)} ranks",
         interval=f"95% CI {interval(r.ci_low, r.ci_high, 1)}" + (" (not adjusted)" if r.n_tests > 1 else ""),
-        baseline=baseline + (f"; paper's model p {pvalue(paper[0])}" if paper is not None else ""),
+        baseline=baseline + (f"; paper's model {p_clause(paper[0])}" if paper is not None else ""),
         unit=f"{n_rm} reward models ({r.n_rms_a} {r.family_a}, {r.n_rms_b} {r.family_b})",
         would_change=(
             f"More reward models per family (with these counts the smallest attainable p is "

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...core.display import interval, number, pvalue
-from . import robust_numbers
+from ...core.formats import interval, number, p_clause, pvalue
+from . import readings, robust_numbers
 from .analysis import ALPHA, VERDICTS
 from .tables import readable_term
 
@@ -60,7 +60,7 @@ def _design(res: Any) -> dict[str, str]:
 def _term_text(r: Any) -> str:
     return (
         f"{number(r.coef, 1)} ranks (SE {number(r.se, 1)}, {1 - ALPHA:.0%} CI "
-        f"{interval(r.ci_low, r.ci_high, 1)}, p {pvalue(r.p)})"
+        f"{interval(r.ci_low, r.ci_high, 1)}, {p_clause(r.p)})"
     )
 
 
@@ -95,7 +95,7 @@ def _three_way(res: Any) -> dict[str, str]:
             "bigtwo_three_way_term": readable_term(r["term"]),
             "bigtwo_three_way_se": number(r["se"], 1),
             "bigtwo_three_way_ci": interval(r["ci_low"], r["ci_high"], 1),
-            "bigtwo_three_way_p": pvalue(r["p"]),
+            "bigtwo_three_way_p": p_clause(r["p"]),
         }
     mfd = tw[tw["corpus"] == MFD]
     if not mfd.empty:
@@ -135,7 +135,7 @@ def _rm_level(res: Any) -> dict[str, str]:
             ),
             "bigtwo_rm_diff": _ranks(r["difference"]),
             "bigtwo_rm_ci": NA if pd.isna(r["ci_low"]) else interval(r["ci_low"], r["ci_high"], 1),
-            "bigtwo_rm_p": pvalue(r["p_exact"]),
+            "bigtwo_rm_p": p_clause(r["p_exact"]),
             "bigtwo_rm_p_corrected": pvalue(r["p_corrected"]),
             "bigtwo_rm_splits": f"{int(r['n_splits']):,}",
             "bigtwo_rm_verdict": str(r["verdict"]),
@@ -149,7 +149,7 @@ def _rm_level(res: Any) -> dict[str, str]:
             "mfd_rm_n_untestable": str(int((mfd["verdict"] == VERDICTS[2]).sum())),
             "mfd_rm_significant": "; ".join(
                 f"{r.statistic}, {r.family_b} \u2212 {r.family_a} = {_ranks(r.difference)}, {1 - ALPHA:.0%} CI "
-                f"{interval(r.ci_low, r.ci_high, 1)}, exact p {pvalue(r.p_exact)} "
+                f"{interval(r.ci_low, r.ci_high, 1)}, exact {p_clause(r.p_exact)} "
                 f"(Bonferroni {pvalue(r.p_corrected)})"
                 for r in sig.itertuples()
             )
@@ -203,7 +203,7 @@ def _null(res: Any) -> dict[str, str]:
     for prefix, corpus in (("bigtwo", _big2(res)), ("mfd", MFD)):
         rows = rng[rng["corpus"] == corpus] if not rng.empty else rng
         out[f"{prefix}_null_p"] = (
-            ", ".join(f"{pvalue(r.p_perm)} ({r.framing} prompts)" for r in rows.itertuples()) or NA
+            ", ".join(f"{p_clause(r.p_perm)} ({r.framing} prompts)" for r in rows.itertuples()) or NA
         )
         out[f"{prefix}_null_observed"] = (
             ", ".join(f"{number(r.observed, 1)} ({r.framing})" for r in rows.itertuples()) or NA
@@ -238,6 +238,7 @@ def key_numbers(res: Any) -> dict[str, str]:
         _null,
         _robustness,
         robust_numbers.numbers,
+        readings.numbers,
     ):
         out |= part(res)
     return out

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ...core.display import interval, number, pvalue
+from ...core.formats import interval, number, p_clause, percent, pvalue
 from ...stats.specification import LABELS, SUMMARIES, TESTS
 from .analysis import ALPHA
 from .design import POWER_TARGET
@@ -25,10 +25,6 @@ __all__ = ["NA", "numbers", "verdict_phrase"]
 
 def _big2(res: Any) -> str | None:
     return next((c for c in res.params.corpora if c.startswith("big2")), None)
-
-
-def _pct(x: float) -> str:
-    return NA if pd.isna(x) else f"{x:.0%}"
 
 
 def _row(df: pd.DataFrame, corpus: str | None, analysis: str = "pooled", statistic: str | None = None) -> Any:
@@ -49,8 +45,8 @@ def verdict_phrase(label_row: Any) -> str:
     if int(label_row.n_specifications) == 0:
         return f"{label_row.label} (no specification can be tested with these reward models)"
     return (
-        f"{label_row.label} ({_pct(label_row.share_same_sign)} of {int(label_row.n_specifications):,} "
-        f"specifications share the primary estimate's sign; {_pct(label_row.share_significant)} have p < {ALPHA})"
+        f"{label_row.label} ({percent(label_row.share_same_sign)} of {int(label_row.n_specifications):,} "
+        f"specifications share the primary estimate's sign; {percent(label_row.share_significant)} have p < {ALPHA})"
     )
 
 
@@ -104,7 +100,7 @@ def _separation(res: Any) -> dict[str, str]:
         )
         curve = _row(lab, MFD, r.analysis, r.statistic) if r.analysis == "pooled" else None
         parts.append(
-            f"{r.statistic} ({where}): exact p {pvalue(r.p_corrected)} after Bonferroni; {sep}; its "
+            f"{r.statistic} ({where}): exact {p_clause(r.p_corrected)} after Bonferroni; {sep}; its "
             f"specification curve: {verdict_phrase(curve) if curve is not None else NA}"
         )
     return {"mfd_primary_significant": "; ".join(parts)}
@@ -130,14 +126,14 @@ def _lineage(res: Any) -> dict[str, str]:
     if r is not None:
         out["bigtwo_lineage"] = (
             f"{number(r.stratified_difference, 1)} ranks within lineages (against {number(r.difference, 1)} over "
-            f"all RMs), stratified exact p {pvalue(r.p_stratified_corrected)} over {int(r.n_relabellings)} "
+            f"all RMs), stratified exact {p_clause(r.p_stratified_corrected)} over {int(r.n_relabellings)} "
             f"relabellings within lineage (smallest attainable {pvalue(r.p_min_corrected)})"
         )
         out["bigtwo_lineage_survives"] = str(r.survives_lineage)
         out["bigtwo_lineage_ols"] = (
             f"{number(r.ols_coef, 1)} ranks (SE {number(r.ols_se, 1)}, {1 - ALPHA:.0%} CI "
-            f"{interval(r.ols_ci_low, r.ols_ci_high, 1)}, t on {r.ols_df:.0f} df, p {pvalue(r.ols_p)}; lineage F "
-            f"p {pvalue(r.lineage_f_p)})"
+            f"{interval(r.ols_ci_low, r.ols_ci_high, 1)}, t on {r.ols_df:.0f} df, {p_clause(r.ols_p)}; lineage F "
+            f"{p_clause(r.lineage_f_p)})"
         )
     w = within[(within["corpus"] == big2) & (within["analysis"] == "pooled")] if not within.empty else within
     if not w.empty:
@@ -208,15 +204,15 @@ def _crossed(res: Any) -> dict[str, str]:
 
 def _term_tests(r: Any) -> str:
     """One fixed effect's z test and its small-sample t tests, in words."""
-    text = f"{number(r.coef, 1)} ranks (SE {number(r.se, 1)}): p {pvalue(r.p_z)} against the normal (statsmodels)"
+    text = f"{number(r.coef, 1)} ranks (SE {number(r.se, 1)}): {p_clause(r.p_z)} against the normal (statsmodels)"
     if pd.notna(r.r_df):
         text += (
-            f"; t {number(r.r_t, 2)} on {r.r_df:.0f} df, p {pvalue(r.r_p)} (R's nlme, as the paper); "
-            f"Satterthwaite {number(r.satterthwaite_df, 1)} df, p {pvalue(r.satterthwaite_p)} (lmerTest)"
+            f"; t {number(r.r_t, 2)} on {r.r_df:.0f} df, {p_clause(r.r_p)} (R's nlme, as the paper); "
+            f"Satterthwaite {number(r.satterthwaite_df, 1)} df, {p_clause(r.satterthwaite_p)} (lmerTest)"
         )
     else:
         text += (
-            f"; t on {r.df_containment:.0f} df (nlme's rule, computed here), p {pvalue(r.p_t_containment)}"
+            f"; t on {r.df_containment:.0f} df (nlme's rule, computed here), {p_clause(r.p_t_containment)}"
         )
     return text
 

@@ -5,11 +5,14 @@ tables, at full precision, are the CSV downloads that :func:`~.run.run` writes u
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from math import comb
 
+import numpy as np
 import pandas as pd
 
 from ...core.display import interval, number, pvalue, reader_table
+from .analysis import ALPHA
 
 #: Covariates of the word-level model, as the reader tables name them.
 COVARIATE_NAMES = {"zipf_z": "frequency (z)", "valence_z": "valence (z)"}
@@ -334,3 +337,113 @@ def coding_table(coding: pd.DataFrame) -> pd.DataFrame:
 def timings_table(timings: Mapping[str, float]) -> pd.DataFrame:
     """Seconds per step of the run."""
     return pd.DataFrame({"step": list(timings), "seconds": [f"{s:.1f}" for s in timings.values()]})
+
+
+def units_table() -> pd.DataFrame:
+    """Each inference of the chapter and the unit it treats as independent (the RM is what was sampled)."""
+    rows = [
+        ("mixed model (paper): random intercept per RM", "(RM, prompt) point, given its RM's intercept"),
+        ("panel permutation Welch test (paper)", "(RM, prompt) point"),
+        ("ANOVA and Welch post-hocs (language-model variant)", "(RM, prompt) point"),
+        ("bootstrap CIs over points (diff_ci, d_ci)", "(RM, prompt) point"),
+        (
+            "bootstrap CIs over RMs, then prompts (diff_hb_ci; the readings)",
+            "RM (prompts resampled within it)",
+        ),
+        ("RM-level exact split tests (panels, D statistics)", "RM"),
+        ("random-slope mixed model", "RM (its own category x framing effects)"),
+        ("null baseline (category labels permuted)", "word (RMs and prompts held fixed)"),
+        ("word-level covariate model", "(RM, word) point, given its RM's intercept"),
+    ]
+    return pd.DataFrame(rows, columns=["inference", "treated as independent"])
+
+
+def attainable_table(panels: pd.DataFrame, rm_level: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Per family of RM-level exact tests: the RMs per family, the splits of the RMs, the smallest p one
+    test can give (two over the splits), the number of tests Bonferroni corrects over, the smallest
+    attainable corrected p and whether it can reach ``alpha``."""
+    items = []
+    for (corpus, analysis), grp in panels.groupby(["corpus", "analysis"], sort=True):
+        items.append((f"{corpus} {analysis} panels", grp["n_rms_a"].iloc[0], grp["n_rms_b"].iloc[0],
+                      len(grp), grp["p_rm_min"].iloc[0]))  # fmt: skip
+    for (corpus, analysis, sub), grp in rm_level.groupby(
+        ["corpus", "analysis", "subcategory"], dropna=False, sort=True
+    ):
+        what = corpus + ("" if analysis == "pooled" or pd.isna(sub) else f" ({sub} words only)")
+        items.append((f"{what} D statistics", grp["n_rms_a"].iloc[0], grp["n_rms_b"].iloc[0],
+                      grp["n_tests"].iloc[0], grp["p_min_corrected"].iloc[0]))  # fmt: skip
+    rows = []
+    for what, na, nb, m, p in items:
+        splits = comb(int(na) + int(nb), int(na))
+        rows.append(
+            {
+                "tests": what,
+                "RMs per family": f"{int(na)} and {int(nb)}",
+                "splits": f"{splits:,}",
+                "smallest p of one test": number(min(1.0, 2 / splits), 4),
+                "tests corrected over": int(m),
+                "smallest corrected p": number(float(p), 4),
+                f"can reach {alpha:g}": "yes" if float(p) <= alpha else "no",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def subcategory_mix_table(corpora: pd.DataFrame, split_corpora: Sequence[str]) -> pd.DataFrame:
+    """Words per category and subcategory (virtue, vice) of each split corpus, from the corpora run."""
+    df = corpora[corpora["corpus"].isin(list(split_corpora)) & corpora["subcategory"].notna()]
+    if df.empty:
+        return pd.DataFrame()
+    counts = df.groupby(["corpus", "category", "subcategory"])["word"].nunique().unstack(fill_value=0)
+    return counts.reset_index().rename_axis(columns=None)
+
+
+def loo_range_table(loo: pd.DataFrame) -> pd.DataFrame:
+    """Per analysis and family term: the coefficient with every RM, its smallest and largest value over the
+    leave-one-RM-out refits (with the RM left out) and whether the sign held in every refit."""
+    rows = []
+    for (corpus, analysis, sub, term), grp in loo.groupby(
+        ["corpus", "analysis", "subcategory", "term"], dropna=False, sort=True
+    ):
+        lo, hi = grp.loc[grp["coef"].idxmin()], grp.loc[grp["coef"].idxmax()]
+        rows.append(
+            {
+                "analysis": corpus + ("" if analysis == "pooled" or pd.isna(sub) else f" ({sub} words only)"),
+                "term": readable_term(term),
+                "every RM": number(grp["coef_all"].iloc[0], 1),
+                "lowest": f"{number(lo['coef'], 1)} (without {lo['dropped_rm']})",
+                "highest": f"{number(hi['coef'], 1)} (without {hi['dropped_rm']})",
+                "same sign in every refit": (
+                    "yes" if bool((np.sign(grp["coef"]) == np.sign(grp["coef_all"])).all()) else "no"
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def slope_summary_table(slope_fits: pd.DataFrame) -> pd.DataFrame:
+    """Per analysis: the random-slope structures tried, in order, with what became of each, and the one
+    used (the first that was fitted and converged)."""
+    rows = []
+    for (corpus, analysis, sub), grp in slope_fits.groupby(
+        ["corpus", "analysis", "subcategory"], dropna=False, sort=True
+    ):
+        tried = []
+        for r in grp.itertuples():
+            if r.status != "fitted":
+                tried.append(f"{r.structure}: {r.status} ({r.note})")
+                continue
+            state = ("converged" if r.converged else "did not converge") + f" ({r.optimizer})"
+            state += "" if r.hessian_pd else ", Hessian not positive definite"
+            state += ", a variance at the boundary" if r.boundary else ""
+            tried.append(f"{r.structure} ({int(r.n_cov_params)} covariance parameters): {state}")
+        used = grp[grp["status"] == "fitted"]
+        used = used[used["converged"].eq(True)] if "converged" in used.columns else used.iloc[0:0]
+        rows.append(
+            {
+                "analysis": corpus + ("" if analysis == "pooled" or pd.isna(sub) else f" ({sub} words only)"),
+                "structures tried": "; ".join(tried),
+                "used": used["structure"].iloc[0] if not used.empty else "none",
+            }
+        )
+    return pd.DataFrame(rows)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from ...core.display import interval, number, pvalue
 from ...core.findings import Finding
+from ...core.formats import ci, interval, number, p_clause, pvalue
 from ...stats import (
     FramingContrast,
     framing_contrast,
@@ -29,7 +29,7 @@ MAX_RMS = 3
 
 
 def _ci(c: Any) -> str:
-    return f"95% CI {interval(c.ci_low, c.ci_high, 1)}" if pd.notna(c.ci_low) else ""
+    return ci(c.ci_low, c.ci_high, 1) if pd.notna(c.ci_low) else ""
 
 
 def _direction(x: float) -> str:
@@ -55,7 +55,7 @@ def _exact(c: FramingContrast) -> str:
     if pd.isna(c.p_exact):
         return ""
     return (
-        f" The exact test over the {c.n_splits} splits of the {c.unit}s gives p {pvalue(c.p_exact)} (the "
+        f" The exact test over the {c.n_splits} splits of the {c.unit}s gives {p_clause(c.p_exact)} (the "
         f"smallest it can give: {pvalue(c.p_min)})."
     )
 
@@ -69,9 +69,9 @@ def _paper(values: pd.DataFrame) -> str:
 
 
 def _baseline(c: FramingContrast) -> str:
-    bits = [f"Welch p {pvalue(c.p)} over {c.unit} means" if pd.notna(c.p) else ""]
+    bits = [f"Welch {p_clause(c.p)} over {c.unit} means" if pd.notna(c.p) else ""]
     bits.append(
-        f"exact p {pvalue(c.p_exact)} (smallest possible {pvalue(c.p_min)})" if pd.notna(c.p_exact) else ""
+        f"exact {p_clause(c.p_exact)} (smallest possible {pvalue(c.p_min)})" if pd.notna(c.p_exact) else ""
     )
     return "; ".join(b for b in bits if b)
 

@@ -180,7 +180,7 @@ class Worker:
             tok,
             readout=spec.score_readout or "logits_squeeze",
             method=p.method,
-            batch_size=p.batch_size or "auto",
+            batch_size=p.batch_size,
             padding_side=spec.padding_side,
         )
 
