@@ -92,3 +92,34 @@ def test_an_empty_table_keeps_its_number():
     for df in (None, pd.DataFrame(), pd.DataFrame({"a": []})):
         body = table(df, "Bases compared.", "tbl-z", "results/x/none.csv", empty="One base model.").data
         assert ":name: tbl-z" in body and "One base model." in body and "download" not in body
+
+
+def test_one_p_value_format_across_the_book(tmp_path):
+    """Issue 17: every p-value a page shows reads ``p = 0.012`` or ``p < 0.001`` (thresholds ``p < 0.05``);
+    ``p 0.19``, ``p < .001`` and ``p = 0.000`` are problems the book check names."""
+    from rmvalues.core.formats import bad_pvalues, p_clause
+
+    assert [p_clause(x) for x in (0.0004, 0.0123, 0.19, 1.0)] == [
+        "p < 0.001",
+        "p = 0.012",
+        "p = 0.19",
+        "p = 1.00",
+    ]
+    good = "exact p = 0.012; Welch p < 0.001; 27% have p < 0.05; p ≤ 0.05 for 2 of 5; the top 5 words"
+    assert bad_pvalues(good) == []
+    assert bad_pvalues("Welch p 0.19, p < .001, p = 0.000 and p=0.5") == [
+        "p 0.19",
+        "p < .001",
+        "p = 0.000",
+        "p=0.5",
+    ]
+    page = tmp_path / "p.html"
+    page.write_text(
+        '<article><figure><figcaption><span class="caption-number">Fig. 1 </span>x</figcaption></figure>'
+        "<p>permutation Welch p 0.19, where 5 against 5 seeds allow p = 0.008</p></article>"
+    )
+    problems = check.publication_problems("p", check.parse_page(page))
+    assert problems == [
+        "p: 1 p-value(s) not in the book's one format (p = 0.012, p < 0.001; rmvalues.core.formats.p_clause): "
+        "['p 0.19']"
+    ]

@@ -120,3 +120,22 @@ def test_cached_and_written_files_have_normal_permissions(shared_mirror, isolate
     out = tmp_path / "t.parquet"
     atomic_write_parquet(pd.DataFrame({"a": [1]}), out)
     assert stat.S_IMODE(out.stat().st_mode) == expected
+
+
+def test_every_stage_refuses_an_unknown_corpus_with_one_message():
+    """Issue 17: the corpus-name check is written once (data.corpora.unknown_corpora_problem): what is
+    wrong, the valid names and where new ones are registered; the stages give that message."""
+    from rmvalues.core.errors import ParameterError
+    from rmvalues.data.corpora import list_corpora, unknown_corpora_problem
+    from rmvalues.stages import corpora as corpora_stage
+    from rmvalues.stages import scoring as scoring_stage
+
+    valid = ", ".join(list_corpora())
+    assert unknown_corpora_problem(["big2_nouns"]) == []
+    (msg,) = unknown_corpora_problem(["big2_nouns", "big3", "mfd9"])
+    assert msg.startswith(f"corpora: unknown corpus name(s) 'big3', 'mfd9'. Valid corpora: {valid} (register")
+    assert msg.endswith("corpora.yaml)")
+    for stage in (corpora_stage, scoring_stage):
+        with pytest.raises(ParameterError) as err:
+            stage.Params.build(corpora=["big3"])
+        assert "corpora: unknown corpus name(s) 'big3'. Valid corpora: " in str(err.value)

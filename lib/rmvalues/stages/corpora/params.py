@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ...core.params import StageParams, param
-from ...data.corpora import CorpusError, config_path, list_corpora
 from ...data.corpora import entries_used as corpora_entries
+from ...data.corpora import unknown_corpora_problem
 from ...data.datasets import get as get_dataset
 from ...data.norms import NORMS_DATASET
 from ...models.loading import availability_problems
@@ -44,16 +44,7 @@ class Params(StageParams):
 
     def check(self) -> list[str]:
         problems = super().check()
-        try:
-            valid = list_corpora()
-        except CorpusError as exc:
-            return [*problems, f"corpora: the corpus registry is invalid: {exc}"]
-        bad = [n for n in self.corpora if n not in valid]
-        if bad:
-            problems.append(
-                f"corpora: unknown corpus name(s) {', '.join(map(repr, bad))}. Valid corpora: {', '.join(valid)} "
-                f"(register new ones in {config_path()})"
-            )
+        problems += unknown_corpora_problem(self.corpora)
         if len(set(self.corpora)) != len(self.corpora):
             problems.append(f"corpora lists a name twice: {self.corpora!r}")
         try:

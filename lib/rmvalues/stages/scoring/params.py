@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from ...core.handoff import ArtefactError, StageInput, producer
 from ...core.manifest import folder_digest
 from ...core.params import CountBound, StageParams, Threads, param, run_name_problem
-from ...data.corpora import corpora_input, corpora_run_problem
+from ...data.corpora import CORPORA_RUN_HELP, corpora_input, corpora_run_problem
 from ...data.prompts import prompt_problem, prompts_checksum
 from ...models.loading import availability_problems, verify_local_model
 from ...models.registry import (
@@ -50,7 +50,7 @@ class Params(StageParams):
     )
     extra_registry: list[str] = param([], help="more model-registry files (e.g. config/paper_models.yaml)")
     corpora: list[str] = param(["big2_nouns"], help="corpora whose words are scored (candidates: words)")
-    corpora_run: str = param("default", help="corpora run whose corpora.parquet supplies the words")
+    corpora_run: str = param("default", help=CORPORA_RUN_HELP.format("the words"))
     prompts: list[str] = param(
         [
             "best_ever_one",
@@ -219,12 +219,12 @@ class Params(StageParams):
     def _corpus_problems(self) -> list[str]:
         if self.candidates != "words":
             return []
-        from ...data.corpora import list_corpora
+        from ...data.corpora import list_corpora, unknown_corpora_problem
 
-        known = list_corpora()
-        bad = [c for c in self.corpora if c not in known]
         if not self.corpora:
-            return [f"corpora: give at least one corpus name ({', '.join(known)}) when candidates='words'"]
-        if bad:
-            return [f"corpora: unknown {bad}; valid: {', '.join(known)} (config/corpora.yaml)"]
+            return [
+                f"corpora: give at least one corpus name ({', '.join(list_corpora())}) when candidates='words'"
+            ]
+        if bad := unknown_corpora_problem(self.corpora):
+            return bad
         return corpora_run_problem(self.corpora_input(), self.corpora, self.results_root)
