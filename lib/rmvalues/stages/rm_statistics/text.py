@@ -1,9 +1,9 @@
 """The values the statistics chapter's prose cites, as short texts to glue: the numbers
-(:mod:`.key_numbers`, :mod:`.robust_numbers`) and the data-chosen phrases (:mod:`.readings`). The sentences
+(:mod:`.glued_numbers`, :mod:`.robust_numbers`) and the data-chosen phrases (:mod:`.readings`). The sentences
 themselves are the notebook's Markdown."""
 
 from __future__ import annotations
 
-from .key_numbers import key_numbers
+from .glued_numbers import key_numbers
 
 __all__ = ["key_numbers"]
