@@ -126,7 +126,8 @@ def test_every_stage_refuses_an_unknown_corpus_with_one_message():
     """Issue 17: the corpus-name check is written once (data.corpora.unknown_corpora_problem): what is
     wrong, the valid names and where new ones are registered; the stages give that message."""
     from rmvalues.core.errors import ParameterError
-    from rmvalues.data.corpora import list_corpora, unknown_corpora_problem
+    from rmvalues.data.corpora import list_corpora
+    from rmvalues.data.corpus_checks import unknown_corpora_problem
     from rmvalues.stages import corpora as corpora_stage
     from rmvalues.stages import scoring as scoring_stage
 

@@ -230,27 +230,6 @@ def list_corpora(path: str | os.PathLike[str] | None = None) -> list[str]:
     return list(registry(path))
 
 
-def unknown_corpora_problem(names: Sequence[str], field: str = "corpora") -> list[str]:
-    """The one message every stage gives for corpus names that are not registered (``[]`` when all are):
-    what is wrong, the valid names and where new ones are registered."""
-    try:
-        valid = list_corpora()
-    except CorpusError as exc:
-        return [f"{field}: the corpus registry is invalid: {exc}"]
-    bad = [n for n in names if n not in valid]
-    if not bad:
-        return []
-    return [
-        f"{field}: unknown corpus name(s) {', '.join(map(repr, bad))}. Valid corpora: {', '.join(valid)} "
-        f"(register new ones in {config_path()})"
-    ]
-
-
-#: The help of every stage's ``corpora_run`` parameter, completed with what the stage reads from it
-#: (``corpora_run: str = param("default", help=CORPORA_RUN_HELP.format("the words to score"))``).
-CORPORA_RUN_HELP = "corpora run whose corpora.parquet supplies {}"
-
-
 def get_spec(name: str, path: str | os.PathLike[str] | None = None) -> CorpusSpec:
     reg = registry(path)
     if name not in reg:

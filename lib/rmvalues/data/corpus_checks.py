@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import word_forms
-from .corpora import CorpusError, label_text, registry, scorable
+from .corpora import CorpusError, config_path, label_text, registry, scorable
 
 #: Columns of an issue table (:func:`validation_issues`).
 ISSUE_COLUMNS = ["corpus", "word", "check", "detail"]
@@ -335,3 +335,24 @@ def compare_word_sets(
             }
         )
     return pd.DataFrame(rows)
+
+
+def unknown_corpora_problem(names: Sequence[str], field: str = "corpora") -> list[str]:
+    """The one message every stage gives for corpus names that are not registered (``[]`` when all are):
+    what is wrong, the valid names and where new ones are registered."""
+    try:
+        valid = list(registry())
+    except CorpusError as exc:
+        return [f"{field}: the corpus registry is invalid: {exc}"]
+    bad = [n for n in names if n not in valid]
+    if not bad:
+        return []
+    return [
+        f"{field}: unknown corpus name(s) {', '.join(map(repr, bad))}. Valid corpora: {', '.join(valid)} "
+        f"(register new ones in {config_path()})"
+    ]
+
+
+#: The help of every stage's ``corpora_run`` parameter, completed with what the stage reads from it
+#: (``corpora_run: str = param("default", help=CORPORA_RUN_HELP.format("the words to score"))``).
+CORPORA_RUN_HELP = "corpora run whose corpora.parquet supplies {}"

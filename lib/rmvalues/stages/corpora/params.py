@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from ...core.params import StageParams, param
 from ...data.corpora import entries_used as corpora_entries
-from ...data.corpora import unknown_corpora_problem
+from ...data.corpus_checks import unknown_corpora_problem
 from ...data.datasets import get as get_dataset
 from ...data.norms import NORMS_DATASET
 from ...models.loading import availability_problems

@@ -9,7 +9,8 @@ import pandas as pd
 
 from ...core.handoff import StageInput
 from ...core.params import CountBound, StageParams, param, run_name_problem
-from ...data.corpora import CORPORA_RUN_HELP, corpora_input, corpora_run_problem
+from ...data.corpora import corpora_input, corpora_run_problem
+from ...data.corpus_checks import CORPORA_RUN_HELP
 from ...data.prompts import prompt_problem, prompts_checksum
 from ...data.scores import published_corpora, published_families, published_inputs, published_rm_table
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from ...core.handoff import ArtefactError, StageInput, producer
 from ...core.manifest import folder_digest
 from ...core.params import CountBound, StageParams, Threads, param, run_name_problem
-from ...data.corpora import CORPORA_RUN_HELP, corpora_input, corpora_run_problem
+from ...data.corpora import corpora_input, corpora_run_problem
+from ...data.corpus_checks import CORPORA_RUN_HELP
 from ...data.prompts import prompt_problem, prompts_checksum
 from ...models.loading import availability_problems, verify_local_model
 from ...models.registry import (
@@ -219,7 +220,8 @@ class Params(StageParams):
     def _corpus_problems(self) -> list[str]:
         if self.candidates != "words":
             return []
-        from ...data.corpora import list_corpora, unknown_corpora_problem
+        from ...data.corpora import list_corpora
+        from ...data.corpus_checks import unknown_corpora_problem
 
         if not self.corpora:
             return [
