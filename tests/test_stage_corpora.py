@@ -336,26 +336,26 @@ def test_error_empty_word(tmp_path):
 def test_config_entry_errors(tmp_path):
     cfg = write(tmp_path, "c.yaml", "corpora:\n  x:\n    path: a.csv\n    format: csv\n    word_column: w\n")
     with pytest.raises(CorpusError, match="must declare its valid categories"):
-        D.registry(cfg)
+        D.corpus_registry(cfg)
     cfg = write(
         tmp_path, "c2.yaml", "corpora:\n  x:\n    path: a.csv\n    format: xlsx\n    categories: [A]\n"
     )
     with pytest.raises(CorpusError, match="valid formats: csv, dicx, dic"):
-        D.registry(cfg)
+        D.corpus_registry(cfg)
     cfg = write(
         tmp_path,
         "c3.yaml",
         "corpora:\n  x:\n    dataset: d\n    path: a.csv\n    format: dic\n    categories: [A]\n",
     )
     with pytest.raises(CorpusError, match="exactly one of 'dataset:'"):
-        D.registry(cfg)
+        D.corpus_registry(cfg)
     cfg = write(
         tmp_path,
         "c4.yaml",
         "corpora:\n  x:\n    path: a.csv\n    format: dic\n    categories: [A]\n    colour: red\n",
     )
     with pytest.raises(CorpusError, match="unknown setting.*colour"):
-        D.registry(cfg)
+        D.corpus_registry(cfg)
 
 
 # -- Unicode spellings and files outside the project --------------------------------------------------------
@@ -441,8 +441,8 @@ def test_a_corpus_outside_the_project_is_recorded_in_the_manifest_and_warned(tmp
         f"corpora:\n  mine:\n    path: {words}\n    format: csv\n    word_column: term\n"
         "    category_column: label\n    categories: [Agency, Communion]\n",
     )
-    monkeypatch.setattr(D, "config_path", lambda: cfg)
-    assert D.get_spec("mine").outside_project() == words.resolve()
+    monkeypatch.setattr(D, "corpora_config_path", lambda: cfg)
+    assert D.corpus_spec("mine").outside_project() == words.resolve()
     params = stage.Params.build(corpora=["mine"], models=[], results_root=str(tmp_path / "results"))
     res = stage.run(params)
     out = tmp_path / "results" / "corpora" / "default"

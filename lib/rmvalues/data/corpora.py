@@ -146,12 +146,12 @@ class CorpusSpec:
 _SPEC_KEYS = {f for f in CorpusSpec.__dataclass_fields__ if f != "name"}
 
 
-def config_path() -> Path:
+def corpora_config_path() -> Path:
     return paths.config_dir() / "corpora.yaml"
 
 
 def _load_config(path: Path | None) -> dict[str, Any]:
-    path = Path(path) if path is not None else config_path()
+    path = Path(path) if path is not None else corpora_config_path()
     if not path.is_file():
         raise CorpusError(f"corpus configuration {path} does not exist")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -205,16 +205,16 @@ def _spec_from_entry(name: str, entry: Mapping[str, Any], where: Path) -> Corpus
     return CorpusSpec(name=name, **kwargs)
 
 
-def registry(path: str | os.PathLike[str] | None = None) -> dict[str, CorpusSpec]:
+def corpus_registry(path: str | os.PathLike[str] | None = None) -> dict[str, CorpusSpec]:
     """All registered corpora by name (``config/corpora.yaml`` unless ``path`` names another file)."""
-    where = Path(path) if path is not None else config_path()
+    where = Path(path) if path is not None else corpora_config_path()
     raw = _load_config(where)
     return {str(name): _spec_from_entry(str(name), entry, where) for name, entry in raw["corpora"].items()}
 
 
 def wordlist_config(path: str | os.PathLike[str] | None = None) -> WordList:
     """The ``wordlist:`` settings of ``config/corpora.yaml``."""
-    where = Path(path) if path is not None else config_path()
+    where = Path(path) if path is not None else corpora_config_path()
     raw = _load_config(where).get("wordlist") or {}
     unknown = set(raw) - set(WordList.__dataclass_fields__)
     if unknown:
@@ -227,15 +227,15 @@ def wordlist_config(path: str | os.PathLike[str] | None = None) -> WordList:
 
 def list_corpora(path: str | os.PathLike[str] | None = None) -> list[str]:
     """Names of the registered corpora, in configuration order."""
-    return list(registry(path))
+    return list(corpus_registry(path))
 
 
-def get_spec(name: str, path: str | os.PathLike[str] | None = None) -> CorpusSpec:
-    reg = registry(path)
+def corpus_spec(name: str, path: str | os.PathLike[str] | None = None) -> CorpusSpec:
+    reg = corpus_registry(path)
     if name not in reg:
         raise CorpusError(
             f"unknown corpus {name!r}. Valid corpora: {', '.join(reg)}. "
-            f"Register new ones in {Path(path) if path else config_path()}."
+            f"Register new ones in {Path(path) if path else corpora_config_path()}."
         )
     return reg[name]
 
@@ -595,7 +595,7 @@ def load_corpus(
     ``wordlist_size`` overrides the configured size of the expansion word list. Use :func:`scorable` or
     :func:`prepare_corpora` for the rows that are scored.
     """
-    spec = get_spec(name, config)
+    spec = corpus_spec(name, config)
     wl = wordlist_config(config)
     if wordlist_size is not None:
         wl = WordList(source=wl.source, lang=wl.lang, list=wl.list, size=int(wordlist_size))
@@ -615,12 +615,12 @@ def load_corpora(
     return pd.concat(frames, ignore_index=True)
 
 
-def entries_used(names: Iterable[str]) -> dict[str, Any]:
+def corpora_entries_used(names: Iterable[str]) -> dict[str, Any]:
     """The registry entries of the corpora ``names``, their files' checksums and the word list (for up-to-date
     keys)."""
     import dataclasses
 
-    reg = registry()
+    reg = corpus_registry()
     out: dict[str, Any] = {"wordlist": vars(wordlist_config())}
     for n in names:
         if n in reg:
@@ -635,7 +635,7 @@ def scorable(corpus: pd.DataFrame) -> pd.DataFrame:
 
 def input_checksums(names: Iterable[str], config: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """``{input name: sha256}`` of the corpus files (for ``RunRecord.add_input``)."""
-    reg = registry(config)
+    reg = corpus_registry(config)
     return {reg[n].input_name: reg[n].sha256() for n in names}
 
 

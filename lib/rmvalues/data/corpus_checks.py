@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import word_forms
-from .corpora import CorpusError, config_path, label_text, registry, scorable
+from .corpora import CorpusError, corpora_config_path, corpus_registry, label_text, scorable
 
 #: Columns of an issue table (:func:`validation_issues`).
 ISSUE_COLUMNS = ["corpus", "word", "check", "detail"]
@@ -48,7 +48,7 @@ def find_respelled(corpus: pd.DataFrame) -> pd.DataFrame:
 def find_outside_project(names: Iterable[str], config: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """The corpora of ``names`` whose file lies outside the project folder: ``corpus, path`` (absolute)
     ``, sha256``. The book's build then depends on a file the repository does not hold."""
-    reg = registry(config)
+    reg = corpus_registry(config)
     rows = []
     for name in names:
         path = reg[name].outside_project()
@@ -91,7 +91,7 @@ def category_sizes(
     )
     if declared is None:
         try:
-            reg = registry()
+            reg = corpus_registry()
         except CorpusError:
             reg = {}
         declared = {c: reg[c].categories for c in corpus["corpus"].unique() if c in reg}
@@ -341,7 +341,7 @@ def unknown_corpora_problem(names: Sequence[str], field: str = "corpora") -> lis
     """The one message every stage gives for corpus names that are not registered (``[]`` when all are):
     what is wrong, the valid names and where new ones are registered."""
     try:
-        valid = list(registry())
+        valid = list(corpus_registry())
     except CorpusError as exc:
         return [f"{field}: the corpus registry is invalid: {exc}"]
     bad = [n for n in names if n not in valid]
@@ -349,7 +349,7 @@ def unknown_corpora_problem(names: Sequence[str], field: str = "corpora") -> lis
         return []
     return [
         f"{field}: unknown corpus name(s) {', '.join(map(repr, bad))}. Valid corpora: {', '.join(valid)} "
-        f"(register new ones in {config_path()})"
+        f"(register new ones in {corpora_config_path()})"
     ]
 
 

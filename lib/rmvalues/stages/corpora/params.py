@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ...core.params import StageParams, param
-from ...data.corpora import entries_used as corpora_entries
+from ...data.corpora import corpora_entries_used
 from ...data.corpus_checks import unknown_corpora_problem
 from ...data.datasets import get as get_dataset
 from ...data.norms import NORMS_DATASET
@@ -37,7 +37,7 @@ class Params(StageParams):
     def config_used(self) -> dict[str, Any]:
         """The corpus entries, files and word list, the tokenizers' registry entries and the norms file."""
         return {
-            "corpora": corpora_entries(self.corpora),
+            "corpora": corpora_entries_used(self.corpora),
             "models": entries_used(self.models),
             "norms": get_dataset(NORMS_DATASET).sha256,
         }
