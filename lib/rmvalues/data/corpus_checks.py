@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core.params import param
 from . import word_forms
 from .corpora import CorpusError, corpora_config_path, corpus_registry, label_text, scorable
 
@@ -353,6 +354,12 @@ def unknown_corpora_problem(names: Sequence[str], field: str = "corpora") -> lis
     ]
 
 
-#: The help of every stage's ``corpora_run`` parameter, completed with what the stage reads from it
-#: (``corpora_run: str = param("default", help=CORPORA_RUN_HELP.format("the words to score"))``).
+#: The help of every stage's ``corpora_run`` parameter, completed with what the stage reads from it.
 CORPORA_RUN_HELP = "corpora run whose corpora.parquet supplies {}"
+
+
+def corpora_run_field(what: str) -> Any:
+    """Every stage's ``corpora_run`` schema field, declared here once: the corpora run (default ``default``)
+    whose ``corpora.parquet`` supplies ``what`` (``corpora_run: str = corpora_run_field("the words to
+    score")``)."""
+    return param("default", help=CORPORA_RUN_HELP.format(what))

@@ -10,7 +10,7 @@ import pandas as pd
 from ...core.handoff import StageInput
 from ...core.params import CountBound, StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
-from ...data.corpus_checks import CORPORA_RUN_HELP
+from ...data.corpus_checks import corpora_run_field
 from ...data.prompts import prompt_problem, prompts_checksum
 from ...data.scores import published_corpora, published_families, published_inputs, published_rm_table
 
@@ -108,9 +108,7 @@ class Params(StageParams):
     n_crossed: Annotated[int, CROSSED_DRAWS] = param(
         1000, help="draws of the bootstrap that resamples RMs and words together", ge=100
     )
-    corpora_run: str = param(
-        "default", help=CORPORA_RUN_HELP.format("the words' labels, frequency and valence")
-    )
+    corpora_run: str = corpora_run_field("the words' labels, frequency and valence")
     scoring_run: str = param("default", help="scoring run whose scores are analysed (scores: live or both)")
 
     def corpora_input(self) -> StageInput:

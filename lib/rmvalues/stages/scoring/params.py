@@ -9,7 +9,7 @@ from ...core.handoff import ArtefactError, StageInput, producer
 from ...core.manifest import folder_digest
 from ...core.params import CountBound, StageParams, Threads, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
-from ...data.corpus_checks import CORPORA_RUN_HELP
+from ...data.corpus_checks import corpora_run_field
 from ...data.prompts import prompt_problem, prompts_checksum
 from ...models.loading import availability_problems, verify_local_model
 from ...models.registry import (
@@ -51,7 +51,7 @@ class Params(StageParams):
     )
     extra_registry: list[str] = param([], help="more model-registry files (e.g. config/paper_models.yaml)")
     corpora: list[str] = param(["big2_nouns"], help="corpora whose words are scored (candidates: words)")
-    corpora_run: str = param("default", help=CORPORA_RUN_HELP.format("the words"))
+    corpora_run: str = corpora_run_field("the words")
     prompts: list[str] = param(
         [
             "best_ever_one",
