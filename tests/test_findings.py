@@ -185,7 +185,7 @@ def test_scoring_findings_per_rm_and_pair():
     assert (out[0].value, out[0].low, out[0].high) == pytest.approx((est, low, high))
     assert "gain" in out[0].answer and "gemma base" in out[0].answer
     assert "3 positive and 3 negative adjectives, 12 prompts" in out[0].answer
-    assert "20 splits of the adjectives gives p 0.10 (the smallest it can give: 0.10)" in out[0].answer
+    assert "20 splits of the adjectives gives p = 0.10 (the smallest it can give: 0.10)" in out[0].answer
     assert "the interval excludes zero" in out[0].answer and "as the paper did" in out[0].answer
     assert out[0].unit == "6 adjectives (3 positive, 3 negative) over 12 prompts, one RM"
     assert out[1].value == pytest.approx(0.0) and "inconclusive" in out[1].answer

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from ...core.display import interval, number, pvalue
+from ...core.display import interval, number, p_clause, pvalue
 from ...core.findings import Finding
 from ...stats import (
     FramingContrast,
@@ -54,7 +54,7 @@ def exact_text(c: FramingContrast) -> str:
     if pd.isna(c.p_exact):
         return ""
     return (
-        f"exact test over the {c.n_splits} splits of the {c.unit}s p {pvalue(c.p_exact)}, the smallest it can "
+        f"exact test over the {c.n_splits} splits of the {c.unit}s {p_clause(c.p_exact)}, the smallest it can "
         f"give {pvalue(c.p_min)}"
     )
 
@@ -109,7 +109,7 @@ def _pair_finding(results: Any) -> Finding | None:
         )
         + f": {verdict(c)}."
         + (
-            f" The exact test over the {c.n_splits} splits of the {c.unit}s gives p {pvalue(c.p_exact)} (the "
+            f" The exact test over the {c.n_splits} splits of the {c.unit}s gives {p_clause(c.p_exact)} (the "
             f"smallest it can give: {pvalue(c.p_min)})."
             if pd.notna(c.p_exact)
             else ""
@@ -134,7 +134,7 @@ def _pair_finding(results: Any) -> Finding | None:
         interval=_ci(c.ci_low, c.ci_high),
         baseline="; ".join(
             x
-            for x in (f"Welch p {pvalue(c.p)} over {c.unit} means" if pd.notna(c.p) else "", exact_text(c))
+            for x in (f"Welch {p_clause(c.p)} over {c.unit} means" if pd.notna(c.p) else "", exact_text(c))
             if x
         ),
         unit=(

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...core.display import number, pvalue
+from ...core.display import number, p_clause, pvalue
 from .findings import BIG2, CATEGORY
 from .planting import ZIPF_TOLERANCE
 
@@ -45,12 +45,8 @@ _TERMS = {
 }
 
 
-def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
 def _f(row: pd.Series, resid: float) -> str:
-    return f"F({row['df']:.0f}, {resid:.0f}) = {row['F']:.2f}, {_p(row['p'])}"
+    return f"F({row['df']:.0f}, {resid:.0f}) = {row['F']:.2f}, {p_clause(row['p'])}"
 
 
 def describe_confounds(models: pd.DataFrame, pairs: list[tuple[str, str]]) -> str:
@@ -107,7 +103,7 @@ def _fc(row: pd.Series) -> str:
     variation between the adjectives)."""
     if pd.isna(row["F"]) or pd.isna(row["p"]):
         return "n/a (one adjective per framing)" if row["df_error"] == 0 else "n/a (no variation)"
-    return f"F({row['df']:.0f}, {row['df_error']:.0f}) = {row['F']:.2f}, {_p(row['p'])}"
+    return f"F({row['df']:.0f}, {row['df_error']:.0f}) = {row['F']:.2f}, {p_clause(row['p'])}"
 
 
 def _clustered_text(clustered: pd.DataFrame | None, pair: str, corpus: str, metric: str) -> str:
@@ -125,7 +121,7 @@ def _clustered_text(clustered: pd.DataFrame | None, pair: str, corpus: str, metr
     cfm = "C(category):C(framing):C(model)"
     exact = (
         f"; the exact test of category x framing x model over the {int(t.loc[cfm, 'n_splits'])} splits of the "
-        f"adjectives p = {pvalue(t.loc[cfm, 'p_exact'])} (the smallest it can give {pvalue(t.loc[cfm, 'p_min'])})"
+        f"adjectives {p_clause(t.loc[cfm, 'p_exact'])} (the smallest it can give {pvalue(t.loc[cfm, 'p_min'])})"
         if cfm in t.index and pd.notna(t.loc[cfm, "p_exact"])
         else ""
     )
@@ -159,7 +155,7 @@ def describe_anova(
             sig = ph[ph["p_corrected"] < 0.05]
             cells = ", ".join(
                 f"{r.category}/{r.framing} ({r.level_b} minus {r.level_a} {r.difference:+.1f} ranks, "
-                f"BH-corrected {_p(r.p_corrected)})"
+                f"BH-corrected {p_clause(r.p_corrected)})"
                 for r in sig.itertuples()
             )
             text += (

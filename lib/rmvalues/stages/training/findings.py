@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ...core.display import interval, number, pvalue
+from ...core.display import interval, number, p_clause
 from ...core.findings import Finding
 
 
@@ -99,8 +99,8 @@ def _comparison_finding(res: Any, row: pd.Series) -> Finding:
     ci = _ci(row.get("ci_low"), row.get("ci_high"))
     p, p_min = row.get("p_perm"), row.get("p_min")
     test = (
-        f"permutation Welch p {pvalue(p)}, where {int(row['n_a'])} against {int(row['n_b'])} seeds allow "
-        f"p {pvalue(p_min)} at the smallest"
+        f"permutation Welch {p_clause(p)}, where {int(row['n_a'])} against {int(row['n_b'])} seeds allow "
+        f"{p_clause(p_min)} at the smallest"
         if pd.notna(p)
         else ""
     )

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...core.display import p_clause
+
 __all__ = [
     "describe_accuracy",
     "describe_comparison",
@@ -247,7 +249,7 @@ def describe_comparison(comparison: pd.DataFrame | None) -> str:
             excl = "excludes" if r["ci_low"] > 0 or r["ci_high"] < 0 else "includes"
             parts.append(
                 f"{r['quantity']} pairs: {_f(r['difference'])} (Welch 95 % CI {_ci(r['ci_low'], r['ci_high'])}, "
-                f"{excl} 0; exact permutation p = {_f(r['p_perm'], 3)}, smallest attainable "
+                f"{excl} 0; exact permutation {p_clause(r['p_perm'])}, smallest attainable "
                 f"{_f(r['p_min'], 4)}; d = {_f(r['d'], 2)})"
             )
         first = f.iloc[0]
@@ -448,9 +450,7 @@ def _difference_at_top(comparison: pd.DataFrame | None, framing: str) -> str:
     for r in top.to_dict("records"):
         text = f"{r['base_a']} minus {r['base_b']} {_f(r['difference'])}"
         if pd.notna(r.get("ci_low", np.nan)):
-            from ...core.display import pvalue
-
-            text += f" (Welch 95 % CI {_ci(r['ci_low'], r['ci_high'])}, exact permutation p {pvalue(r['p_perm'])})"
+            text += f" (Welch 95 % CI {_ci(r['ci_low'], r['ci_high'])}, exact permutation {p_clause(r['p_perm'])})"
         parts.append(text)
     return "; ".join(parts) or "n/a"
 
