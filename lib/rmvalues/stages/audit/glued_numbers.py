@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ...core.display import interval, number
+from ...core.formats import interval, number, p_clause, percent
 
 __all__ = ["POSITIONS", "key_numbers"]
 
@@ -19,10 +19,6 @@ POSITIONS = {
     "above": "above every {family} reference RM",
     "within": "within the range of the {family} reference RMs",
 }
-
-
-def _pct(x: float) -> str:
-    return f"{number(100 * x, 0)}%"
 
 
 def _where(row: pd.Series) -> str:
@@ -64,8 +60,8 @@ def _family(res: Any, first: pd.Series, fam: str, tag: str) -> dict[str, str]:
         f"{tag}_interval_position": "lies wholly outside" if wholly else "reaches into",
         f"{tag}_prediction": "inside" if row["inside_prediction"] else "outside",
         f"{tag}_pred_interval": interval(row["pred_low"], row["pred_high"], 1),
-        f"{tag}_beyond": _pct(float(limits["p_beyond_range"])),
-        f"{tag}_pmin": "p = " + number(float(limits["p_min_two_sided"]), 2),
+        f"{tag}_beyond": percent(float(limits["p_beyond_range"])),
+        f"{tag}_pmin": p_clause(float(limits["p_min_two_sided"])),
         f"{tag}_loo": (
             "holds whichever reference RM is left out"
             if changed == 0
@@ -84,13 +80,13 @@ def _tokens(res: Any, rm: str, corpus: str, families: list[str]) -> dict[str, st
         "tok_n_words": str(int(own["n_words"])),
         "tok_one": str(int(own["n_one_token"])),
         "tok_split": str(int(own["n_split"])),
-        "tok_share": _pct(float(own["share_split"])),
+        "tok_share": percent(float(own["share_split"])),
     }
     for tag, fam in zip(("fam_a", "fam_b"), families, strict=False):
         ref = tok[(tok["role"] == "reference") & (tok["family"] == fam)].iloc[0]
         counted = bool(ref["n_words"])
         out[f"{tag}_tok_split"] = str(int(ref["n_split"])) if counted else "none counted (see the note)"
-        out[f"{tag}_tok_share"] = _pct(float(ref["share_split"])) if counted else "n/a"
+        out[f"{tag}_tok_share"] = percent(float(ref["share_split"])) if counted else "n/a"
     return out
 
 
@@ -128,14 +124,26 @@ def key_numbers(res: Any) -> dict[str, str]:
         "dtype": str(scoring["dtype"]),
         "scoring_run": res.params.scoring_run,
     }
-    dist = {}
     for tag, fam in zip(("fam_a", "fam_b"), families, strict=False):
-        vals = _family(res, first, fam, tag)
-        out.update(vals)
-        dist[fam] = abs(float(vals[f"{tag}_distance"].replace("\u2212", "-")))
-    out["nearer"] = min(dist, key=dist.__getitem__) if len(dist) == 2 else families[0]
+        out.update(_family(res, first, fam, tag))
+    out["nearer"] = _nearer(res, first, families)
     out.update(_tokens(res, str(first["rm"]), str(first["corpus"]), families))
     return out
+
+
+def _nearer(res: Any, first: pd.Series, families: list[str]) -> str:
+    """The family whose mean is nearer the first audited value in family SDs (``n/a`` when a distance is
+    missing)."""
+    placed = res.placed
+    rows = placed[
+        (placed["rm"] == first["rm"])
+        & (placed["statistic"] == first["statistic"])
+        & (placed["corpus"] == first["corpus"])
+        & (placed["analysis"] == first["analysis"])
+        & placed["family"].isin(families)
+    ]
+    dist = rows.set_index("family")["distance"].abs()
+    return "n/a" if dist.isna().any() or dist.empty else str(dist.idxmin())
 
 
 def _sign(low: float, high: float) -> str:
