@@ -5,8 +5,8 @@ explicit coding and random slopes (:mod:`.mixed`; nlme's containment df), the sa
 cross-check (:mod:`.rcheck`), the ANOVA variant and its counterpart clustered by the prompts' adjectives
 (:mod:`.anova`), label-permutation nulls (:mod:`.nulls`) and framing contrasts over prompts for one or two RMs,
 clustered by adjective by default (:mod:`.prompts`), the power of the RM-level design
-(:mod:`.power`), the per-RM framing contrasts ``D(k)`` (:mod:`.contrasts`) and the crossed bootstrap over RMs and words (:mod:`.crossed`). Imports only third-party
-statistics packages."""
+(:mod:`.power`), the per-RM framing contrasts ``D(k)`` (:mod:`.contrasts`) and the crossed bootstrap over RMs
+and words (:mod:`.crossed`). Imports only third-party statistics packages."""
 
 from .anova import CLUSTERED_COLUMNS, anova_3way, anova_3way_clustered, welch_posthocs
 from .contrasts import INTERACTION_COLUMNS, analyses, rm_contrasts, rm_values, statistic_name
