@@ -63,14 +63,10 @@ def reader_table(
 
 
 def _from_book_root(target: Path) -> str:
-    """``target`` as Sphinx reads a path from the book's root (``/results/...``), so a link holds whatever
-    folder the page lies in (a named run's page lies one folder deeper than its chapter's); a file outside the
-    project stays relative to ``book/generated``."""
-    root = paths.project_root()
-    try:
-        return "/" + target.relative_to(root).as_posix()
-    except ValueError:
-        return os.path.relpath(target, root / "book" / "generated").replace(os.sep, "/")
+    """``target`` as Sphinx reads a path from the book's root (``/results/...``; a file outside the project
+    as ``/../...``, which Sphinx normalises against the root too), so a link holds whatever folder the page
+    lies in (a named run's page lies one folder deeper than its chapter's)."""
+    return "/" + os.path.relpath(target, paths.project_root()).replace(os.sep, "/")
 
 
 def _download(csv: str | os.PathLike[str] | None) -> str:
