@@ -132,6 +132,27 @@ def test_placement_intervals_and_leave_one_out_by_hand():
     assert (summary["max_low"], summary["max_high"]) == (3.0, 10.0)
 
 
+def test_several_audited_rms_get_one_row_each_and_one_row_of_the_figure():
+    ref = pd.DataFrame({"corpus": "c", "analysis": "pooled", "subcategory": None, "statistic": "D(B)",
+                        "category": "B", "versus": "A", "rm": list("wxyz"), "family": ["f", "f", "g", "g"],
+                        "D": [1.0, 2.0, 3.0, 10.0]})  # fmt: skip
+    audited = pd.concat(
+        [ref.iloc[:1].assign(rm="one", family="h", D=1.5), ref.iloc[:1].assign(rm="two", D=11.0)]
+    )
+    draws = pd.DataFrame({"corpus": "c", "analysis": "pooled", "subcategory": None, "statistic": "D(B)",
+                          "rm": ["one"] * 3 + ["two"] * 3, "draw": [0, 1, 2] * 2,
+                          "D": [1.5, 1.0, 2.0, 11.0, 9.0, 12.0]})  # fmt: skip
+    placed = pl.placement(audited, ref, draws)
+    assert len(placed) == 4 and list(placed.groupby("rm").size()) == [2, 2]  # one row per RM and family
+    two = placed[(placed["rm"] == "two") & (placed["family"] == "g")].iloc[0]
+    assert (two["position"], two["percentile"], two["D_low"]) == ("above", 100.0, 9.0 + 0.025 * 3.0)
+    one = placed[(placed["rm"] == "one") & (placed["family"] == "f")].iloc[0]
+    assert (one["position"], one["percentile"]) == ("within", 50.0)
+    fig = audit.figures.plot_placement(ref, placed)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["f (2 RMs)", "g (2 RMs)", "audited: one", "audited: two"]
+
+
 # -- a tiny local RM audited end to end ---------------------------------------------------------------------------
 @pytest.fixture
 def tiny_audit(tmp_path, corpora_results):
