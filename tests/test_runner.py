@@ -386,6 +386,20 @@ def test_named_runs_and_upstream_runs_that_hold_what_they_need(project):
     assert "mine" not in config.stages["consumer"].named and "mine" in config.stages["producer"].named
 
 
+def test_a_named_runs_parameters_override_the_profile_whenever_it_is_planned(project):
+    """`make audit MODEL=x PROFILE=tiny`: the profile sets the stage's parameters for every run ("*"), the named
+    run's own parameters (its command line) still win when the run is planned again (after a dependency)."""
+    _write_config(
+        project,
+        lambda cfg: cfg["profiles"]["tiny"].update(producer={"*": {"parameters": {"n": 2, "label": "p"}}}),
+    )
+    config = load_config()
+    runner.plan(config, profile="tiny", stages=["producer"], runs=["mine"], overrides={"label": "c"})
+    again = runner.plan(config, profile="tiny", stages=["producer"], runs=["mine"])  # no command line now
+    assert (again[0].params.label, again[0].params.n) == ("c", 2)  # its own label, the profile's n
+    assert runner.plan(config, profile="tiny", stages=["producer"])[0].params.label == "p"  # configured run
+
+
 def test_params_strings_with_spaces_and_quotes():
     assert cli.split_params(
         "families=[gemma, llama] n=3  note='it is fine' word=don't x={a: 1, b: [2, 3]}"

@@ -1,6 +1,6 @@
 """The values the audit page's prose pastes (``{glue:text}``): numbers and short phrases, all from the run.
 
-The prose speaks of the first audited RM on the first statistic (the first corpus' pooled contrast); the
+The prose speaks of the first audited RM named on its first statistic (the first corpus' pooled contrast); the
 page's tables hold every RM and statistic."""
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _tokens(res: Any, rm: str, corpus: str, families: list[str]) -> dict[str, st
 
 def key_numbers(res: Any) -> dict[str, str]:
     """Every value the page's prose pastes (see the module docstring)."""
-    first = res.audited.iloc[0]
+    first = res.audited[res.audited["rm"] == res.params.models[0]].iloc[0]  # the first RM named
     families = sorted(res.reference["family"].unique())[:2]
     design = res.design.set_index("corpus").loc[first["corpus"]]
     scoring = res.scoring.set_index("rm").loc[first["rm"]]
