@@ -23,7 +23,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: all setup browser rstats run chapter book test lint format bench bench-rebuild bench-gpu toc clean distclean
+.PHONY: all setup browser rstats run chapter audit book test lint format bench bench-rebuild bench-gpu toc clean distclean
 
 all: setup browser rstats run book ## main job: every chapter on the embedded default, then the book (checked)
 
@@ -63,11 +63,18 @@ chapter: setup ## run one stage: make chapter NAME=corpora [RUN=name] [PARAMS="k
 	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<stage> [RUN=<run name>] [PARAMS=\"key=value ...\"]"; exit 2; }
 	$(BIN)/python -m rmvalues run "$(NAME)" --profile $(PROFILE) $${RUN:+--run "$$RUN"} --params "$${PARAMS:-}"
 
+# One reward model placed among the ten published ones: a named run of the audit stage (scored first when no
+# scoring run holds its scores), then the book with its page under "Audits". RUN names the run (default: MODEL).
+audit: setup ## audit one RM: make audit MODEL=<registry entry> [RUN=name] [PARAMS="key=value ..."]
+	@test -n "$(MODEL)" || { echo "usage: make audit MODEL=<registry entry of a reward model> [RUN=<run name>] [PARAMS=\"key=value ...\"]"; exit 2; }
+	$(BIN)/python -m rmvalues run audit --profile $(PROFILE) --run "$${RUN:-$(MODEL)}" --params "models=[$(MODEL)] $${PARAMS:-}"
+	$(BIN)/python -m rmvalues book
+
 book: setup ## build the HTML book (warnings are errors), then check it (links, figures, Chromium)
 	$(BIN)/python -m rmvalues book
 	$(BIN)/python -m rmvalues check-book
 
-toc: setup
+toc: setup ## write the committed _toc.yml again (after adding or removing a stage in config/run.yaml)
 	$(BIN)/python -m rmvalues toc
 
 lint: setup
@@ -91,7 +98,7 @@ bench-gpu: setup ## accelerator benchmarks (at most 8 minutes on one GPU): write
 	$(BIN)/python benchmarks/gpu.py --budget-s 480
 
 clean: ## remove build products (executed pages, book, results, named runs)
-	rm -rf _build book/generated results/*/ results/named_runs.yaml _toc.yml
+	rm -rf _build book/generated results/*/ results/named_runs.yaml
 
 distclean: clean
 	rm -rf $(VENV)

@@ -239,3 +239,37 @@ def test_no_merge_conflict_markers():
         )
     ]
     assert marked == []
+
+
+#: Objects of other libraries that a stage may probe with ``getattr(obj, name, default)``: attributes that
+#: differ between tokenizer and model classes of ``transformers``, not the library's own objects.
+FOREIGN_GETATTR = {"tokenizer", "model.config.get_text_config()"}
+
+
+def silent_getattrs(source: str) -> list[str]:
+    """``getattr(obj, name, default)`` calls on anything but :data:`FOREIGN_GETATTR`, as ``line: call``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) == 3
+            and ast.unparse(node.args[0]) not in FOREIGN_GETATTR
+        ):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_stages_read_no_attribute_with_a_silent_default():
+    """Issues 16 and 17: a finding or a table that reads an attribute the result does not have must fail,
+    not print a blank (``getattr(res.spec, "method", "")`` hid that the grid has no such field)."""
+    assert silent_getattrs('x = getattr(res, "spec", None)\ny = getattr(tokenizer, "a", {})') == [
+        "1: getattr(res, 'spec', None)"
+    ]
+    found = {
+        str(path.relative_to(LIB)): hits
+        for path in sorted((LIB / "stages").rglob("*.py"))
+        if (hits := silent_getattrs(path.read_text(encoding="utf-8")))
+    }
+    assert found == {}, f"getattr with a default on the library's own objects: {found}"

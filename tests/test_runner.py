@@ -18,7 +18,7 @@ import yaml
 
 from rmvalues.book import cli, runner
 from rmvalues.book.config import load_config
-from rmvalues.book.toc import toc
+from rmvalues.book.toc import chapter_pages, move_legacy_pages, toc, toc_text
 from rmvalues.core.errors import ConfigError, MissingInputError
 
 STAGES = """
@@ -367,16 +367,37 @@ def test_named_runs_and_upstream_runs_that_hold_what_they_need(project):
     )
     chapters = toc(load_config())["parts"][1]["chapters"]
     assert chapters == [
-        {"file": "book/generated/consumer", "sections": [{"file": "book/generated/consumer--mine"}]},
-        {"file": "book/generated/producer", "sections": [{"file": "book/generated/producer--mine"}]},
+        {"file": "book/generated/consumer", "sections": [{"glob": "book/generated/consumer/*"}]},
+        {"file": "book/generated/producer", "sections": [{"glob": "book/generated/producer/*"}]},
     ]
-    nb = nbformat.read(project / "book" / "generated" / "consumer--mine.ipynb", as_version=4)
+    assert "mine" not in toc_text(load_config())  # the named runs' pages come through the globs
+    assert chapter_pages(load_config()) == [
+        "book/generated/consumer",
+        "book/generated/producer",
+        "book/generated/consumer/mine",
+        "book/generated/producer/mine",
+    ]
+    nb = nbformat.read(project / "book" / "generated" / "consumer" / "mine.ipynb", as_version=4)
     assert nb.cells[0].source.startswith("# Consumer — mine (label=c, scale=2.0)")
     # promote the named run into the configuration
     assert cli.main(["promote", "consumer", "mine"]) == 0
     config = load_config()
     assert config.stages["consumer"].runs["mine"]["parameters"] == {"label": "c", "scale": 2.0}
     assert "mine" not in config.stages["consumer"].named and "mine" in config.stages["producer"].named
+
+
+def test_a_named_runs_parameters_override_the_profile_whenever_it_is_planned(project):
+    """`make audit MODEL=x PROFILE=tiny`: the profile sets the stage's parameters for every run ("*"), the named
+    run's own parameters (its command line) still win when the run is planned again (after a dependency)."""
+    _write_config(
+        project,
+        lambda cfg: cfg["profiles"]["tiny"].update(producer={"*": {"parameters": {"n": 2, "label": "p"}}}),
+    )
+    config = load_config()
+    runner.plan(config, profile="tiny", stages=["producer"], runs=["mine"], overrides={"label": "c"})
+    again = runner.plan(config, profile="tiny", stages=["producer"], runs=["mine"])  # no command line now
+    assert (again[0].params.label, again[0].params.n) == ("c", 2)  # its own label, the profile's n
+    assert runner.plan(config, profile="tiny", stages=["producer"])[0].params.label == "p"  # configured run
 
 
 def test_params_strings_with_spaces_and_quotes():
@@ -480,12 +501,12 @@ def test_the_book_build_relabels_a_page_executed_before_labels_were_its_own(proj
     runner.run(["producer"], runs=["old"], overrides={"n": 1}, log=lambda *_: None)
     runner.run(["producer"], log=lambda *_: None)
     generated = project / "book" / "generated"
-    old, default = generated / "producer--old.ipynb", generated / "producer.ipynb"
+    old, default = generated / "producer" / "old.ipynb", generated / "producer.ipynb"
     nb = nbformat.read(old, as_version=4)
     nb.cells.append(nbformat.v4.new_markdown_cell("See {numref}`fig-producer-table`."))
     nbformat.write(nb, old)  # as an older version wrote it: the plain label
     default_bytes = default.read_bytes()
-    assert relabel_pages(load_config()) == ["book/generated/producer--old.ipynb"]
+    assert relabel_pages(load_config()) == ["book/generated/producer/old.ipynb"]
     assert nbformat.read(old, as_version=4).cells[-1].source == "See {numref}`fig-producer-table--old`."
     old_bytes = old.read_bytes()
     assert relabel_pages(load_config()) == []
@@ -538,7 +559,9 @@ def test_a_named_run_is_saved_once_it_has_run(project):
 def test_forget_drops_a_named_run_from_the_book_and_the_full_run(project, capsys):
     runner.run(["consumer"], runs=["mine"], overrides={"label": "c"}, log=lambda *_: None)
     generated, results = project / "book" / "generated", project / "results"
-    assert (generated / "producer--mine.ipynb").is_file() and (generated / "consumer--mine.ipynb").is_file()
+    assert (generated / "producer" / "mine.ipynb").is_file() and (
+        generated / "consumer" / "mine.ipynb"
+    ).is_file()
     # a run that another run reads is kept; a configured run is not a named run; an unknown one is named
     assert cli.main(["forget", "producer", "mine"]) == 2
     assert "producer/mine is read by consumer/mine: forget those first" in capsys.readouterr().err
@@ -552,9 +575,11 @@ def test_forget_drops_a_named_run_from_the_book_and_the_full_run(project, capsys
     # the reader first (its results kept), then the upstream run with its results
     assert cli.main(["forget", "consumer", "mine"]) == 0
     assert "its results stay in results/consumer/mine" in capsys.readouterr().out
-    assert not (generated / "consumer--mine.ipynb").exists() and (results / "consumer" / "mine").is_dir()
+    assert not (generated / "consumer" / "mine.ipynb").exists() and (results / "consumer" / "mine").is_dir()
     assert cli.main(["forget", "producer", "mine", "--results"]) == 0
-    assert not (generated / "producer--mine.ipynb").exists() and not (results / "producer" / "mine").exists()
+    assert (
+        not (generated / "producer" / "mine.ipynb").exists() and not (results / "producer" / "mine").exists()
+    )
     assert yaml.safe_load((results / "named_runs.yaml").read_text()) in (
         None,
         {},
@@ -562,3 +587,34 @@ def test_forget_drops_a_named_run_from_the_book_and_the_full_run(project, capsys
     )
     assert "mine" not in (project / "_toc.yml").read_text()
     assert set(runner.run(log=lambda *_: None)) == {"producer/default", "consumer/default"}
+
+
+def test_the_committed_toc_covers_the_default_book():
+    """``_toc.yml`` is committed: every stage's default page in its part, and a glob over its folder of other
+    runs' pages (so named runs never change the file); `python -m rmvalues toc` writes it after a stage is added."""
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "config" / "run.yaml", named=False)
+    assert (root / "_toc.yml").read_text(encoding="utf-8") == toc_text(config), "run `python -m rmvalues toc`"
+    parts = {p["caption"]: p["chapters"] for p in toc(config, only_existing=False)["parts"]}
+    assert parts["Audits"] == [
+        {"file": "book/generated/audit", "sections": [{"glob": "book/generated/audit/*"}]}
+    ]
+    listed = [c["file"] for chapters in parts.values() for c in chapters]
+    assert all(f"book/generated/{stage}" in listed for stage in config.stages)
+
+
+def test_pages_of_named_runs_written_before_their_folder_are_moved_into_it(project):
+    runner.run(["producer"], runs=["old"], overrides={"n": 1}, log=lambda *_: None)
+    generated = project / "book" / "generated"
+    page, legacy = generated / "producer" / "old.ipynb", generated / "producer--old.ipynb"
+    nb = nbformat.read(page, as_version=4)
+    nb.cells.append(
+        nbformat.v4.new_markdown_cell("{download}`table <../../results/producer/old/table.parquet>`")
+    )
+    nbformat.write(nb, legacy)  # as an older version left it: its links relative to book/generated
+    page.unlink()
+    assert move_legacy_pages(load_config()) == ["book/generated/producer/old.ipynb"]
+    assert page.is_file() and not legacy.exists()
+    moved = nbformat.read(page, as_version=4)
+    assert moved.cells[-1].source == "{download}`table </results/producer/old/table.parquet>`"
+    assert runner.run(["producer"], runs=["old"], log=lambda *_: None) == {"producer/old": "skipped"}

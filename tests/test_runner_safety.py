@@ -167,7 +167,7 @@ def test_two_invocations_of_one_run_the_second_waits_and_the_results_are_one_com
     assert len(pd.read_parquet(out / "table.parquet")) == 95
     assert json.loads((out / "manifest.json").read_text())["parameters"]["n"] == 95
     assert json.loads((out / "run.json").read_text())["parameters"]["n"] == 95
-    assert _page_n(project / "book" / "generated" / "producer--x.ipynb") == "n = 95"
+    assert _page_n(project / "book" / "generated" / "producer" / "x.ipynb") == "n = 95"
     named = yaml.safe_load((project / "results" / "named_runs.yaml").read_text())
     assert named["producer"]["x"]["parameters"] == {"n": 95}
     # nothing half-written or left behind: no snapshot, no lock file, no notebook still running
@@ -234,7 +234,7 @@ def test_ctrl_c_while_waiting_for_a_run_ends_with_one_line(project, python_sigin
 def test_ctrl_c_inside_a_run_prints_one_line_naming_what_is_kept(project, capsys):
     assert cli.main(["run", "producer", "--run", "x", "-p", "n=3"]) == 0
     out = project / "results" / "producer" / "x"
-    page = project / "book" / "generated" / "producer--x.ipynb"
+    page = project / "book" / "generated" / "producer" / "x.ipynb"
     before = {f: (out / f).read_bytes() for f in ("table.parquet", "manifest.json", "run.json")}
     page_before = page.read_bytes()
     capsys.readouterr()
@@ -243,7 +243,7 @@ def test_ctrl_c_inside_a_run_prints_one_line_naming_what_is_kept(project, capsys
     printed = capsys.readouterr()
     assert printed.err.splitlines() == [
         "interrupted: producer/x did not finish; its last good outputs and page are kept (results/producer/x, "
-        "book/generated/producer--x.ipynb); the notebook as far as it ran: _build/failed/producer--x.ipynb"
+        "book/generated/producer/x.ipynb); the notebook as far as it ran: _build/failed/producer/x.ipynb"
     ]
     assert "Traceback" not in printed.out and "[FAIL]" not in printed.out
     assert {f: (out / f).read_bytes() for f in before} == before and page.read_bytes() == page_before
@@ -262,7 +262,7 @@ def test_sigint_to_a_running_command_ends_with_one_line_and_exit_130(project):
     assert "Traceback" not in err and "Traceback" not in out
     assert err.strip().splitlines()[-1] == (
         "interrupted: producer/fresh did not finish; it had no earlier outputs, so none are kept; the notebook "
-        "as far as it ran: _build/failed/producer--fresh.ipynb"
+        "as far as it ran: _build/failed/producer/fresh.ipynb"
     )
     assert not (project / "results" / "producer" / "fresh").exists()
     assert not (project / "results" / "producer" / ".fresh.lock").exists()
@@ -274,7 +274,7 @@ def test_a_failed_new_run_leaves_no_empty_folder(project):
         runner.run(["producer"], runs=["broken"], overrides={"n": -1}, log=_quiet)
     assert not (project / "results" / "producer" / "broken").exists()
     assert not (project / "results" / "producer").exists()  # nor an empty stage folder, nor a lock file
-    assert (project / "_build" / "failed" / "producer--broken.ipynb").is_file()
+    assert (project / "_build" / "failed" / "producer" / "broken.ipynb").is_file()
     # a failed rerun of a run that succeeded before keeps its folder and outputs
     runner.run(["producer"], runs=["good"], overrides={"n": 2}, log=_quiet)
     with pytest.raises(runner.RunFailed):

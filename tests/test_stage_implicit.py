@@ -931,6 +931,9 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
         planted_steps=5,
         planted_lr=3e-3,
         planted_bootstrap=50,
+        planted_strengths=[1e-4, 1e-3, 1e-2, 3e-2],
+        planted_strength_steps=2,
+        planted_strength_prompts=["best_ever_one", "worst_ever_one", "good_time_please"],
         top_k=3,
         results_root=str(corpora_results),
         output_dir=str(out),
@@ -1026,6 +1029,41 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
         ["token", "token_mwlr", "token_logratio"],
     ]
     assert "planted-word validation" not in res.timings and "fine-tune (sham)" in res.timings
+    # the graded validation: every strength has its plant and both controls, at both levels, every metric
+    g = res.graded
+    assert sorted(g["strength"].unique()) == [1e-4, 1e-3, 1e-2, 3e-2] and (g["steps"] == 2).all()
+    per = g.groupby(["level", "strength"])["metric"].apply(list).to_dict()
+    for s in (1e-4, 1e-3, 1e-2, 3e-2):
+        assert per[("word", s)] == list(validation.WORD_METRICS) and per[("token", s)] == list(
+            validation.TOKEN_METRICS
+        )
+    assert (
+        g[["auc_planted", "auc_sham", "auc_untuned", "ci_low_excess", "ci_high_excess"]].notna().all().all()
+    )
+    assert (g.loc[g["level"] == "word", "n_prompts"] == 3).all() and (
+        g.loc[g["level"] == "token", "n_prompts"] == 52
+    ).all()
+    pair_metrics = g["metric"].isin(["word_mwlr", "word_logratio", "token_mwlr", "token_logratio"])
+    assert (
+        g.loc[pair_metrics, "auc_untuned"] == 0.5
+    ).all()  # the reference against itself, at every strength
+    # the untuned control is one model: the same AUC at every strength
+    assert (g.groupby(["level", "metric"])["auc_untuned"].nunique() == 1).all()
+    gd = res.graded_differences
+    assert len(gd) == 4 * (6 + 3) and set(gd["level"]) == {"word", "token"}  # C(4, 2) + C(3, 2) per strength
+    gl = pd.DataFrame(manifest["extra"]["graded_losses"])
+    assert len(gl) == 4 * 2 * 2 and set(gl["condition"]) == {"planted", "sham"}
+    assert (
+        "planted_strengths.csv" in manifest["outputs"]
+        and "planted_strength_differences.csv" in manifest["outputs"]
+    )
+    # every graded plant is timed in the manifest
+    assert "fine-tune (planted, lr 0.03)" in res.timings
+    gk = stage.keys.key_numbers(res)
+    assert (
+        gk["graded_n_strengths"] == "4" and gk["graded_word_prompts"] == "3" and gk["base_p"] == "tiny-gemma"
+    )
+    assert {f.key for f in res.findings} >= {"planted", "planted_graded"}
     # the reader tables: every one a CSV download through the record, the prose numbers all present
     for name in stage.READER_TABLES:
         assert f"tables/{name}.csv" in manifest["outputs"] and res.csv(name).is_file(), name

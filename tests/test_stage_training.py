@@ -556,6 +556,9 @@ def test_run_writes_every_output_and_hands_off_the_registry(tmp_path, corpora_re
         "gaps",
         "null_gaps",
         "final_gaps",
+        "accuracy_comparison",
+        "depth_gaps",
+        "depth_accuracy",
         "word_movers",
         "paper_files",
         "paper_training_gaps",
@@ -574,8 +577,12 @@ def test_run_writes_every_output_and_hands_off_the_registry(tmp_path, corpora_re
         "training/default/registry.yaml": manifest["outputs"]["registry.yaml"]
     }
     name = "tiny-llama-hh-head-n8-s0"
-    assert res.cells["cell"].tolist() == [name] and res.registry == out / "registry.yaml"
+    deep = "tiny-llama-hh-head-top1-n8-s0"  # the tiny grid's depth cell: trained, not registered
+    assert res.cells["cell"].tolist() == [name, deep] and res.registry == out / "registry.yaml"
+    assert res.cells["depth"].tolist() == [0, 1] and res.cells["method"].tolist() == ["head", "top1+head"]
     assert get_spec(name, extra=[res.registry]).kind == "reward-model"
+    assert list(yaml.safe_load(res.registry.read_text(encoding="utf-8"))["models"]) == [name]
+    assert set(res.trajectories["depth"]) == {0, 1}
     # the words are the corpora run's, the prompts in the design's order; the RM loaded by name agrees
     assert manifest["inputs"]["corpora/default/corpora.parquet"]
     assert res.words_origin == "corpora/default/corpora.parquet" and res.n_words > 200
@@ -584,6 +591,7 @@ def test_run_writes_every_output_and_hands_off_the_registry(tmp_path, corpora_re
     assert sorted(manifest["seeds"]) == ["data_seed", name]
     assert {"grid: data", "grid: load tiny-llama", f"grid: train {name}"} <= set(manifest["timings_s"])
     assert set(res.timing_table["work"]) >= {"data", "load base model", "word features", "train"}
+    assert f"grid: train {deep}" in manifest["timings_s"]
 
 
 def test_run_without_the_corpora_run_is_a_missing_input(tmp_path, corpora_results):
@@ -628,6 +636,7 @@ def _toy_trajectories() -> pd.DataFrame:
                         "base_model": "m",
                         "data": "d",
                         "method": "head",
+                        "depth": 0,
                         "quantity": 8,
                         "seed": seed,
                         "step": step,
@@ -1026,8 +1035,10 @@ def test_null_gaps_are_deterministic_random_readouts():
     final = analysis.final_gaps(trained, a)
     row = final[final["framing"] == trained["framing"].iloc[0]].iloc[0]
     sub = a[a["framing"] == row["framing"]]["gap"]
-    assert row["null_share_beyond"] == pytest.approx(np.mean(sub.abs() >= 2.9))
-    assert row["null_low"] == pytest.approx(np.percentile(sub, 2.5)) and row["n_null"] == 7
+    # one cell (one seed): a random mean is one random head of that cell, drawn with replacement
+    assert row["null_unit"] == 1 and row["n_null"] == analysis.NULL_MEANS
+    assert row["null_share_beyond"] == pytest.approx(np.mean(sub.abs() >= 2.9), abs=0.03)
+    assert sub.min() <= row["null_low"] <= row["null_high"] <= sub.max()
 
 
 def test_describe_confounds_names_every_difference():
@@ -1194,7 +1205,7 @@ def test_key_numbers_from_a_hand_made_run():
     assert k["seconds"] == "1,234 s" and k["feature_seconds"] == "100 s" and k["train_seconds"] == "5 s"
     assert k["accuracy_top"] == "gemma3-270m 61.2 % (seeds 60.0 % to 62.4 %, pairs 55.0 % to 67.0 %)"
     assert k["n_learning"] == "1 of 2"
-    assert k["gap_top_positive"] == "gemma3-270m 2.5, 95 % CI 1.0 to 4.0; random heads -1.0 to 1.0"
+    assert k["gap_top_positive"] == "gemma3-270m 2.5, 95 % CI 1.0 to 4.0; means of random heads -1.0 to 1.0"
     assert k["outside_null_positive"] == "1 of 1" and k["outside_null_negative"] == "0 of 1"
     assert k["difference_top_positive"] == (
         "gemma3-270m minus smollm2-135m-instruct -3.2 (Welch 95 % CI -5.0 to -1.5, exact permutation p 0.008)"
@@ -1249,12 +1260,15 @@ def test_reader_tables_write_intervals_in_one_column():
 
     res = _hand_results()
     res.accuracy["n_seeds"], res.accuracy["untrained_accuracy"], res.accuracy["train_accuracy"] = 5, 0.5, 0.8
+    res.accuracy["joint_ci_low"], res.accuracy["joint_ci_high"] = [0.55, np.nan], [0.65, np.nan]
     acc = tables.accuracy_table(res.accuracy)
     assert acc.loc[0, "over seeds"] == "[0.600, 0.624]" and acc.loc[1, "over pairs"] == "n/a"
+    assert acc.loc[0, "over seeds and pairs"] == "[0.550, 0.650]"
     assert acc["learns"].tolist() == ["yes", "no"]
-    res.final["null_share_beyond"] = 0.25
+    res.final["null_share_beyond"], res.final["null_unit"] = 0.25, 5
     gaps = tables.gap_table(res.final)
-    assert gaps.loc[0, "95% CI"] == "[1.0, 4.0]" and gaps.loc[0, "random heads"] == "[\u22121.0, 1.0]"
+    assert gaps.loc[0, "95% CI"] == "[1.0, 4.0]" and gaps.loc[0, "random means"] == "[\u22121.0, 1.0]"
+    assert gaps.loc[0, "heads per mean"] == "5"
     res.comparison["gap_a"], res.comparison["gap_b"], res.comparison["d"] = 1.0, 2.0, -0.5
     cmp = tables.comparison_table(res.comparison)
     assert cmp.loc[1, "Welch 95% CI"] == "[\u22125.0, \u22121.5]" and cmp.loc[1, "permutation p"] == "0.008"

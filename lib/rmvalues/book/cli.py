@@ -10,7 +10,7 @@ Commands:
                                 --runs: every existing run and whether it is up to date
   promote STAGE RUN             write a named run into config/run.yaml
   forget STAGE RUN [--results]  drop a named run: its entry and page (--results: its results folder too)
-  toc                           write _toc.yml (the chapters whose pages exist)
+  toc                           write the committed _toc.yml from config/run.yaml (after adding a stage)
   book                          build the HTML book (Jupyter Book, warnings as errors, offline)
   check-book                    check the built book: chapters, figures, tables, links, no CDN, Chromium
 
@@ -38,7 +38,7 @@ from ..core.paths import GENERATED, page_name
 from . import incremental, runner
 from .config import config_path, load_config, read_named_runs, relative, write_named_runs
 from .execution import RunInterrupted, hold_lock, lock_path, relabel_pages
-from .toc import chapter_pages, write_toc
+from .toc import chapter_pages, missing_pages, write_toc
 
 OPENERS, CLOSERS = "[{(", "]})"
 
@@ -97,6 +97,14 @@ def build_book(root: str | None = None, builder: str = "html", full: bool = Fals
     page); ``full`` re-reads every page whatever changed."""
     root = root or str(paths.project_root())
     write_toc()
+    missing = missing_pages()
+    if missing:
+        print(
+            f"[book] the book lists chapter pages that have not been executed: {', '.join(missing)}; run their "
+            "stages first (`make run`, or `python -m rmvalues run <stage>`)",
+            file=sys.stderr,
+        )
+        return 2
     for page in relabel_pages(load_config()):
         print(f"[label] {page}: its figure and table labels made its own (a page executed before they were)")
     inputs = incremental.book_inputs(Path(root))
@@ -321,7 +329,7 @@ def _parser() -> argparse.ArgumentParser:
     p_forget.add_argument("stage")
     p_forget.add_argument("run")
     p_forget.add_argument("--results", action="store_true", help="delete its results folder too")
-    sub.add_parser("toc", help="write _toc.yml (the chapters whose pages exist)")
+    sub.add_parser("toc", help="write the committed _toc.yml from config/run.yaml (after adding a stage)")
     p_book = sub.add_parser("book", help="build the HTML book into _build/html (only what changed)")
     p_book.add_argument("--all", action="store_true", help="re-read every page, whatever changed")
     p_check = sub.add_parser("check-book", help="check _build/html (links, figures, tables, Chromium)")

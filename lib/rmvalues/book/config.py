@@ -28,9 +28,9 @@ from ..core.paths import GENERATED, page_name
 
 NAMED_RUNS = "named_runs.yaml"
 STAGE_KEYS = {"notebook", "package", "title", "runs", "part"}
-#: Where a stage's pages stand in the book: ``overview`` (right after the introduction, unnumbered) or
-#: ``chapters`` (the numbered chapters, the default).
-PARTS = ("overview", "chapters")
+#: Where a stage's pages stand in the book: ``overview`` (right after the introduction, unnumbered),
+#: ``chapters`` (the numbered chapters, the default) or ``audits`` (the Audits part after the chapters).
+PARTS = ("overview", "chapters", "audits")
 RUN_KEYS = {"title", "parameters"}
 
 

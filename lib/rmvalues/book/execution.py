@@ -461,7 +461,7 @@ def execute(spec: RunSpec, config: RunConfig, *, force: bool = False, log: Log =
             )
     except BaseException as exc:
         interrupted = _interrupted(exc)
-        failed = root / "_build" / "failed" / f"{page.stem}.ipynb"
+        failed = root / "_build" / "failed" / f"{page_name(spec.stage, spec.run)}.ipynb"
         with _held_interrupts() as came:
             failed.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(tmp, failed)

@@ -8,7 +8,8 @@ selected run the runner
 1. merges parameters: schema defaults < run parameters < profile overrides < command-line overrides, plus the
    injected ``output_dir``, ``results_root`` and ``run_name``; command-line overrides apply to the default run
    of the named stage, or to the run named with ``--run`` (a run that does not exist yet becomes a *named
-   run* with these parameters, saved for later runs and the book);
+   run* with these parameters, saved for later runs and the book; a named run's parameters override the
+   profile whenever it is planned);
 2. parses them with the stage's schema (:class:`rmvalues.core.params.StageParams`) and asks it what the run
    reads from upstream runs (:meth:`~rmvalues.core.params.StageParams.reads`). An upstream run that the user
    did not choose explicitly and that does not hold what the run needs (e.g. a corpora run without the
@@ -92,12 +93,17 @@ def is_up_to_date(spec: RunSpec, config: RunConfig, log: Log = print) -> bool:
 def _merged_parameters(
     config: RunConfig, profile: dict[str, Any], stage: str, run_name: str, overrides: dict[str, Any] | None
 ) -> tuple[dict[str, Any], set[str]]:
-    """The run's merged parameters (with the injected ones) and the names given explicitly."""
+    """The run's merged parameters (with the injected ones) and the names given explicitly. A named run's own
+    parameters came from a command line (or from what a downstream run needs of it), so they override the
+    profile as the command line does, however often the run is planned again."""
     st = config.stages[stage]
-    params = dict(st.runs[run_name].get("parameters") or {})
+    own = dict(st.runs[run_name].get("parameters") or {})
+    params = {} if run_name in st.named else dict(own)
     prof_stage = profile.get(stage) or {}
     params.update((prof_stage.get("*") or {}).get("parameters") or {})
     params.update((prof_stage.get(run_name) or {}).get("parameters") or {})
+    if run_name in st.named:
+        params.update(own)
     params.update(overrides or {})
     for key in INJECTED:
         if key in params:

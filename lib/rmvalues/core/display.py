@@ -62,18 +62,18 @@ def reader_table(
     return out.rename(columns=cols).reset_index(drop=True)
 
 
-def _relative_to_page(target: Path, page_dir: Path) -> str:
-    return os.path.relpath(target, page_dir).replace(os.sep, "/")
+def _from_book_root(target: Path) -> str:
+    """``target`` as Sphinx reads a path from the book's root (``/results/...``; a file outside the project
+    as ``/../...``, which Sphinx normalises against the root too), so a link holds whatever folder the page
+    lies in (a named run's page lies one folder deeper than its chapter's)."""
+    return "/" + os.path.relpath(target, paths.project_root()).replace(os.sep, "/")
 
 
 def _download(csv: str | os.PathLike[str] | None) -> str:
     if csv is None:
         return ""
     path = paths.resolve(csv)
-    page_dir = paths.project_root() / "book" / "generated"
-    return (
-        f"\n\n{{download}}`Download the full table (CSV, {path.name}) <{_relative_to_page(path, page_dir)}>`"
-    )
+    return f"\n\n{{download}}`Download the full table (CSV, {path.name}) <{_from_book_root(path)}>`"
 
 
 #: A MyST role with its content, e.g. ``{doc}`Word lists <corpora>```.

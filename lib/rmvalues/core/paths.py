@@ -59,6 +59,7 @@ GENERATED = Path("book") / "generated"
 
 
 def page_name(stage: str, run: str) -> str:
-    """The book page of a run: ``<stage>`` for the default run (whatever forks exist), ``<stage>--<run>``
-    else (a file ``book/generated/<page>.ipynb``)."""
-    return stage if run == "default" else f"{stage}--{run}"
+    """The book page of a run: ``<stage>`` for the default run (whatever forks exist), ``<stage>/<run>``
+    else (a file ``book/generated/<page>.ipynb``: the other runs of a stage in its own folder, which the
+    committed ``_toc.yml`` lists with a glob, so a named run gets a page without editing that file)."""
+    return stage if run == "default" else f"{stage}/{run}"

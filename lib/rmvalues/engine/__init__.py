@@ -46,6 +46,7 @@ from .inputs import (
 )
 from .logprobs import WORD_COLUMNS, EngineStats, LogProbEngine, reference_word_logprob
 from .reward import METHODS, READOUTS, RewardScorer, ScoreStats, rank_correlation
+from .topblocks import TopBlocks, decoder_of
 
 __all__ = [
     "METHODS",
@@ -65,11 +66,13 @@ __all__ = [
     "ScoreStats",
     "ScoringError",
     "TemplateSplit",
+    "TopBlocks",
     "adds_bos",
     "build_split",
     "check_inputs",
     "conversation",
     "covering_inputs",
+    "decoder_of",
     "encode_prefix",
     "end_of_turn_ids",
     "explicit_masks",

@@ -5,10 +5,11 @@ explicit coding and random slopes (:mod:`.mixed`; nlme's containment df), the sa
 cross-check (:mod:`.rcheck`), the ANOVA variant and its counterpart clustered by the prompts' adjectives
 (:mod:`.anova`), label-permutation nulls (:mod:`.nulls`) and framing contrasts over prompts for one or two RMs,
 clustered by adjective by default (:mod:`.prompts`), the power of the RM-level design
-(:mod:`.power`) and the crossed bootstrap over RMs and words (:mod:`.crossed`). Imports only third-party
-statistics packages."""
+(:mod:`.power`), the per-RM framing contrasts ``D(k)`` (:mod:`.contrasts`) and the crossed bootstrap over RMs
+and words (:mod:`.crossed`). Imports only third-party statistics packages."""
 
 from .anova import CLUSTERED_COLUMNS, anova_3way, anova_3way_clustered, welch_posthocs
+from .contrasts import INTERACTION_COLUMNS, analyses, rm_contrasts, rm_values, statistic_name
 from .crossed import (
     RANKED_COLUMNS,
     RESAMPLE_UNITS,
@@ -94,6 +95,11 @@ from .units import (
 )
 
 __all__ = [
+    "INTERACTION_COLUMNS",
+    "analyses",
+    "rm_contrasts",
+    "rm_values",
+    "statistic_name",
     "contrast_reader_table",
     "CrossedResult",
     "MAX_EXACT_SPLITS",

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from ...core.paths import page_name
+from ...core.paths import GENERATED, page_name
 from .params import CHAPTERS
 
 #: Readable names of the summary table's columns.
@@ -30,9 +30,10 @@ TITLES = {
 
 
 def page_link(chapter: str, run: str) -> str:
-    """A link to the chapter page of ``run`` (a MyST ``{doc}`` role, relative to the findings page)."""
+    """A link to the chapter page of ``run`` (a MyST ``{doc}`` role, from the book's root: the findings page of
+    a named run lies one folder deeper)."""
     label = TITLES.get(chapter, chapter) + ("" if run == "default" else f" ({run})")
-    return f"{{doc}}`{label} <{page_name(chapter, run)}>`"
+    return f"{{doc}}`{label} </{(GENERATED / page_name(chapter, run)).as_posix()}>`"
 
 
 def uncertainty(row: pd.Series) -> str:

@@ -8,8 +8,8 @@ adjectives, top tokens, the word-pair contrast) and validates the metrics on pla
 (:mod:`.validation`).
 """
 
-from . import figures, tables, text
+from . import figures, graded, keys, tables, text
 from .params import Params
 from .run import READER_TABLES, Results, run
 
-__all__ = ["READER_TABLES", "Params", "Results", "figures", "run", "tables", "text"]
+__all__ = ["READER_TABLES", "Params", "Results", "figures", "graded", "keys", "run", "tables", "text"]

@@ -14,7 +14,7 @@ from ...core.style import note_figure
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["plot_contrasts", "plot_median_ranks", "plot_median_ranks_grid", "plot_recovery"]
+__all__ = ["plot_contrasts", "plot_detection", "plot_median_ranks", "plot_median_ranks_grid", "plot_recovery"]
 
 
 def plot_median_ranks(
@@ -157,5 +157,54 @@ def plot_recovery(recovery: pd.DataFrame) -> Figure:
     ax.set_xlabel("AUC of the planted words")
     ax.invert_yaxis()
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(conds), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_detection(graded: pd.DataFrame) -> Figure:
+    """The graded validation: per level (row) and metric (column), the planted words' AUC against the plant's
+    strength (log scale) under the plant and the sham plant of the same strength, each with its 95%
+    paired-bootstrap band, and under the untuned model (0.5 = chance)."""
+    import matplotlib.pyplot as plt
+
+    if graded.empty:
+        return note_figure(
+            "The graded validation was skipped in this run (planted_strengths = [] or no plant)."
+        )
+    levels = list(dict.fromkeys(graded["level"]))
+    per = {lv: list(dict.fromkeys(graded.loc[graded["level"] == lv, "metric"])) for lv in levels}
+    ncol = max(len(m) for m in per.values())
+    fig, axes = plt.subplots(
+        len(levels), ncol, figsize=(2.6 * ncol, 2.5 * len(levels)), squeeze=False, sharex=True, sharey=True
+    )
+    colors = {"planted": "#0064E0", "sham": "#DB4437", "untuned": "#888888"}
+    for i, lv in enumerate(levels):
+        for j in range(ncol):
+            ax = axes[i, j]
+            if j >= len(per[lv]):
+                ax.set_axis_off()
+                continue
+            d = graded[(graded["level"] == lv) & (graded["metric"] == per[lv][j])].sort_values("strength")
+            x = d["strength"].to_numpy(float)
+            for cond, ls in (("planted", "-"), ("sham", "--")):
+                ax.plot(x, d[f"auc_{cond}"], ls, marker="o", ms=3, color=colors[cond], label=cond)
+                ax.fill_between(
+                    x, d[f"ci_low_{cond}"], d[f"ci_high_{cond}"], color=colors[cond], alpha=0.2, lw=0
+                )
+            ax.plot(x, d["auc_untuned"], ":", color=colors["untuned"], label="untuned")
+            hit = d[d["detected"]]
+            ax.plot(hit["strength"], hit["auc_planted"], "*", ms=9, color=colors["planted"], label="detected")
+            ax.axhline(0.5, color="k", lw=0.5, ls=":")
+            ax.set_xscale("log")
+            ax.set_ylim(0, 1.02)
+            ax.set_title(f"{lv}: {per[lv][j]}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("AUC of the planted words")
+            if i == len(levels) - 1:
+                ax.set_xlabel("learning rate of the plant")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False
+    )
     fig.tight_layout()
     return fig

@@ -19,6 +19,8 @@ from ...stats import (
     paired_gap_difference,
     prompt_gaps,
 )
+from .graded import winner
+from .keys import base_differences
 
 BIG2 = ("big2_nouns", "big2_expanded", "big2_dictionary")
 CATEGORY, VERSUS = "Communion", "Agency"
@@ -54,6 +56,18 @@ def exact_text(c: FramingContrast) -> str:
     return (
         f"exact test over the {c.n_splits} splits of the {c.unit}s {p_clause(c.p_exact)}, the smallest it can "
         f"give {pvalue(c.p_min)}"
+    )
+
+
+def _differences_text(models: pd.DataFrame, p: str, q: str) -> str:
+    """Everything the two models differ in besides the family, from the models table (registry facts)."""
+    if models.empty or not {p, q} <= set(models["model"]):
+        return "size, tokenizer, pretraining data, training type, prompt format and quantization"
+    k = base_differences(models, (p, q))
+    return (
+        f"size ({k['base_size']}), tokenizer (vocabularies of {k['base_vocabulary']} tokens), pretraining data "
+        f"(each developer's own; releases {k['base_release']}), pretrained or instruction-tuned "
+        f"({k['base_type']}), prompt format ({k['base_format']}) and GGUF quantization ({k['base_quantization']})"
     )
 
 
@@ -107,7 +121,8 @@ def _pair_finding(results: Any) -> Finding | None:
             else ""
         )
         + " One model per base family: the difference is between these two base models, which also differ in "
-        "size, tokenizer and training data."
+        + _differences_text(results.models, p, q)
+        + "."
     )
     if n_pairs > 1:
         answer += f" The run compares {n_pairs} model pairs; the chapter reports every one."
@@ -182,7 +197,77 @@ def _planted_finding(results: Any) -> Finding | None:
     )
 
 
+def _top_two(differences: pd.DataFrame, level: str, strength: float) -> pd.Series | None:
+    """At one level and strength, the comparison of the two metrics with the largest excess AUCs (``None``
+    without two metrics), oriented so that ``a`` is the larger."""
+    d = differences[(differences["level"] == level) & (differences["strength"] == strength)]
+    if d.empty:
+        return None
+    excess = {
+        **dict(zip(d["metric_a"], d["excess_a"], strict=True)),
+        **dict(zip(d["metric_b"], d["excess_b"], strict=True)),
+    }
+    a, b = sorted(excess, key=lambda m: -excess[m])[:2]
+    hit = d[(d["metric_a"] == a) & (d["metric_b"] == b)]
+    if len(hit):
+        return hit.iloc[0]
+    r = d[(d["metric_a"] == b) & (d["metric_b"] == a)].iloc[0].copy()
+    r["metric_a"], r["metric_b"], r["excess_a"], r["excess_b"] = a, b, r["excess_b"], r["excess_a"]
+    r["difference"], r["ci_low"], r["ci_high"] = -r["difference"], -r["ci_high"], -r["ci_low"]
+    return r
+
+
+def _graded_finding(results: Any) -> Finding | None:
+    """Which word-level metric detects the weaker plant: at the strength of the verdict, the two leading
+    metrics' AUCs above the sham and their paired difference."""
+    g, d = results.graded, results.graded_differences
+    if g.empty or d.empty or "word" not in set(d["level"]):
+        return None
+    v = winner(d, "word")
+    strengths = sorted(g["strength"].unique())
+    at = v.strength if v.conclusive else v.first_separating
+    at = at if pd.notna(at) else strengths[len(strengths) // 2]
+    r = _top_two(d, "word", at)
+    if r is None:
+        return None
+    rows = g[(g["level"] == "word") & (g["strength"] == at)]
+    n_prompts, n_planted = int(rows["n_prompts"].iloc[0]), int(rows["n_planted"].iloc[0])
+    verdict_text = (
+        f"{v.metric} detects weaker plants than every other word-level metric"
+        if v.conclusive
+        else "inconclusive: no strength separates one word-level metric from all the others"
+    )
+    return Finding(
+        key="planted_graded",
+        question="Which implicit-reward metric detects the weaker planted preference?",
+        answer=(
+            f"Planting the same words at {len(strengths)} strengths (learning rates {strengths[0]:g} to "
+            f"{strengths[-1]:g}, with a sham plant of each strength and the untuned model as controls): "
+            f"{verdict_text}. At learning rate {at:g}, {r['metric_a']} ranks the planted words above the other "
+            f"candidates with an AUC {number(r['excess_a'], 3)} above the sham's, {r['metric_b']} "
+            f"{number(r['excess_b'], 3)}; the difference is {number(r['difference'], 3)} "
+            f"({_ci(r['ci_low'], r['ci_high'], 3)}, a bootstrap over the {n_prompts} evaluation prompts and the "
+            f"{n_planted} planted words, the same draws for both metrics)."
+        ),
+        estimate=f"AUC above sham: {r['metric_a']} {number(r['excess_a'], 3)}, {r['metric_b']} {number(r['excess_b'], 3)}",
+        interval=f"difference: {_ci(r['ci_low'], r['ci_high'], 3)}",
+        baseline="the sham plant of the same strength; the untuned model",
+        unit=f"{n_planted} planted words, {n_prompts} evaluation prompts, one tuned model",
+        would_change=(
+            "Another optimizer, more steps or other planted words move every curve; the ranking of the metrics "
+            "on a 135M model need not transfer to the paper's models."
+        ),
+        value=float(r["difference"]),
+        low=float(r["ci_low"]),
+        high=float(r["ci_high"]),
+        reference=0.0,
+        scale="difference of AUCs above the sham",
+        label=f"{r['metric_a']} − {r['metric_b']} at lr {at:g}",
+    )
+
+
 def findings(results: Any) -> list[Finding]:
-    """The chapter's findings: the first model pair's framing contrast on single-token Big Two words, and the
-    planted-word validation of the implicit reward (each when the run has it)."""
-    return [f for f in (_pair_finding(results), _planted_finding(results)) if f is not None]
+    """The chapter's findings: the first model pair's framing contrast on single-token Big Two words, the
+    planted-word validation of the implicit reward and its graded form (each when the run has it)."""
+    found = (_pair_finding(results), _planted_finding(results), _graded_finding(results))
+    return [f for f in found if f is not None]

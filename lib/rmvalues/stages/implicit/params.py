@@ -43,6 +43,18 @@ DEFAULT_PLANTED = [
 ]
 #: Prompts the validation fine-tune trains on (held out from the evaluation prompts).
 DEFAULT_PLANTED_TRAIN = ["good_world_single", "bad_world_single"]
+#: Learning rates of the graded planted-word validation (each ``planted_strength_steps`` AdamW steps), weakest
+#: first, calibrated on the default models: at the weakest the reference-free metrics do not detect the plant,
+#: the strongest is the main validation's plant (3 steps at 3e-4, reused), where every metric saturates.
+DEFAULT_STRENGTHS = [3e-7, 1e-6, 1e-5, 1e-4, 3e-4]
+#: Evaluation prompts of the graded validation's word level: one of every adjective, every frame and style
+#: twice, each positive prompt mirrored by a negative one, none a training prompt (CPU budget: the word level
+#: scores every candidate word under every prompt for every plant); the token level uses every prompt of
+#: `prompts` but the training prompts.
+DEFAULT_STRENGTH_PROMPTS = [
+    "best_ever_one", "greatest_world_please", "good_time_single",
+    "worst_ever_one", "terrible_world_please", "bad_time_single",
+]  # fmt: skip
 #: Bounds checked before any work (:class:`~rmvalues.core.params.CountBound`; times on the development machine,
 #: 2 CPU cores).
 PLANTED_BOOTSTRAP = CountBound(
@@ -117,6 +129,19 @@ class Params(StageParams):
     )
     planted_steps: int = param(3, help="optimizer steps of the validation fine-tune", ge=1)
     planted_lr: float = param(3e-4, help="learning rate of the validation fine-tune", gt=0)
+    planted_strengths: list[float] = param(
+        list(DEFAULT_STRENGTHS),
+        help="learning rates of the graded validation (weakest first; [] = skip): the plant and the sham plant "
+        "at each, to find the weakest plant each metric detects",
+    )
+    planted_strength_steps: int = param(
+        3, help="optimizer steps of each graded plant (= planted_steps: the main plant is reused)", ge=1
+    )
+    planted_strength_prompts: list[str] = param(
+        list(DEFAULT_STRENGTH_PROMPTS),
+        help="prompt ids of the graded validation's word level (none a training prompt; [] = every prompt but "
+        "the training prompts)",
+    )
     planted_cross_model: str = param(
         "auto",
         help="reference of the cross-tokenizer validation: one of `models` ('auto' = the first of another "
@@ -285,6 +310,7 @@ class Params(StageParams):
                 f"planted_train_prompts={self.planted_train_prompts!r} leave {len(evals)} of the word prompts to "
                 "evaluate the validation on; it needs at least two (the bootstrap resamples them)"
             )
+        problems += self._strength_problems()
         cross = self.planted_cross_model
         if cross not in ("", "auto") and (cross not in self.models or cross == self.planted_model):
             problems.append(
@@ -293,11 +319,45 @@ class Params(StageParams):
             )
         return problems
 
+    def strength_prompt_ids(self) -> list[str]:
+        """The graded validation's word-level prompts (``planted_strength_prompts``, or with ``[]`` every
+        prompt but the training prompts)."""
+        return list(self.planted_strength_prompts) or [
+            x for x in prompt_ids() if x not in self.planted_train_prompts
+        ]
+
+    def _strength_problems(self) -> list[str]:
+        s = self.planted_strengths
+        if not s:
+            return []
+        problems = []
+        if any(not x > 0 for x in s) or len(set(s)) != len(s) or list(s) != sorted(s):
+            problems.append(
+                f"planted_strengths={s!r}: give distinct positive learning rates, weakest first "
+                "(e.g. [1e-6, 1e-5, 1e-4])"
+            )
+        ids = self.planted_strength_prompts
+        if (p := prompt_problem(ids, "planted_strength_prompts")) is not None:
+            return [*problems, p]
+        both = sorted(set(ids) & set(self.planted_train_prompts))
+        if both:
+            problems.append(
+                f"planted_strength_prompts: {both} are training prompts of the plant (planted_train_prompts); "
+                "evaluate on other prompts"
+            )
+        elif len(self.strength_prompt_ids()) < 2:
+            problems.append(
+                "planted_strength_prompts: give at least two prompts (the bootstrap resamples them)"
+            )
+        return problems
+
 
 __all__ = [
     "DEFAULT_PLANTED",
     "DEFAULT_PLANTED_TRAIN",
     "DEFAULT_PROMPTS",
+    "DEFAULT_STRENGTHS",
+    "DEFAULT_STRENGTH_PROMPTS",
     "METRICS",
     "PAIR_METRICS",
     "PROMPT_FORMATS",

@@ -31,6 +31,7 @@ from ...engine.inputs import build_split, resolve_prompt_format, word_candidates
 from ...engine.logprobs import LogProbEngine
 from ...models.loading import load_tokenizer, quiet_transformers
 from ...models.registry import ModelSpec, get_spec
+from .graded import detection_rows, metric_differences
 from .metrics import token_strings
 from .params import Params
 from .planting import plant_words, sham_words
@@ -70,6 +71,9 @@ class Outcome:
     tables: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]
     planted_losses: list[float]
     sham_losses: list[float]
+    graded: pd.DataFrame  # the graded validation's detection per level, metric and strength
+    graded_differences: pd.DataFrame  # its metric comparisons per level and strength
+    graded_losses: pd.DataFrame  # strength, condition, step, loss
 
 
 def _first_ids(tokenizer: Any, fmt: str, prompt: tuple[str, str], words: list[str]) -> dict[str, int]:
@@ -153,19 +157,22 @@ def _next_token(
     return ref.next_token_logprobs(prompts)
 
 
-def _tune(plan: Plan, ref: LogProbEngine, params: Params, words: list[str], record: RunRecord, name: str):
-    """A copy of the planted model fine-tuned towards ``words`` (the planted or the sham words)."""
+def _tune(
+    plan: Plan,
+    ref: LogProbEngine,
+    params: Params,
+    words: list[str],
+    record: RunRecord,
+    name: str,
+    strength: tuple[int, float] | None = None,
+):
+    """A copy of the planted model fine-tuned towards ``words`` (the planted or the sham words), with the
+    main validation's steps and learning rate or ``strength`` = (steps, learning rate)."""
     train = list(prompt_table(params.planted_train_prompts)["text"])
+    steps, lr = strength or (params.planted_steps, float(params.planted_lr))
     with record.timed(f"fine-tune ({name})"):
         model, losses = plant_words(
-            ref.model,
-            ref.tokenizer,
-            train,
-            words,
-            plan.prompt_format,
-            params.planted_steps,
-            float(params.planted_lr),
-            int(params.seed),
+            ref.model, ref.tokenizer, train, words, plan.prompt_format, steps, lr, int(params.seed)
         )
     eng = LogProbEngine(
         model,
@@ -258,4 +265,90 @@ def validate(
         rec, ranks, passes, contrasts = _judge(
             plan, word_level, token_level, p.planted_bootstrap, int(p.seed)
         )
-    return Outcome((plan.table, rec, ranks, passes, contrasts), planted_losses, sham_losses)
+    main = {"planted": (tuned, planted_losses), "sham": (sham, sham_losses)}
+    del tuned, sham, engines
+    graded, differences, losses = _graded(plan, p, ref, prompts, next_token, record, main)
+    return Outcome(
+        (plan.table, rec, ranks, passes, contrasts), planted_losses, sham_losses, graded, differences, losses
+    )
+
+
+def _graded_panels(
+    plan: Plan,
+    engines: Mapping[str, LogProbEngine],
+    word_eval: Mapping[str, str],
+    token_eval: Mapping[str, str],
+    reference: tuple[pd.DataFrame, torch.Tensor],
+) -> list[list[Panel]]:
+    """The graded validation's panels of one strength: the word level (every word metric, against the
+    untuned model) and the token level; ``reference``: the untuned model's word and next-token log-probs."""
+    words = [*plan.candidates, *plan.planted, *plan.sham]
+    ref_lp, ref_next = reference
+    scored = {c: e.word_logprobs(word_eval, words) for c, e in engines.items()}
+    nexts = {c: e.next_token_logprobs(token_eval) for c, e in engines.items()}
+    scored["untuned"], nexts["untuned"] = ref_lp, ref_next
+    ref = next(iter(engines.values()))
+    ids = [i for i, s in enumerate(token_strings(ref.tokenizer)[: ref_next.shape[1]]) if s is not None]
+    return [
+        word_panels(ref_lp, scored, list(word_eval), words, "word", plan.model),
+        token_panels(ref_next, nexts, ids, plan.model),
+    ]
+
+
+def _graded(
+    plan: Plan,
+    params: Params,
+    ref: LogProbEngine,
+    prompts: Mapping[str, str],
+    next_token: Mapping[str, torch.Tensor],
+    record: RunRecord,
+    main: dict[str, tuple[LogProbEngine, list[float]]],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The graded validation (:mod:`.graded`): at every strength the plant and the sham plant, scored at the
+    word level under ``planted_strength_prompts`` and at the token level under ``prompts`` (the training
+    prompts left out), against the untuned model; detection rows, metric differences, training losses.
+    ``main``: the main validation's tuned engines and losses by condition, reused (not retrained) at the
+    strength with its steps and learning rate."""
+    p = params
+    if not p.planted_strengths:
+        return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+    word_ids = p.strength_prompt_ids()
+    word_eval = dict(zip(word_ids, prompt_table(word_ids)["text"], strict=True))
+    token_eval = {k: v for k, v in prompts.items() if k not in set(p.planted_train_prompts)}
+    words = [*plan.candidates, *plan.planted, *plan.sham]
+    with record.timed("graded validation: untuned log-probs"):
+        reference = (
+            ref.word_logprobs(word_eval, words),
+            _next_token(ref, next_token, list(prompts), token_eval),
+        )
+    units = [
+        ({w: w for w in plan.planted}, {w: w for w in plan.sham}),
+        ({w: plan.first_ids[w] for w in plan.planted}, {w: plan.first_ids[w] for w in plan.sham}),
+    ]
+    rows, diffs, losses = [], [], []
+    steps = int(p.planted_strength_steps)
+    reuse = steps == int(p.planted_steps)
+    for strength in p.planted_strengths:
+        engines = {}
+        for cond, words_of in (("planted", plan.planted), ("sham", plan.sham)):
+            if reuse and float(strength) == float(p.planted_lr):
+                engines[cond], loss = main.pop(cond)  # the main validation's plant: the same fine-tune
+            else:
+                engines[cond], loss = _tune(
+                    plan, ref, p, words_of, record, f"{cond}, lr {strength:g}", (steps, strength)
+                )
+            losses += [
+                {"strength": strength, "condition": cond, "step": i, "loss": x} for i, x in enumerate(loss)
+            ]
+        with record.timed(f"graded validation: log-probs at lr {strength:g}"):
+            level_panels = _graded_panels(plan, engines, word_eval, token_eval, reference)
+        del engines, loss
+        with record.timed(f"graded validation: statistics at lr {strength:g}"):
+            for panels, (pl, sh) in zip(level_panels, units, strict=True):
+                r, boots, points = detection_rows(
+                    panels, pl, sh, strength, steps, p.planted_bootstrap, int(p.seed)
+                )
+                rows += r
+                diffs += metric_differences(panels[0].level, strength, boots, points, p.planted_bootstrap)
+    main.clear()
+    return pd.DataFrame(rows), pd.DataFrame(diffs), pd.DataFrame(losses)

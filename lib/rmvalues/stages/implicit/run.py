@@ -19,7 +19,8 @@ It writes ``single_token_words.csv``, ``single_token_counts.csv``, ``single_toke
 ``median_ranks.parquet``, ``all_words_anova.csv``, ``all_words_anova_clustered.csv``, ``all_words_posthocs.csv``, ``word_mwlr.parquet``,
 ``token_mwlr.parquet``, ``token_alignment.csv``, ``token_collisions.csv``, ``top_tokens.csv``,
 ``pair_contrasts.csv``, ``planted_words.csv``, ``planted_recovery.csv``, ``planted_ranks.csv``,
-``planted_validation.csv`` and ``planted_metric_contrasts.csv``; the chapter's reader tables as CSV downloads
+``planted_validation.csv``, ``planted_metric_contrasts.csv``, ``planted_strengths.csv`` and
+``planted_strength_differences.csv`` (the graded validation, :mod:`.graded`); the chapter's reader tables as CSV downloads
 (``tables/<name>.csv``, :data:`READER_TABLES`); the chapter's answers ``findings.json`` (for the findings page);
 with a ``manifest.json`` (models with their prompt format, inputs, seeds, timings).
 """
@@ -101,6 +102,8 @@ READER_TABLES = (
     "recovery",
     "planted_ranks",
     "metric_contrasts",
+    "graded",
+    "graded_differences",
 )
 
 
@@ -138,6 +141,9 @@ class Results:
     planted_ranks: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_ranks.csv
     validation: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_validation.csv
     metric_contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_metric_contrasts.csv
+    graded: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_strengths.csv
+    graded_differences: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted_strength_differences.csv
+    graded_losses: pd.DataFrame = field(default_factory=pd.DataFrame)  # manifest extra
     planted_losses: list[float] = field(default_factory=list)
     sham_losses: list[float] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)  # findings.json (the findings page)
@@ -175,6 +181,8 @@ class Results:
             "recovery": self.recovery,
             "planted_ranks": self.planted_ranks,
             "metric_contrasts": self.metric_contrasts,
+            "graded": self.graded,
+            "graded_differences": self.graded_differences,
         }
         return {name: tables[name] for name in READER_TABLES}
 
@@ -273,6 +281,7 @@ def _model_logprobs(setup: _Setup, res: Results, record: RunRecord) -> _LogProbs
                 "family": setup.families[m],
                 "type": spec.type,
                 "size": spec.size or "",
+                "hub_id": spec.hub_id or "not recorded",
                 "quantization": info.get("quantization") or "none",
                 "vocabulary": len(eng.tokenizer),
                 **eng.describe(),
@@ -434,6 +443,7 @@ def _write(res: Results, record: RunRecord) -> None:
     record.extra["engine"] = res.engine_stats
     record.extra["planted_losses"] = res.planted_losses
     record.extra["sham_losses"] = res.sham_losses
+    record.extra["graded_losses"] = res.graded_losses.to_dict(orient="records")
     record.write_csv(_flat(res.single_words), "single_token_words.csv")
     record.write_csv(res.single_counts, "single_token_counts.csv")
     record.write_parquet(res.single_medians, "single_token_ranks.parquet")
@@ -458,6 +468,8 @@ def _write(res: Results, record: RunRecord) -> None:
     record.write_csv(res.planted_ranks, "planted_ranks.csv")
     record.write_csv(res.validation, "planted_validation.csv")
     record.write_csv(res.metric_contrasts, "planted_metric_contrasts.csv")
+    record.write_csv(res.graded, "planted_strengths.csv")
+    record.write_csv(res.graded_differences, "planted_strength_differences.csv")
     res.timings = dict(record.timings)  # the steps so far (the manifest has the final ones)
     for name, table in res.reader_tables().items():
         record.write_csv(table, f"tables/{name}.csv")
@@ -508,6 +520,11 @@ def run(params: Params, record: RunRecord | None = None) -> Results:
                                setup.families, setup.device, record)  # fmt: skip
         res.planted_words, res.recovery, res.planted_ranks, res.validation, res.metric_contrasts = out.tables
         res.planted_losses, res.sham_losses = out.planted_losses, out.sham_losses
+        res.graded, res.graded_differences, res.graded_losses = (
+            out.graded,
+            out.graded_differences,
+            out.graded_losses,
+        )
     res.word_logprobs = _word_table(setup, lp)
     _write(res, record)
     return res

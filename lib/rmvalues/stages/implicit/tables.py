@@ -16,6 +16,8 @@ __all__ = [
     "MODEL_TERMS",
     "anova_table",
     "contrast_table",
+    "detection_table",
+    "difference_table",
     "framing_contrast_table",
     "metric_contrast_table",
     "planted_rank_table",
@@ -178,3 +180,53 @@ def planted_rank_table(ranks: pd.DataFrame, condition: str = "planted") -> pd.Da
     df = ranks[ranks["condition"] == condition].assign(panel=lambda d: d["level"] + ": " + d["metric"])
     wide = df.pivot_table(index="word", columns="panel", values="rank", sort=False)
     return wide.round(0).astype("Int64").reset_index().rename_axis(columns=None)
+
+
+def detection_table(graded: pd.DataFrame) -> pd.DataFrame:
+    """The graded validation, one row per level and metric, one column per strength: the planted words' AUC
+    under the plant minus under the sham plant of the same strength, its 95% interval, and ``✓`` where the plant
+    is detected (the intervals above both controls exclude zero); the last column the weakest strength
+    detected."""
+    if graded.empty:
+        return pd.DataFrame(columns=["level", "metric"])
+    df = graded.copy()
+    df["cell"] = [
+        f"{number(e, 2)} {interval(lo, hi, 2)}" + (" ✓" if ok else "")
+        for e, lo, hi, ok in zip(
+            df["excess"], df["ci_low_excess"], df["ci_high_excess"], df["detected"], strict=True
+        )
+    ]
+    df["column"] = [f"lr {s:g}" for s in df["strength"]]
+    order = [f"lr {s:g}" for s in sorted(df["strength"].unique())]
+    wide = df.pivot_table(
+        index=["level", "metric"], columns="column", values="cell", aggfunc="first", sort=False
+    )
+    wide = wide[order].reset_index().rename_axis(columns=None)
+    weakest = {
+        (lv, m): grp.loc[grp["detected"], "strength"].min()
+        for (lv, m), grp in df.groupby(["level", "metric"])
+    }
+    wide["weakest detected"] = [
+        f"lr {weakest[(lv, m)]:g}" if pd.notna(weakest[(lv, m)]) else "none"
+        for lv, m in zip(wide["level"], wide["metric"], strict=True)
+    ]
+    return wide
+
+
+def difference_table(differences: pd.DataFrame) -> pd.DataFrame:
+    """The metrics compared at every strength: metric a's excess AUC over the sham minus metric b's, with the
+    95% interval over the shared bootstrap draws and whether it separates them."""
+    if differences.empty:
+        return pd.DataFrame(columns=["level"])
+    df = differences.copy()
+    df["diff"] = [
+        f"{number(d, 3)} {interval(lo, hi, 3)}"
+        for d, lo, hi in zip(df["difference"], df["ci_low"], df["ci_high"], strict=True)
+    ]
+    df["verdict"] = [
+        (f"{a} ahead" if lo > 0 else f"{b} ahead") if sep else "inconclusive"
+        for a, b, lo, sep in zip(df["metric_a"], df["metric_b"], df["ci_low"], df["separated"], strict=True)
+    ]
+    cols = {"level": "level", "strength": "learning rate", "metric_a": "metric a", "metric_b": "metric b"}
+    cols |= {"excess_a": "excess a", "excess_b": "excess b", "diff": "a − b [95% CI]", "verdict": "verdict"}
+    return reader_table(df, cols, digits=3)

@@ -46,6 +46,7 @@ __all__ = [
     "evaluate_panels",
     "metric_contrasts",
     "paired_auc_bootstrap",
+    "panel_columns",
     "recovery_scores",
     "token_panels",
     "word_panels",
@@ -280,7 +281,7 @@ def _recovery_rows(panel: Panel, planted: Mapping[str, Any], sham: Mapping[str, 
 def _pass_row(
     panel: Panel, planted: Mapping[str, Any], sham: Mapping[str, Any], n_boot: int, seed: int
 ) -> dict:
-    planted_cols, other_cols = _columns(panel, planted, sham)
+    planted_cols, other_cols = panel_columns(panel, planted, sham)
     point = {
         c: float(a[0]) for c, a in paired_auc_bootstrap(panel.values, planted_cols, other_cols, 0).items()
     }
@@ -336,9 +337,11 @@ def evaluate_panels(
     )
 
 
-def _columns(
+def panel_columns(
     panel: Panel, planted: Mapping[str, Any], sham: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The columns of ``panel`` that are planted units and those that are the other candidates (the sham
+    words' units left out of both)."""
     units = pd.Index(panel.units)
     keep = ~units.isin(list(sham.values()))
     is_p = units.isin(list(set(planted.values())))
@@ -364,7 +367,7 @@ def metric_contrasts(
             pb = by.get((level, ref, b))
             if metric != a or pb is None or "planted" not in pa.values:
                 continue
-            cols = _columns(pa, planted, sham)
+            cols = panel_columns(pa, planted, sham)
             values = {"a": pa.values["planted"], "b": pb.values["planted"]}
             point = paired_auc_bootstrap(values, *cols, 0)
             boot = paired_auc_bootstrap(values, *cols, n_bootstrap, seed)

@@ -36,7 +36,7 @@ has the same sign as the difference.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,7 @@ from ...stats import (
     treatment_levels,
     welch_posthocs,
 )
+from ...stats.contrasts import analyses
 
 #: The RM-level permutation test enumerates every relabelling of the RMs up to this many (else it samples).
 MAX_EXACT_SPLITS = 100_000
@@ -293,16 +294,6 @@ def split_vs_pooled(
 # ---------------------------------------------------------------------------------------------------------
 # Mixed models, per analysis, and leave-one-RM-out
 # ---------------------------------------------------------------------------------------------------------
-
-
-def analyses(medians: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str | None], pd.DataFrame]]:
-    """Yield ``((corpus, analysis, subcategory), rows)``: pooled per corpus, split per subcategory."""
-    for (corpus, analysis), grp in medians.groupby(["corpus", "analysis"], sort=True):
-        if analysis == "pooled":
-            yield (corpus, analysis, None), grp
-        else:
-            for sub, sgrp in grp.groupby("subcategory", sort=True):
-                yield (corpus, analysis, sub), sgrp
 
 
 def _keyed(table: pd.DataFrame, key: tuple[str, str, str | None]) -> pd.DataFrame:

@@ -48,7 +48,8 @@ from ...stats import (
     split_test,
     stable_seed,
 )
-from .analysis import ALPHA, analyses, verdict
+from ...stats.contrasts import INTERACTION_COLUMNS, analyses, rm_contrasts
+from .analysis import ALPHA, verdict
 
 __all__ = [
     "INTERACTION_COLUMNS",
@@ -97,20 +98,6 @@ SEPARATIONS = (
     "perfect: every {b} RM below every {a} RM",
     "overlap",
 )
-#: Columns of ``rm_contrasts.csv`` (one row per RM and statistic).
-INTERACTION_COLUMNS = [
-    "corpus",
-    "analysis",
-    "subcategory",
-    "statistic",
-    "category",
-    "versus",
-    "rm",
-    "family",
-    "D",
-    "n_prompts_positive",
-    "n_prompts_negative",
-]
 #: Columns of ``interaction_models.csv`` (one row per statistic and method).
 MODEL_COLUMNS = [
     "corpus",
@@ -134,48 +121,6 @@ UNITS = {
     "random slopes": "RM (each RM has its own category x framing effects)",
     "RM level, exact split test": "RM",
 }
-
-
-def _statistic(category: str) -> str:
-    return f"D({category})"
-
-
-def rm_contrasts(medians: pd.DataFrame, families: Sequence[str]) -> pd.DataFrame:
-    """``D(k)`` per RM (see the module docstring) for every analysis of ``medians`` (pooled; split per
-    subcategory) with both framings and at least two categories: :data:`INTERACTION_COLUMNS`. With two
-    categories only the second (the model's non-reference category) is reported."""
-    rows = []
-    for key, grp in analyses(medians[medians["family"].isin(list(families))]):
-        if set(grp["framing"]) != {"positive", "negative"} or grp["category"].nunique() < 2:
-            continue
-        cell = grp.groupby(["rm", "family", "framing", "category"], observed=True)["median_rank"].mean()
-        m = cell.unstack(["framing", "category"])
-        n = grp.groupby(["rm", "framing"], observed=True)["prompt_id"].nunique().unstack("framing")
-        cats = sorted(grp["category"].unique())
-        for k in cats[1:] if len(cats) == 2 else cats:
-            others = [c for c in cats if c != k]
-            gain = {
-                fr: m.loc[:, [(fr, c) for c in others]].mean(axis=1) - m[(fr, k)]
-                for fr in ("positive", "negative")
-            }
-            d = gain["positive"] - gain["negative"]
-            for (rm, fam), value in d.items():
-                rows.append(
-                    {
-                        "corpus": key[0],
-                        "analysis": key[1],
-                        "subcategory": key[2],
-                        "statistic": _statistic(k),
-                        "category": k,
-                        "versus": ", ".join(others),
-                        "rm": rm,
-                        "family": fam,
-                        "D": float(value),
-                        "n_prompts_positive": int(n.loc[rm, "positive"]),
-                        "n_prompts_negative": int(n.loc[rm, "negative"]),
-                    }
-                )
-    return pd.DataFrame(rows, columns=INTERACTION_COLUMNS)
 
 
 def rm_level_tests(

@@ -21,11 +21,13 @@ from .config import Cell
 
 __all__ = [
     "NULL_HEADS",
+    "NULL_MEANS",
     "category_gaps",
     "category_trajectories",
     "compare_bases",
     "final_gaps",
     "null_gaps",
+    "null_means",
     "mover_balance",
     "per_cell_category",
     "seed_summary",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 #: Columns that identify a checkpoint of a cell in the trajectory tables.
-META = ["cell", "base_model", "data", "method", "quantity", "seed", "step"]
+META = ["cell", "base_model", "data", "method", "depth", "quantity", "seed", "step"]
 #: Random heads per head-only cell for the untrained-readout null of the category gaps (:func:`null_gaps`).
 NULL_HEADS = 40
 
@@ -79,7 +81,8 @@ def trajectory_table(
         ("cell", cell.name),
         ("base_model", cell.model),
         ("data", cell.source),
-        ("method", cell.method),
+        ("method", cell.arm),
+        ("depth", cell.depth),
         ("quantity", cell.quantity),
         ("seed", cell.seed),
     ):
@@ -111,6 +114,7 @@ def per_cell_category(cat: pd.DataFrame) -> pd.DataFrame:
         "family",
         "data",
         "method",
+        "depth",
         "quantity",
         "seed",
         "step",
@@ -155,7 +159,7 @@ def category_gaps(cat: pd.DataFrame, first: str = "Agency", second: str = "Commu
         raise ValueError(
             f"categories {first!r} and {second!r} are needed for a gap; the corpus has {sorted(have)}"
         )
-    keys = ["cell", "base_model", "family", "data", "method", "quantity", "seed", "step", "framing"]
+    keys = ["cell", "base_model", "family", "data", "method", "depth", "quantity", "seed", "step", "framing"]
     wide = per_cell.pivot_table(
         index=keys, columns="category", values="median_rank", observed=True
     ).reset_index()
@@ -171,11 +175,13 @@ def compare_bases(gaps: pd.DataFrame, n_permutations: int = 9999, seed: int = 0)
     when the relabellings (``n_relabellings``) are at most ``n_permutations``; ``p_min`` is the smallest p it
     can give (2 / relabellings for equal groups: 0.0079 with 5 seeds per base)."""
     rows = []
-    for (data, quantity, framing), g in gaps.groupby(["data", "quantity", "framing"], sort=True):
+    keys = ["data", "method", "quantity", "framing"]
+    for (data, method, quantity, framing), g in gaps.groupby(keys, sort=True):
         bases = sorted(g["base_model"].unique())
         for i, a in enumerate(bases):
             for b in bases[i + 1 :]:
-                row = {"data": data, "quantity": quantity, "framing": framing, "checkpoint": "last"}
+                row = {"data": data, "method": method, "quantity": quantity, "framing": framing}
+                row["checkpoint"] = "last"
                 x, y = _gaps_at(g, a, "last"), _gaps_at(g, b, "last")
                 rows.append(row | _compare_two(a, x, b, y, n_permutations, seed))
     return pd.DataFrame(rows)
@@ -284,7 +290,13 @@ def mover_balance(movers: pd.DataFrame) -> pd.DataFrame:
 def timing_summary(timings: Mapping[str, float], models: Sequence[str]) -> pd.DataFrame:
     """Seconds per kind of work (data, loading, features, training, trajectories) and base model, with the
     number of timed items (cells for training and trajectories)."""
-    labels = {"load": "load base model", "word": "word features", "pair": "pair features"}
+    labels = {
+        "load": "load base model",
+        "word": "word features",
+        "pair": "pair features",
+        "pair-activations": "pair activations below the top blocks",
+        "word-activations": "word activations below the top blocks",
+    }
     rows = []
     for key, sec in timings.items():
         kind, _, rest = key.partition(" ")
@@ -330,14 +342,30 @@ def null_gaps(
     return gaps.rename(columns={"step": "head"})
 
 
+#: Random means drawn per group for the null at the estimate's unit (:func:`null_means`).
+NULL_MEANS = 4000
+
+
+def null_means(heads: np.ndarray, n_draws: int = NULL_MEANS, seed: int = 0) -> np.ndarray:
+    """Means of random-head gaps at the estimate's unit: ``heads`` is ``(n_cells, n_heads)`` (the random
+    heads of each seed's cell); each draw takes one random head of every cell and averages them, so a random
+    mean averages as many heads as the trained mean averages seeds."""
+    m = np.asarray(heads, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, m.shape[1], size=(n_draws, m.shape[0]))
+    return m[np.arange(m.shape[0]), pick].mean(axis=1)
+
+
 def final_gaps(
     gaps: pd.DataFrame, null: pd.DataFrame | None = None, confidence: float = 0.95
 ) -> pd.DataFrame:
-    """The gap at each cell's last checkpoint, summarised across seeds per base model, data, quantity and
-    framing: mean, sd and t interval (:func:`rmvalues.stats.mean_ci`), with the random-head null of the same
-    cells (``null``: :func:`null_gaps` rows): its mean, 2.5 and 97.5 percentiles and ``null_share_beyond``,
-    the share of random heads whose gap is at least as far from 0 as the trained mean gap."""
-    from ...stats import mean_ci
+    """The gap at each cell's last checkpoint, summarised across seeds per base model, data, method,
+    quantity and framing: mean, sd and t interval (:func:`rmvalues.stats.mean_ci`), with the random-head null
+    of the same cells at the estimate's unit (``null``: :func:`null_gaps` rows; :func:`null_means`): means of
+    ``null_unit`` random heads (one per seed's cell, as many as the trained mean averages), their mean, 2.5
+    and 97.5 percentiles and ``null_share_beyond``, the share of random means at least as far from 0 as the
+    trained mean gap. Depth cells have no random-head null (NaN)."""
+    from ...stats import mean_ci, stable_seed
 
     keys = ["base_model", "family", "data", "method", "quantity", "framing"]
     last = gaps[gaps["step"] == gaps.groupby("cell")["step"].transform("max")]
@@ -347,14 +375,17 @@ def final_gaps(
         row = {**dict(zip(keys, key, strict=True)), "gap": mean, "sd": sd, "ci_low": lo, "ci_high": hi}
         row["n_seeds"] = n
         if null is not None and not null.empty:
-            sel = null[(null["cell"].isin(g["cell"])) & (null["framing"] == key[-1])]["gap"].to_numpy(float)
-            if len(sel):
+            sel = null[(null["cell"].isin(g["cell"])) & (null["framing"] == key[-1])]
+            if len(sel) and sel["cell"].nunique() == g["cell"].nunique():
+                wide = sel.pivot_table(index="cell", columns="head", values="gap").dropna(axis=1)
+                means = null_means(wide.to_numpy(), seed=stable_seed(0, "null-means", *map(str, key)))
                 row.update(
-                    null_mean=float(sel.mean()),
-                    null_low=float(np.percentile(sel, 2.5)),
-                    null_high=float(np.percentile(sel, 97.5)),
-                    null_share_beyond=float(np.mean(np.abs(sel) >= abs(mean))),
-                    n_null=len(sel),
+                    null_unit=int(wide.shape[0]),
+                    null_mean=float(means.mean()),
+                    null_low=float(np.percentile(means, 2.5)),
+                    null_high=float(np.percentile(means, 97.5)),
+                    null_share_beyond=float(np.mean(np.abs(means) >= abs(mean))),
+                    n_null=len(means),
                 )
         rows.append(row)
     return pd.DataFrame(rows)

@@ -63,6 +63,13 @@ class TrainSettings:
     feature_scaling: str = "none"  # none | standardize (head-only with the feature cache)
     precision: str = "auto"
     gradient_checkpointing: bool | None = None  # None: on a GPU for lora/full, never on CPU
+    head_l2: float = 0.0  # head only: L2 penalty lambda/2 |w|^2 on the head, in the space it is trained in
+    depths: tuple[int, ...] = ()  # head only: adapted depths k >= 1 (top k blocks + head) besides the probe
+    depth_quantities: tuple[int, ...] = ()  # quantities with depth cells (empty: the largest)
+    depth_seeds: tuple[int, ...] = ()  # seeds with depth cells (empty: every seed of the grid)
+    depth_learning_rate: float = 5e-5
+    depth_epochs: float = 1.0
+    depth_batch_size: int = 16
 
     @property
     def grad_accumulation(self) -> int:
@@ -71,7 +78,13 @@ class TrainSettings:
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["lora_target_modules"] = list(self.lora_target_modules)
+        for key in ("depths", "depth_quantities", "depth_seeds"):
+            out[key] = list(out[key])
         return out
+
+    def probe_dict(self) -> dict[str, Any]:
+        """The settings a probe (k = 0) depends on: all but the depth arm's."""
+        return {k: v for k, v in self.as_dict().items() if not k.startswith("depth")}
 
 
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
@@ -98,7 +111,16 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "feature_scaling": (str,),
     "precision": (str,),
     "gradient_checkpointing": (bool, type(None)),
+    "head_l2": (float, int),
+    "depths": (list, tuple),
+    "depth_quantities": (list, tuple),
+    "depth_seeds": (list, tuple),
+    "depth_learning_rate": (float, int),
+    "depth_epochs": (float, int),
+    "depth_batch_size": (int,),
 }
+
+_TUPLE_SETTINGS = ("lora_target_modules", "depths", "depth_quantities", "depth_seeds")
 
 
 def make_settings(values: Mapping[str, Any], where: str = "settings") -> TrainSettings:
@@ -119,7 +141,7 @@ def make_settings(values: Mapping[str, Any], where: str = "settings") -> TrainSe
             raise TrainingConfigError(
                 f"{where}: {key} must be {'/'.join(t.__name__ for t in types)}, not {value!r}"
             )
-        clean[key] = tuple(value) if key == "lora_target_modules" else value
+        clean[key] = tuple(value) if key in _TUPLE_SETTINGS else value
     s = TrainSettings(**clean)
     problems = []
     if s.method not in METHODS:
@@ -157,9 +179,26 @@ def make_settings(values: Mapping[str, Any], where: str = "settings") -> TrainSe
         problems.append(f"feature_scaling is {s.feature_scaling!r}; valid: {', '.join(FEATURE_SCALINGS)}")
     elif s.feature_scaling != "none" and not (s.method == "head" and s.feature_cache):
         problems.append("feature_scaling standardize needs method head with feature_cache true")
+    problems += _depth_problems(s)
     if problems:
         raise TrainingConfigError(f"{where}: " + "; ".join(problems))
     return s
+
+
+def _depth_problems(s: TrainSettings) -> list[str]:
+    problems = []
+    if s.head_l2 < 0:
+        problems.append("head_l2 must be >= 0")
+    if not all(_is_int(k) and k >= 1 for k in s.depths) or len(set(s.depths)) != len(s.depths):
+        problems.append(f"depths must be distinct integers >= 1 (blocks adapted), got {list(s.depths)}")
+    elif s.depths and not (s.method == "head" and s.feature_cache):
+        problems.append("depths (the depth-of-adaptation arm) need method head with feature_cache true")
+    for key in ("depth_quantities", "depth_seeds"):
+        if not all(_is_int(v) and v >= 0 for v in getattr(s, key)):
+            problems.append(f"{key} must be non-negative integers")
+    if s.depth_learning_rate <= 0 or s.depth_epochs <= 0 or s.depth_batch_size < 1:
+        problems.append("depth_learning_rate and depth_epochs must be > 0, depth_batch_size >= 1")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -175,13 +214,35 @@ class GridSpec:
     description: str = ""
 
     def cells(self) -> list[Cell]:
-        """Every cell of the grid, in a fixed order (model, source, quantity, seed)."""
+        """Every cell of the grid with nothing of the base adapted (k = 0), in a fixed order (model, source,
+        quantity, seed): the RMs the run registers."""
         return [
             Cell(m, s, self.settings.method, q, seed)
             for m in self.models
             for s in self.sources
             for q in self.quantities
             for seed in self.seeds
+        ]
+
+    @property
+    def depth_quantities(self) -> tuple[int, ...]:
+        """Quantities of the depth arm (``depth_quantities``; default the largest)."""
+        return self.settings.depth_quantities or (max(self.quantities),)
+
+    @property
+    def depth_seeds(self) -> tuple[int, ...]:
+        """Seeds of the depth arm (``depth_seeds``; default every seed)."""
+        return self.settings.depth_seeds or self.seeds
+
+    def depth_cells(self) -> list[Cell]:
+        """The depth arm's cells (top k blocks + head, k in ``settings.depths``), in a fixed order."""
+        return [
+            Cell(m, s, self.settings.method, q, seed, k)
+            for m in self.models
+            for s in self.sources
+            for k in self.settings.depths
+            for q in self.depth_quantities
+            for seed in self.depth_seeds
         ]
 
 
@@ -194,11 +255,19 @@ class Cell:
     method: str
     quantity: int
     seed: int
+    depth: int = 0  # transformer blocks adapted with the head (0: the probe, nothing of the base adapted)
+
+    @property
+    def arm(self) -> str:
+        """What the cell adapts: its method (``head``: the probe) or ``top<k>+<method>``."""
+        return f"top{self.depth}+{self.method}" if self.depth else self.method
 
     @property
     def name(self) -> str:
-        """Registry name of the trained RM: ``<base>-<source>-<method>-n<quantity>-s<seed>``."""
-        return f"{self.model}-{self.source}-{self.method}-n{self.quantity}-s{self.seed}"
+        """Name of the trained RM: ``<base>-<source>-<method>-n<quantity>-s<seed>`` (a depth cell:
+        ``<base>-<source>-<method>-top<k>-n<quantity>-s<seed>``)."""
+        top = f"-top{self.depth}" if self.depth else ""
+        return f"{self.model}-{self.source}-{self.method}{top}-n{self.quantity}-s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -298,6 +367,11 @@ def _check_grid(spec: GridSpec, cfg: TrainingConfig, where: str) -> None:
         problems.append(f"train_pool ({pool}) is smaller than the largest quantity ({max(spec.quantities)})")
     if not all(_is_int(s) and s >= 0 for s in spec.seeds):
         problems.append(f"seeds must be non-negative integers, got {list(spec.seeds)}")
+    s = spec.settings
+    if not set(s.depth_quantities) <= set(spec.quantities):
+        problems.append(f"depth_quantities {list(s.depth_quantities)} must be among the quantities")
+    if not set(s.depth_seeds) <= set(spec.seeds):
+        problems.append(f"depth_seeds {list(s.depth_seeds)} must be among the seeds")
     if not all(isinstance(m, str) for m in spec.models):
         problems.append(f"models must be registry names, got {list(spec.models)}")
     if problems:

@@ -48,6 +48,7 @@ __all__ = [
     "feature_file",
     "pair_feature_key",
     "pair_features",
+    "save_npz",
     "score_model_words",
     "word_features",
     "word_features_cached",
@@ -68,7 +69,7 @@ def feature_file(root: Path, model: str, kind: str, key: Any) -> Path:
     return root / "features" / model / f"{kind}-{digest(key)}.npz"
 
 
-def _save_npz(file: Path, **arrays: Any) -> None:
+def save_npz(file: Path, **arrays: Any) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f".{file.stem}.tmp.npz")
     np.savez(tmp, **arrays)
@@ -134,7 +135,7 @@ def pair_features(
         n = len(todo)
         cache.update({i: (want[i], feats[k], feats[n + k]) for k, i in enumerate(todo)})
         keep = sorted(cache)
-        _save_npz(
+        save_npz(
             file,
             ids=np.asarray(keep, dtype=np.int64),
             tokens=np.asarray([cache[i][0] for i in keep]),
@@ -229,7 +230,7 @@ def word_features_cached(
             )
     wf = word_features(model, tokenizer, base.name, prompts, words)
     meta = json.dumps({"prompt_ids": wf.prompt_ids, "words": wf.words, "n_tokens": wf.n_tokens})
-    _save_npz(file, meta=np.asarray(meta), **{f"f{i}": wf.features[p] for i, p in enumerate(wf.prompt_ids)})
+    save_npz(file, meta=np.asarray(meta), **{f"f{i}": wf.features[p] for i, p in enumerate(wf.prompt_ids)})
     return wf
 
 

@@ -44,6 +44,16 @@ from ...models.registry import ModelSpec, get_spec
 from .analysis import NULL_HEADS, null_gaps, trajectory_table
 from .artifacts import registry_entry, save_full_rm, save_head_rm, write_registry
 from .config import Cell, GridSpec, TrainingConfig, TrainSettings, check_models, load_config
+from .depth import (
+    block_state,
+    depth_key,
+    depth_marker,
+    pair_activations,
+    restore_blocks,
+    train_depth,
+    word_activations,
+    word_rewards,
+)
 from .features import (
     WordFeatures,
     checkpoint_rewards,
@@ -52,6 +62,7 @@ from .features import (
     word_features_cached,
 )
 from .params import REGISTRY_FILE
+from .reference import probe_check
 from .trainer import cell_data, on_gpu, tidy_history, train_reward_model, training_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,7 +101,7 @@ def cell_key(
         "source_sha256": selection.sha256,
         "train_ids": selection.digest(ids),
         "eval_ids": selection.digest(selection.eval_ids),
-        "settings": {k: v for k, v in settings.as_dict().items() if k != "feature_batch_size"},
+        "settings": {k: v for k, v in settings.probe_dict().items() if k != "feature_batch_size"},
         "seed": cell.seed,
     }
 
@@ -271,6 +282,7 @@ def _write_marker(
     outcome: Any,
     history: pd.DataFrame,
     train_accuracy: float = np.nan,
+    extra: Mapping[str, float] | None = None,
 ) -> None:
     train_hist = history[history["split"] == "train"]
     metrics = {
@@ -278,6 +290,7 @@ def _write_marker(
         "train_loss_end": float(train_hist["loss"].iloc[-1]) if len(train_hist) else np.nan,
         "train_accuracy_end": float(train_hist["accuracy"].iloc[-1]) if len(train_hist) else np.nan,
         "train_accuracy_final": train_accuracy,
+        **(extra or {}),
     }
     marker = {
         "key": json.loads(json.dumps(key, default=str)),
@@ -321,9 +334,16 @@ def train_cell(
     history = tidy_history(outcome.log_history)
     atomic_write_parquet(history, cp.dir / "history.parquet")
     train_accuracy = np.nan
+    check: dict[str, float] = {}
     if settings.method == "head":
         steps = sorted(outcome.heads)
         extra = {"scale": outcome.scale} if outcome.scale is not None else {}
+        if feats is not None:
+            check, ref = probe_check(
+                outcome.heads, outcome.scale, feats, data.train_ids, data.eval_ids, settings.head_l2
+            )
+            if ref is not None:
+                extra["reference"] = ref
         np.savez(
             cp.dir / "heads.npz",
             steps=np.asarray(steps),
@@ -341,7 +361,7 @@ def train_cell(
     else:
         save_full_rm(outcome.model, tok, cp.model_dir)
     shutil.rmtree(cp.dir / "trainer" / "runs", ignore_errors=True)
-    _write_marker(cp, key, cell, outcome, history, train_accuracy)
+    _write_marker(cp, key, cell, outcome, history, train_accuracy, check)
 
 
 # -- the grid ---------------------------------------------------------------------------------------------------
@@ -382,11 +402,20 @@ class _Grid:
     progress: bool
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     todo: list[Cell] = field(default_factory=list)
+    depth_todo: list[Cell] = field(default_factory=list)
     traj_key: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cells(self) -> list[Cell]:
         return self.spec.cells()
+
+    @property
+    def depth_cells(self) -> list[Cell]:
+        return self.spec.depth_cells()
+
+    def probe_of(self, cell: Cell) -> Cell:
+        """The probe (k = 0) trained on the same pairs and seed as a depth cell."""
+        return dataclasses.replace(cell, depth=0)
 
 
 def _frozen_base(
@@ -446,8 +475,9 @@ def _run_model(g: _Grid, name: str, bar: Any) -> None:
     mcells = [c for c in g.cells if c.model == name]
     need_traj = [c for c in mcells if not _trajectory_ok(CellPaths(g.root, c), g.traj_key)]
     mtodo = [c for c in g.todo if c.model == name]
+    dtodo = [c for c in g.depth_todo if c.model == name]
     bar.update(len(mcells) - len(set(mtodo) | set(need_traj)))
-    if not mtodo and not need_traj:
+    if not mtodo and not need_traj and not dtodo:
         return
     base_model, wf, pair_feats = _frozen_base(g, name, mtodo)
     for cell in mcells:
@@ -469,35 +499,112 @@ def _run_model(g: _Grid, name: str, bar: Any) -> None:
             with g.timer.step(f"trajectory {cell.name}"):
                 _write_trajectory(g, cell, cp, wf)
             bar.update(1)
+    if dtodo:
+        _run_depth(g, name, base_model, dtodo)
+
+
+def _depth_key(g: _Grid, cell: Cell) -> dict[str, Any]:
+    return depth_key(g.keys[g.probe_of(cell).name], cell, g.spec.settings) | {"trajectory": g.traj_key}
+
+
+def _depth_done(g: _Grid, cell: Cell) -> bool:
+    cp = CellPaths(g.root, cell)
+    try:
+        marker = json.loads(cp.marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        marker["key"] == json.loads(json.dumps(_depth_key(g, cell)))
+        and (cp.dir / "trajectory.parquet").is_file()
+    )
+
+
+def _run_depth(g: _Grid, name: str, base_model: PreTrainedModel, todo: Sequence[Cell]) -> None:
+    """Train and score the depth cells of one base model (after its probes, whose reference heads they start
+    from), from activations below the top blocks computed once per pair and word."""
+    from ...engine.topblocks import TopBlocks
+
+    settings, tok = g.spec.settings, g.tokenizers[name]
+    depths = sorted({c.depth for c in todo})
+    acts: dict[str, Any] = {}
+    for source in sorted({c.source for c in todo}):
+        sel = g.selections[source]
+        ids = list(sel.eval_ids) + sorted(
+            {i for c in todo if c.source == source for i in sel.subset(c.quantity, c.seed)}
+        )
+        with g.timer.step(f"pair-activations {name}"):
+            acts[source] = pair_activations(
+                base_model, tok, g.bases[name], sel, ids, g.root, depths, settings.feature_batch_size
+            )
+    with g.timer.step(f"word-activations {name}"):
+        words = word_activations(
+            base_model, tok, g.bases[name], g.prompts, g.words, g.root, depths, settings.feature_batch_size
+        )
+    for cell in todo:
+        with g.timer.step(f"train {cell.name}"):
+            top = TopBlocks(base_model, cell.depth)
+            saved = block_state(top)
+            try:
+                _train_depth_cell(g, cell, top, acts[cell.source][cell.depth], words[cell.depth])
+            finally:
+                restore_blocks(top, saved)
+
+
+def _train_depth_cell(g: _Grid, cell: Cell, top: Any, acts: Any, words: Any) -> None:
+    cp = CellPaths(g.root, cell)
+    shutil.rmtree(cp.dir, ignore_errors=True)
+    cp.dir.mkdir(parents=True)
+    settings, tok = g.spec.settings, g.tokenizers[cell.model]
+    sel = g.selections[cell.source]
+    train_ids, eval_ids = list(sel.subset(cell.quantity, cell.seed)), list(sel.eval_ids)
+    with np.load(CellPaths(g.root, g.probe_of(cell)).dir / "heads.npz") as npz:
+        head = npz["reference"] if "reference" in npz.files else npz["heads"][-1]
+        scale = npz["scale"] if "scale" in npz.files else np.ones_like(head)
+    penalty = settings.head_l2 * np.asarray(scale, np.float64) ** 2 if settings.head_l2 > 0 else None
+    out = train_depth(cell, settings, top, acts, train_ids, eval_ids, head, penalty, tok, cp.dir)
+    atomic_write_parquet(out.history, cp.dir / "history.parquet")
+    if eval_ids:
+        atomic_write_parquet(out.eval, cp.dir / "eval.parquet")
+    steps, rewards = word_rewards(top, out.states, words, tok.pad_token_id)
+    family = g.bases[cell.model].family
+    traj = trajectory_table(cell, family, steps, rewards, g.words, g.labels)
+    traj["depth"] = cell.depth
+    atomic_write_parquet(traj, cp.dir / "trajectory.parquet")
+    marker = depth_marker(out, _depth_key(g, cell), cell, len(train_ids), len(eval_ids))
+    atomic_write_bytes(cp.marker, json.dumps(marker, indent=2).encode("utf-8"))
 
 
 def _collect(g: _Grid) -> GridResult:
     """Every cell's stored marker, history and trajectory in one set of tables; the registry file."""
     rows, histories, trajs, entries, evals, nulls = [], [], [], {}, [], []
-    for cell in g.cells:
+    for cell in g.cells + g.depth_cells:
         cp = CellPaths(g.root, cell)
         marker = json.loads(cp.marker.read_text(encoding="utf-8"))
         hist = pd.read_parquet(cp.dir / "history.parquet")
         hist.insert(0, "cell", cell.name)
         histories.append(hist)
-        trajs.append(pd.read_parquet(cp.dir / "trajectory.parquet"))
+        traj = pd.read_parquet(cp.dir / "trajectory.parquet")
+        traj["method"], traj["depth"] = cell.arm, cell.depth  # trajectories stored before the depth arm
+        trajs.append(traj)
         for name, frames in (("eval.parquet", evals), ("null.parquet", nulls)):
             if (cp.dir / name).is_file():
                 df = pd.read_parquet(cp.dir / name)
                 if "cell" not in df.columns:
                     df.insert(0, "cell", cell.name)
                 frames.append(df)
-        entries[cell.name] = registry_entry(cell, g.bases[cell.model], cp.model_dir, g.spec.settings)
+        if not cell.depth:  # the probes are the run's registered RMs
+            entries[cell.name] = registry_entry(cell, g.bases[cell.model], cp.model_dir, g.spec.settings)
         rows.append(
             {
                 "cell": cell.name,
                 "base_model": cell.model,
                 "family": g.bases[cell.model].family,
                 "data": cell.source,
-                "method": cell.method,
+                "method": cell.arm,
+                "depth": cell.depth,
                 "quantity": cell.quantity,
                 "seed": cell.seed,
-                "status": "trained now" if cell in g.todo else "reused",
+                "status": "trained now" if cell in g.todo or cell in g.depth_todo else "reused",
                 **{k: marker[k] for k in ("n_train_used", "n_eval_used", "steps", "train_seconds")},
                 **marker["metrics"],
             }
@@ -565,6 +672,7 @@ def run_grid(
         "from_step": 1,  # step 0 (the randomly drawn head) is not scored
         "null_heads": NULL_HEADS,
     }
+    g.depth_todo = [c for c in g.depth_cells if g.probe_of(c) in g.todo or not _depth_done(g, c)]
     log.info("grid %s: %d cells, %d to train", spec.name, len(g.cells), len(g.todo))
     bar = tqdm(total=len(g.cells), desc=f"grid {spec.name}", unit="cell", disable=not progress)
     for name in spec.models:

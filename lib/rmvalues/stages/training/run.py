@@ -45,7 +45,7 @@ from ...models.loading import (
     quiet_transformers,
 )
 from ...models.registry import ModelSpec, get_spec
-from . import analysis, metrics, paper
+from . import analysis, depth_analysis, metrics, paper
 from .config import GridSpec
 from .features import score_model_words
 from .findings import findings as chapter_findings
@@ -87,6 +87,9 @@ class Results:
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # seed_summary
     gaps: pd.DataFrame | None = None  # None when the corpus lacks Agency or Communion
     comparison: pd.DataFrame | None = None  # base_comparison; None with one base model
+    accuracy_comparison: pd.DataFrame = field(default_factory=pd.DataFrame)  # accuracy_differences
+    depth_gaps: pd.DataFrame = field(default_factory=pd.DataFrame)  # depth_analysis.depth_gaps
+    depth_accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)  # depth_analysis.depth_accuracy
     movers: pd.DataFrame = field(default_factory=pd.DataFrame)  # word_movers
     paper: pd.DataFrame = field(default_factory=pd.DataFrame)  # the paper's released trajectories
     paper_files: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -117,6 +120,9 @@ class Results:
             "accuracy": self.accuracy,
             "final_gaps": self.final,
             "base_comparison": table(self.comparison),
+            "accuracy_comparison": self.accuracy_comparison,
+            "depth_gaps": self.depth_gaps,
+            "depth_accuracy": self.depth_accuracy,
             "mover_balance": self.mover_balance,
             "word_movers": self.movers,
             "paper_files": self.paper_files,
@@ -124,6 +130,32 @@ class Results:
             "consistency": pd.DataFrame([self.consistency]) if self.consistency else pd.DataFrame(),
             "timings": self.timing_table,
         }
+
+    def probes(self) -> Results:
+        """The run restricted to its probes (k = 0: nothing of the base adapted), the registered RMs the
+        chapter's main comparison is about; the depth arm is shown on its own."""
+        import dataclasses
+
+        method = self.spec.settings.method
+
+        def keep(df: pd.DataFrame | None, col: str = "method") -> pd.DataFrame | None:
+            if df is None or df.empty or col not in df.columns:
+                return df
+            return df[df[col] == method].reset_index(drop=True)
+
+        return dataclasses.replace(
+            self,
+            cells=keep(self.cells),
+            history=self.history[self.history["cell"].isin(keep(self.cells)["cell"])],
+            trajectories=keep(self.trajectories),
+            accuracy=keep(self.accuracy),
+            final=keep(self.final),
+            categories=keep(self.categories),
+            summary=keep(self.summary),
+            gaps=keep(self.gaps),
+            comparison=keep(self.comparison),
+            accuracy_comparison=keep(self.accuracy_comparison),
+        )
 
     @property
     def settings_table(self) -> pd.DataFrame:
@@ -232,6 +264,7 @@ def base_table(specs: list[ModelSpec]) -> pd.DataFrame:
                 "size": spec.size,
                 "quantization": spec.source.quantization or "none",
                 "weights": spec.source.gguf_file or spec.hub_id or spec.source.path,
+                "hub_id": spec.hub_id or "",
                 "tokenizer_vocab": vocab,
                 "hidden_size": int(cfg.hidden_size),
                 "layers": int(cfg.num_hidden_layers),
@@ -245,6 +278,8 @@ def _analyse(res: Results, record: RunRecord) -> None:
     """Category trajectories, their summary across seeds, gaps, base comparison and word movers."""
     with record.timed("analysis"):
         res.accuracy = metrics.accuracy_summary(res.cells, res.eval_pairs)
+        res.accuracy_comparison = metrics.accuracy_differences(res.cells, res.eval_pairs)
+        res.depth_accuracy = depth_analysis.depth_accuracy(res.cells, res.eval_pairs)
         res.categories = analysis.category_trajectories(res.trajectories)
         res.summary = analysis.seed_summary(res.categories)
         try:
@@ -255,7 +290,9 @@ def _analyse(res: Results, record: RunRecord) -> None:
             res.final = analysis.final_gaps(res.gaps, res.null if not res.null.empty else None)
         if res.gaps is not None and len(res.spec.models) > 1:
             res.comparison = analysis.compare_bases(res.gaps)
-        res.movers = analysis.word_movers(res.trajectories)
+            res.depth_gaps = depth_analysis.depth_gaps(res.gaps)
+        probes = res.trajectories[res.trajectories["depth"] == 0]
+        res.movers = analysis.word_movers(probes)
 
 
 def _compare_with_paper(res: Results, record: RunRecord) -> None:
@@ -263,14 +300,15 @@ def _compare_with_paper(res: Results, record: RunRecord) -> None:
     with record.timed("paper"):
         res.paper, res.paper_files = paper.load_paper_training_results()
         res.paper_gaps = paper.paper_gaps(res.paper)
-        res.paper_vs_ours = paper.paper_vs_ours(res.paper_gaps, res.gaps) if res.gaps is not None else None
+        gaps = res.gaps[res.gaps["depth"] == 0] if res.gaps is not None else None
+        res.paper_vs_ours = paper.paper_vs_ours(res.paper_gaps, gaps) if gaps is not None else None
     record.add_inputs(paper.paper_inputs())
 
 
 def _check_consistency(res: Results, prompts: pd.DataFrame, record: RunRecord) -> None:
     """Load the grid's last RM *by name* from the run's registry (:func:`rmvalues.models.load_reward_model`) and
     score it with the scoring engine on the first prompt: its rewards must equal its last checkpoint's."""
-    name = str(res.cells["cell"].iloc[-1])
+    name = str(res.cells.loc[res.cells["depth"] == 0, "cell"].iloc[-1])  # the last registered RM
     pid = str(prompts["prompt_id"].iloc[0])
     words = sorted(res.trajectories["word"].unique())
     with record.timed("consistency"), quiet_transformers():
@@ -305,6 +343,9 @@ READER_TABLES = (
     "accuracy",
     "final_gaps",
     "base_comparison",
+    "accuracy_comparison",
+    "depth_gaps",
+    "depth_accuracy",
     "mover_balance",
     "word_movers",
     "paper_files",
@@ -330,6 +371,9 @@ def _write(res: Results, record: RunRecord) -> None:
         "null_gaps": res.null,
         "final_gaps": res.final,
         "base_comparison": res.comparison,
+        "accuracy_comparison": res.accuracy_comparison,
+        "depth_gaps": res.depth_gaps,
+        "depth_accuracy": res.depth_accuracy,
         "word_movers": res.movers,
         "paper_files": res.paper_files,
         "paper_training_gaps": res.paper_gaps,

@@ -7,7 +7,14 @@ import pandas as pd
 
 from ...core.display import interval, number, pvalue
 
-__all__ = ["accuracy_table", "comparison_table", "gap_table"]
+__all__ = [
+    "accuracy_table",
+    "comparison_table",
+    "depth_accuracy_table",
+    "depth_gap_table",
+    "gap_table",
+    "reference_table",
+]
 
 
 def _intervals(df: pd.DataFrame, low: str, high: str, digits: int) -> list[str]:
@@ -29,6 +36,7 @@ def accuracy_table(accuracy: pd.DataFrame) -> pd.DataFrame:
             "held-out accuracy": [number(x, 3) for x in a["accuracy"]],
             "over seeds": _intervals(a, "seed_ci_low", "seed_ci_high", 3),
             "over pairs": _intervals(a, "pair_ci_low", "pair_ci_high", 3),
+            "over seeds and pairs": _intervals(a, "joint_ci_low", "joint_ci_high", 3),
             "untrained": [number(x, 3) for x in a["untrained_accuracy"]],
             "training": [number(x, 3) for x in a["train_accuracy"]],
             "learns": ["yes" if x else "no" for x in a["learns"]],
@@ -48,8 +56,9 @@ def gap_table(final: pd.DataFrame) -> pd.DataFrame:
         "95% CI": _intervals(f, "ci_low", "ci_high", 1),
     }
     if "null_low" in f.columns:
-        out["random heads"] = _intervals(f, "null_low", "null_high", 1)
-        out["random heads as far"] = [number(x, 2) for x in f["null_share_beyond"]]
+        out["random means"] = _intervals(f, "null_low", "null_high", 1)
+        out["heads per mean"] = [str(int(x)) if pd.notna(x) else "n/a" for x in f["null_unit"]]
+        out["random means as far"] = [number(x, 2) for x in f["null_share_beyond"]]
     return pd.DataFrame(out).reset_index(drop=True)
 
 
@@ -73,3 +82,56 @@ def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(out).reset_index(drop=True)
     one_pair = len(c[["base_a", "base_b"]].drop_duplicates()) == 1
     return table.drop(columns="A vs B") if one_pair else table
+
+
+def reference_table(accuracy: pd.DataFrame) -> pd.DataFrame:
+    """Each probe beside its L2 logistic reference per base model and quantity: mean held-out accuracy of
+    both, the largest difference over seeds, whether every seed is within the tolerance, and the largest
+    final gradient norm of the penalised objective."""
+    a = accuracy[accuracy["reference_accuracy"].notna()]
+    return pd.DataFrame(
+        {
+            "base model": a["base_model"],
+            "pairs": a["quantity"],
+            "probe": [number(x, 3) for x in a["accuracy"]],
+            "reference": [number(x, 3) for x in a["reference_accuracy"]],
+            "largest difference": [number(x, 3) for x in a["reference_difference_max"]],
+            "within 1 point": ["yes" if x else "no" for x in a["within_reference"]],
+            "largest gradient norm": [f"{x:.1e}" for x in a["grad_norm_max"]],
+        }
+    ).reset_index(drop=True)
+
+
+def depth_gap_table(dg: pd.DataFrame) -> pd.DataFrame:
+    """The between-base difference of the gap at k = 0 and at depth k on the same seeds, the change of its
+    size with its bootstrap interval, and the verdict."""
+    return pd.DataFrame(
+        {
+            "pairs": dg["quantity"],
+            "framing": dg["framing"],
+            "k": dg["depth"],
+            "seeds": dg["n_seeds"],
+            "difference, k = 0": [number(x, 1) for x in dg["difference_0"]],
+            "difference, k": [number(x, 1) for x in dg["difference_k"]],
+            "size change": [number(x, 1) for x in dg["size_change"]],
+            "95% CI": _intervals(dg, "ci_low", "ci_high", 1),
+            "verdict": dg["verdict"],
+        }
+    ).reset_index(drop=True)
+
+
+def depth_accuracy_table(da: pd.DataFrame) -> pd.DataFrame:
+    """Held-out accuracy at k = 0 and depth k on the same seeds, its change with the joint interval, verdict."""
+    return pd.DataFrame(
+        {
+            "base model": da["base_model"],
+            "pairs": da["quantity"],
+            "k": da["depth"],
+            "seeds": da["n_seeds"],
+            "accuracy, k = 0": [number(x, 3) for x in da["accuracy_0"]],
+            "accuracy, k": [number(x, 3) for x in da["accuracy_k"]],
+            "change": [number(x, 3) for x in da["change"]],
+            "95% CI": _intervals(da, "ci_low", "ci_high", 3),
+            "verdict": da["verdict"],
+        }
+    ).reset_index(drop=True)

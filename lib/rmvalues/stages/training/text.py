@@ -222,7 +222,7 @@ def describe_gaps(final: pd.DataFrame, framing: str = "positive") -> str:
         null = ""
         if "null_low" in r and not pd.isna(r.get("null_low")):
             null = (
-                f"; random heads {_ci(r['null_low'], r['null_high'])}, "
+                f"; means of random heads {_ci(r['null_low'], r['null_high'])}, "
                 f"{_pct(r['null_share_beyond'])} of them at least as far from 0"
             )
         lean = f"; {lean}" if lean else ""
@@ -370,13 +370,13 @@ def summary(
         if inside:
             out.append(
                 f"At the largest quantity the mean Agency - Communion gap under {framing} prompts of "
-                f"{_join(inside)} lies within the central 95 % of gaps that randomly drawn heads give, so "
+                f"{_join(inside)} lies within the central 95 % of mean gaps of as many random heads as seeds, so "
                 "training on these preferences did not move it beyond what any readout of the same features gives."
             )
         if outside:
             out.append(
                 f"At the largest quantity the mean gap under {framing} prompts of {_join(outside)} lies outside "
-                "the central 95 % of random heads' gaps."
+                "the central 95 % of those random means."
             )
     if comparison is not None and not comparison.empty:
         c = comparison[(comparison["framing"] == framing) & (comparison["checkpoint"] == "last")]
@@ -434,7 +434,7 @@ def _gap_at_top(final: pd.DataFrame | None, framing: str) -> str:
     for r in top.to_dict("records"):
         ci = f", 95 % CI {_ci(r['ci_low'], r['ci_high'])}" if pd.notna(r["ci_low"]) else ""
         null = (
-            f"; random heads {_ci(r['null_low'], r['null_high'])}"
+            f"; means of random heads {_ci(r['null_low'], r['null_high'])}"
             if pd.notna(r.get("null_low", np.nan))
             else ""
         )

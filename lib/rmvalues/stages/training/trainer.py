@@ -16,6 +16,11 @@
   states (``w / sd``), so the saved RM reads the base's hidden state directly. Its rewards then differ from
   the trained model's by one constant per cell (``w . mean / sd``), which changes no preference, accuracy,
   margin or ranking.
+* **L2 penalty** (``head_l2``, head only). :func:`l2_penalty` adds ``head_l2 * w`` to the head's gradient, so
+  TRL minimises the Bradley-Terry loss plus ``head_l2 / 2 |w|^2`` (in the space the head is trained in): a
+  strictly convex objective with one optimum, the one scikit-learn's logistic regression finds
+  (:mod:`.reference`). With a batch of every training pair and enough steps, the head converges to it whatever
+  its random start; the grid records the distance.
 * **Seeds.** ``transformers.set_seed(seed)`` right before the score head is drawn (:func:`init_head`), and the
   trainer is seeded with the same seed (batch order, LoRA init): the same seed gives identical rewards.
 * **Pad token.** A pad token equal to EOS is refused before training (:func:`check_pad_token`): the
@@ -54,7 +59,9 @@ __all__ = [
     "check_pad_token",
     "head_snapshots",
     "init_head",
+    "l2_penalty",
     "on_gpu",
+    "pair_dataset",
     "reward_config",
     "standardizer",
     "tidy_history",
@@ -107,7 +114,9 @@ def init_head(model: PreTrainedModel, seed: int) -> None:
 
     set_seed(seed)
     head = model.score
-    std = float(getattr(model.config.get_text_config(), "initializer_range", 0.02))
+    cfg = model.config.get_text_config()
+    # transformers' default initializer_range, for a config that does not set one
+    std = float(cfg.initializer_range) if hasattr(cfg, "initializer_range") else 0.02
     with torch.no_grad():
         head.weight.normal_(mean=0.0, std=std)
         if head.bias is not None:
@@ -278,7 +287,7 @@ def reward_config(
     )
 
 
-def _dataset(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> Any:
+def pair_dataset(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> Any:
     from datasets import Dataset
 
     return Dataset.from_dict(
@@ -429,8 +438,8 @@ def train_reward_model(
         trainer = RewardTrainer(
             model=train_model,
             args=args,
-            train_dataset=_dataset(train_pairs),
-            eval_dataset=_dataset(eval_pairs) if eval_pairs else None,
+            train_dataset=pair_dataset(train_pairs),
+            eval_dataset=pair_dataset(eval_pairs) if eval_pairs else None,
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=[snapshots] if snapshots is not None else None,
@@ -439,7 +448,14 @@ def train_reward_model(
         trainer.remove_callback(cb)
     n_train_used = len(trainer.train_dataset)
     n_eval_used = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
-    initial, checkpoints, seconds = _fit(trainer, method, out, bool(eval_pairs), settings.checkpoint_every)
+    penalty = l2_penalty(_find_score(train_model), settings.head_l2) if method == "head" else None
+    try:
+        initial, checkpoints, seconds = _fit(
+            trainer, method, out, bool(eval_pairs), settings.checkpoint_every
+        )
+    finally:
+        if penalty is not None:
+            penalty.remove()  # the shared base's head must not keep the hook
     history = pd.DataFrame(([initial] if initial else []) + list(trainer.state.log_history))
     heads = snapshots.heads if snapshots is not None else {}
     if scale is not None:  # back to the raw hidden states the saved RM reads
@@ -455,6 +471,16 @@ def train_reward_model(
         seconds=seconds,
         scale=scale,
     )
+
+
+def l2_penalty(head: torch.nn.Linear, l2: float) -> Any:
+    """Add the gradient of ``l2 / 2 |w|^2`` to the head's gradient (the L2-penalised Bradley-Terry
+    objective of :mod:`.reference`; TRL's logged loss stays the unpenalised one). Returns the hook's handle
+    (``.remove()`` it), or None for ``l2 == 0``."""
+    if l2 <= 0:
+        return None
+    weight = head.weight
+    return weight.register_hook(lambda grad: grad + l2 * weight.detach())
 
 
 def tidy_history(history: pd.DataFrame) -> pd.DataFrame:
