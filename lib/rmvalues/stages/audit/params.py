@@ -11,7 +11,7 @@ import pandas as pd
 from ...core.handoff import StageInput
 from ...core.params import CountBound, StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem
-from ...data.corpus_checks import CORPORA_RUN_HELP
+from ...data.corpus_checks import corpora_run_field
 from ...data.scores import published_corpora, published_inputs, published_rm_table
 from ...models.loading import availability_problems
 from ...models.registry import RegistryError, entries_used, registry
@@ -54,7 +54,7 @@ class Params(StageParams):
         "default", help="training run whose trained RMs are registered (as in the scoring run; '' = none)"
     )
     extra_registry: list[str] = param([], help="more model-registry files (as in the scoring run)")
-    corpora_run: str = param("default", help=CORPORA_RUN_HELP.format("the words' labels and token counts"))
+    corpora_run: str = corpora_run_field("the words' labels and token counts")
     n_bootstrap: Annotated[int, BOOTSTRAP] = param(
         1000, help="resamples of the audited RM's prompts and words (its intervals)", ge=50
     )
