@@ -812,7 +812,7 @@ def test_key_numbers_of_a_hand_made_run():
     assert k["single_category_framing_model"] == "F(1, 8) = 0.50, p = 0.500"
     assert k["single_category_model_clustered"] == "F(1, 4) = 1.50, p = 0.290"
     assert k["single_category_framing_model_clustered"] == "F(1, 4) = 2.50, p = 0.189"
-    assert k["single_cfm_p_exact"] == "0.30" and k["p_min"] == "0.10" and k["n_splits"] == "20"
+    assert k["single_cfm_p_exact"] == "p = 0.30" and k["p_min"] == "0.10" and k["n_splits"] == "20"
     assert k["n_clusters"] == "6" and k["n_adjectives"] == "3 positive and 3 negative"
     assert k["single_cfm_verdict"].startswith("inconclusive")  # the clustered verdict, p 0.189
     assert k["all_words_category_model_clustered"] == "n/a"  # no clustered all-words ANOVA in this table
