@@ -104,7 +104,9 @@ def test_the_metric_that_detects_weaker_plants_wins():
     v = graded.winner(pd.DataFrame(rows), "word")
     assert v.conclusive and (v.metric, v.strength, v.first_separating) == ("b", 1e-5, 1e-5)
     assert v.leaders == ("b",) and (v.n_separated, v.n_pairs) == (3, 3)
-    assert keys.verdict_phrase(v).startswith("b detects weaker plants than every other word-level metric")
+    assert keys.verdict_phrase(v).startswith(
+        "b separates weaker plants from the sham than every other word-level metric"
+    )
     # nothing separated anywhere: inconclusive, said so
     none = graded.winner(pd.DataFrame(rows[:3]), "word")
     assert not none.conclusive and np.isnan(none.first_separating)
@@ -239,15 +241,24 @@ def test_the_auc_against_strength_table_has_every_strength_and_both_controls_and
     assert (v.metric, v.strength) == ("ratio", 1e-5)
     k = keys.graded_numbers(det, diffs)
     assert k["graded_word_verdict"].startswith(
-        "ratio detects weaker plants than every other word-level metric"
+        "ratio separates weaker plants from the sham than every other word-level metric"
     )
     assert k["graded_word_weakest"] == "ratio from 1e-05 and sum from 0.001"
     assert k["graded_floor"] == "no metric detects the plant at learning rate 1e-06"
+    assert k["graded_ceiling"].endswith(
+        "from 1.000 to 1.000 over the metrics (saturated: every metric at 0.95 or above)"
+    )
+    weak_top = keys.graded_numbers(
+        *_graded_run({"ratio": [0, 3.5, 3.5, 3.5], "sum": [0, 0, 0, 0]}, strengths)
+    )
+    assert weak_top["graded_ceiling"].endswith(
+        "(not saturated: a metric below 0.95; the grid does not reach a plant every metric finds)"
+    )
     assert k["graded_n_strengths"] == "4" and k["graded_separated"] == "1 of 1 word-level pairs"
     # the same table with the metrics' behaviour swapped: the data, not the code, name the winner
     swapped = {"ratio": lifts["sum"], "sum": lifts["ratio"]}
     det2, diffs2 = _graded_run(swapped, strengths)
-    assert keys.graded_numbers(det2, diffs2)["graded_word_verdict"].startswith("sum detects weaker plants")
+    assert keys.graded_numbers(det2, diffs2)["graded_word_verdict"].startswith("sum separates weaker plants")
     # the figure: one panel per metric, the plant, the sham and the untuned model at the four strengths
     fig = stage.figures.plot_detection(det)
     axes = [ax for ax in fig.axes if ax.get_visible() and ax.lines]
