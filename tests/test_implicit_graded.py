@@ -104,7 +104,9 @@ def test_the_metric_that_detects_weaker_plants_wins():
     v = graded.winner(pd.DataFrame(rows), "word")
     assert v.conclusive and (v.metric, v.strength, v.first_separating) == ("b", 1e-5, 1e-5)
     assert v.leaders == ("b",) and (v.n_separated, v.n_pairs) == (3, 3)
-    assert keys.verdict_phrase(v).startswith("b detects weaker plants than every other word-level metric")
+    assert keys.verdict_phrase(v).startswith(
+        "b separates weaker plants from the sham than every other word-level metric"
+    )
     # nothing separated anywhere: inconclusive, said so
     none = graded.winner(pd.DataFrame(rows[:3]), "word")
     assert not none.conclusive and np.isnan(none.first_separating)
@@ -192,3 +194,72 @@ def test_default_strengths_span_at_least_four_levels_and_avoid_the_training_prom
     assert len(p.planted_strengths) >= 4 and p.planted_strengths == sorted(p.planted_strengths)
     assert not set(p.strength_prompt_ids()) & set(p.planted_train_prompts)
     assert len(stage.Params.build({"planted_strength_prompts": []}).strength_prompt_ids()) == 52
+
+
+def _graded_run(lifts: dict[str, list[float]], strengths: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A hand-built graded validation: per metric, how far each strength lifts the planted words above every
+    candidate (the sham plant and the untuned model leave them where they are), then the detection rows and
+    the metric differences of every strength, as the stage computes them."""
+    base = _base(6)
+    rows, diffs = [], []
+    for i, s in enumerate(strengths):
+        panels = []
+        for metric, lift in lifts.items():
+            tuned = base.copy()
+            tuned[:, :2] += lift[i]
+            panels.append(_panel(metric, tuned, base, base))
+        r, boots, points = graded.detection_rows(panels, PLANTED, SHAM, s, 1, n_bootstrap=200, seed=1)
+        rows += r
+        diffs += graded.metric_differences("word", s, boots, points, 200)
+    return pd.DataFrame(rows, columns=graded.DETECTION_COLUMNS), pd.DataFrame(diffs)
+
+
+def test_the_auc_against_strength_table_has_every_strength_and_both_controls_and_the_data_pick_the_winner():
+    strengths = [1e-6, 1e-5, 1e-4, 1e-3]
+    # "ratio" lifts the planted words over every candidate from the second strength on, "sum" only at the last
+    lifts = {"ratio": [0.0, 3.5, 3.5, 3.5], "sum": [0.0, 0.0, 0.0, 3.5]}
+    det, diffs = _graded_run(lifts, strengths)
+    # every metric at every strength, each with the sham plant and the untuned model as its controls
+    assert det.groupby("metric")["strength"].apply(sorted).to_dict() == {"ratio": strengths, "sum": strengths}
+    assert det[["auc_sham", "auc_untuned", "ci_low_sham", "ci_high_sham"]].notna().all().all()
+    assert (det["auc_sham"] == 0.5).all() and (det["auc_untuned"] == 0.5).all()
+    table = stage.tables.detection_table(det).set_index("metric")
+    assert [c for c in table.columns if c.startswith("lr ")] == [
+        "lr 1e-06",
+        "lr 1e-05",
+        "lr 0.0001",
+        "lr 0.001",
+    ]
+    assert (
+        table.loc["ratio", "weakest detected"] == "lr 1e-05"
+        and table.loc["sum", "weakest detected"] == "lr 0.001"
+    )
+    # the AUCs differ by more than their interval at the two middle strengths, not at the ends
+    sep = diffs.set_index("strength")["separated"].to_dict()
+    assert sep == {1e-6: False, 1e-5: True, 1e-4: True, 1e-3: False}
+    v = graded.winner(diffs, "word")
+    assert (v.metric, v.strength) == ("ratio", 1e-5)
+    k = keys.graded_numbers(det, diffs)
+    assert k["graded_word_verdict"].startswith(
+        "ratio separates weaker plants from the sham than every other word-level metric"
+    )
+    assert k["graded_word_weakest"] == "ratio from 1e-05 and sum from 0.001"
+    assert k["graded_floor"] == "no metric detects the plant at learning rate 1e-06"
+    assert k["graded_ceiling"].endswith(
+        "from 1.000 to 1.000 over the metrics (saturated: every metric at 0.95 or above)"
+    )
+    weak_top = keys.graded_numbers(
+        *_graded_run({"ratio": [0, 3.5, 3.5, 3.5], "sum": [0, 0, 0, 0]}, strengths)
+    )
+    assert weak_top["graded_ceiling"].endswith(
+        "(not saturated: a metric below 0.95; the grid does not reach a plant every metric finds)"
+    )
+    assert k["graded_n_strengths"] == "4" and k["graded_separated"] == "1 of 1 word-level pairs"
+    # the same table with the metrics' behaviour swapped: the data, not the code, name the winner
+    swapped = {"ratio": lifts["sum"], "sum": lifts["ratio"]}
+    det2, diffs2 = _graded_run(swapped, strengths)
+    assert keys.graded_numbers(det2, diffs2)["graded_word_verdict"].startswith("sum separates weaker plants")
+    # the figure: one panel per metric, the plant, the sham and the untuned model at the four strengths
+    fig = stage.figures.plot_detection(det)
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.lines]
+    assert len(axes) == 2 and all(len(ax.lines[0].get_xdata()) == 4 for ax in axes)

@@ -233,7 +233,7 @@ def _graded_finding(results: Any) -> Finding | None:
     rows = g[(g["level"] == "word") & (g["strength"] == at)]
     n_prompts, n_planted = int(rows["n_prompts"].iloc[0]), int(rows["n_planted"].iloc[0])
     verdict_text = (
-        f"{v.metric} detects weaker plants than every other word-level metric"
+        f"{v.metric} separates weaker plants from the sham than every other word-level metric"
         if v.conclusive
         else "inconclusive: no strength separates one word-level metric from all the others"
     )

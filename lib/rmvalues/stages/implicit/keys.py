@@ -13,6 +13,8 @@ from .graded import Verdict, weakest_detected, winner
 
 __all__ = ["base_differences", "graded_numbers", "key_numbers", "verdict_phrase"]
 
+#: The planted words' AUC at which every metric counts as saturated at the strongest plant.
+SATURATED = 0.95
 #: The levels of the graded validation, as the prose names them.
 LEVEL_NAMES = {"word": "word-level", "token": "token-level"}
 
@@ -30,7 +32,7 @@ def verdict_phrase(v: Verdict) -> str:
     name = LEVEL_NAMES.get(v.level, v.level)
     if v.conclusive:
         return (
-            f"{v.metric} detects weaker plants than every other {name} metric (from learning rate "
+            f"{v.metric} separates weaker plants from the sham than every other {name} metric (from learning rate "
             f"{_lr(v.strength)}, its AUC above the sham exceeds each other's, paired 95% intervals excluding zero)"
         )
     if np.isnan(v.first_separating):
@@ -101,9 +103,15 @@ def graded_numbers(graded: pd.DataFrame, differences: pd.DataFrame) -> dict[str,
         f"{_lr(strengths[0])} (the grid does not reach an undetectable plant)"
     )
     high = graded[graded["strength"] == strengths[-1]]
+    lowest = float(high["auc_planted"].min())
     out["graded_ceiling"] = (
         f"at learning rate {_lr(strengths[-1])} the planted words' AUC ranges from "
-        f"{high['auc_planted'].min():.3f} to {high['auc_planted'].max():.3f} over the metrics"
+        f"{lowest:.3f} to {high['auc_planted'].max():.3f} over the metrics"
+        + (
+            f" (saturated: every metric at {SATURATED} or above)"
+            if lowest >= SATURATED
+            else f" (not saturated: a metric below {SATURATED}; the grid does not reach a plant every metric finds)"
+        )
     )
     return out
 

@@ -44,9 +44,10 @@ DEFAULT_PLANTED = [
 #: Prompts the validation fine-tune trains on (held out from the evaluation prompts).
 DEFAULT_PLANTED_TRAIN = ["good_world_single", "bad_world_single"]
 #: Learning rates of the graded planted-word validation (each ``planted_strength_steps`` AdamW steps), weakest
-#: first, calibrated on the default models: at the weakest the reference-free metrics do not detect the plant,
-#: the strongest is the main validation's plant (3 steps at 3e-4, reused), where every metric saturates.
-DEFAULT_STRENGTHS = [3e-7, 1e-6, 1e-5, 1e-4, 3e-4]
+#: first: four decades, one step each (CPU budget: a plant and a sham plant per strength). AdamW's first step
+#: moves every weight by about the learning rate, so one step at 1e-3 is about the main validation's plant (3
+#: steps at 3e-4, where every metric saturates) and one at 1e-6 about a thousandth of it.
+DEFAULT_STRENGTHS = [1e-6, 1e-5, 1e-4, 1e-3]
 #: Evaluation prompts of the graded validation's word level: one of every adjective, every frame and style
 #: twice, each positive prompt mirrored by a negative one, none a training prompt (CPU budget: the word level
 #: scores every candidate word under every prompt for every plant); the token level uses every prompt of
@@ -135,7 +136,10 @@ class Params(StageParams):
         "at each, to find the weakest plant each metric detects",
     )
     planted_strength_steps: int = param(
-        3, help="optimizer steps of each graded plant (= planted_steps: the main plant is reused)", ge=1
+        1,
+        help="optimizer steps of each graded plant (where it equals planted_steps, the main plant is reused at "
+        "planted_lr)",
+        ge=1,
     )
     planted_strength_prompts: list[str] = param(
         list(DEFAULT_STRENGTH_PROMPTS),

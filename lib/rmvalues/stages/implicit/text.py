@@ -405,7 +405,7 @@ def _clustered_numbers(results: Any, pair: str, big2: str | None) -> dict[str, s
         "single_category_model_clustered": _fc(cmr) if cmr is not None else "n/a",
         "single_category_framing_model_clustered": _fc(row) if row is not None else "n/a",
         "single_cfm_verdict": anova_verdict(row),
-        "single_cfm_p_exact": pvalue(row["p_exact"]) if row is not None else "n/a",
+        "single_cfm_p_exact": p_clause(row["p_exact"]) if row is not None else "p n/a",
         "n_splits": str(int(row["n_splits"])) if row is not None and row["n_splits"] else "n/a",
         "p_min": pvalue(row["p_min"]) if row is not None else "n/a",
         "n_clusters": str(int(row["n_clusters"])) if row is not None else "n/a",
