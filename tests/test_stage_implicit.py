@@ -809,15 +809,15 @@ def test_key_numbers_of_a_hand_made_run():
     )
     assert k["single_survivors"] == "big2_nouns 67 of 263" and k["big2_single_words"] == "67"
     assert k["single_category_model"] == "F(1, 8) = 7.02, p = 0.029"
-    assert k["single_category_framing_model"] == "F(1, 8) = 0.50, p = 0.500"
-    assert k["single_category_model_clustered"] == "F(1, 4) = 1.50, p = 0.290"
-    assert k["single_category_framing_model_clustered"] == "F(1, 4) = 2.50, p = 0.189"
+    assert k["single_category_framing_model"] == "F(1, 8) = 0.50, p = 0.50"
+    assert k["single_category_model_clustered"] == "F(1, 4) = 1.50, p = 0.29"
+    assert k["single_category_framing_model_clustered"] == "F(1, 4) = 2.50, p = 0.19"
     assert k["single_cfm_p_exact"] == "0.30" and k["p_min"] == "0.10" and k["n_splits"] == "20"
     assert k["n_clusters"] == "6" and k["n_adjectives"] == "3 positive and 3 negative"
     assert k["single_cfm_verdict"].startswith("inconclusive")  # the clustered verdict, p 0.189
     assert k["all_words_category_model_clustered"] == "n/a"  # no clustered all-words ANOVA in this table
     assert k["all_words_category_model"] == "F(1, 8) = 5.12, p = 0.054"
-    assert k["adjusted_category_model"] == "F(1, 8) = 0.74, p = 0.416"
+    assert k["adjusted_category_model"] == "F(1, 8) = 0.74, p = 0.42"
     assert k["contrast_wins"] == "1 of 2"  # the 'all' rows only
     assert k["tail_ratio"] == "4e+01"  # median (p+q)/2 of the top two by MWLR (0.2) over by log ratio (0.005)
     assert k["n_prompts"] == "4" and k["n_word_prompts"] == "2" and k["n_corpus_words"] == "2"
