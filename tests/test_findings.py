@@ -263,10 +263,10 @@ def test_training_findings_compare_bases_at_largest_quantity():
     )
     assert [f.key for f in out] == ["bases_hh_400_negative", "bases_hh_400_positive"]
     assert out[0].value == 402.0 and (out[0].low, out[0].high) == (0.5, 403.5)
-    assert "p 0.008" in out[0].baseline and "gem [−1.0, 1.0]" in out[0].baseline
+    assert "p = 0.008" in out[0].baseline and "gem [−1.0, 1.0]" in out[0].baseline
     assert "5 + 5 trained reward models" in out[0].unit
     assert (
-        "allow p 0.008 at the smallest" in out[0].answer and "linear heads on a frozen base" in out[0].answer
+        "allow p = 0.008 at the smallest" in out[0].answer and "linear heads on a frozen base" in out[0].answer
     )
     assert findings(types.SimpleNamespace(comparison=None, final=final)) == []
 
@@ -336,9 +336,9 @@ def test_statistics_findings_from_rm_level_table():
     # design (not the 8 + 8 row), the crossed interval (not the RM-only one) and the word-label null
     assert f.robustness == (
         "specification curve: inconclusive (94% of 800 specifications share the primary estimate's sign; 27% "
-        "have p < 0.05); within lineages −15.1 ranks (stratified exact p 0.23): same sign, not significant; "
+        "have p < 0.05); within lineages −15.1 ranks (stratified exact p = 0.23): same sign, not significant; "
         "power 0.49 at the observed effect (10 RMs per family needed for 80%); RMs and words resampled "
-        "together: 95% CI [−44.4, 6.0]; word-label null p 0.32 (positive), 0.23 (negative)"
+        "together: 95% CI [−44.4, 6.0]; word-label null p = 0.32 (positive), p = 0.23 (negative)"
     )
 
 

@@ -67,8 +67,8 @@ def _robustness(res: Any, r: Any) -> str:
     lin = _match(res.lineage_adjusted, r)
     if lin is not None:
         parts.append(
-            f"within lineages {number(lin.stratified_difference, 1)} ranks (stratified exact p "
-            f"{pvalue(lin.p_stratified_corrected)}): {lin.survives_lineage}"
+            f"within lineages {number(lin.stratified_difference, 1)} ranks (stratified exact "
+            f"{p_clause(lin.p_stratified_corrected)}): {lin.survives_lineage}"
         )
     pw = res.power
     if not pw.empty:
@@ -97,8 +97,8 @@ def _robustness(res: Any, r: Any) -> str:
         ]
         if len(rows):
             parts.append(
-                "word-label null p "
-                + ", ".join(f"{pvalue(x.p_perm)} ({x.framing})" for x in rows.itertuples())
+                "word-label null "
+                + ", ".join(f"{p_clause(x.p_perm)} ({x.framing})" for x in rows.itertuples())
             )
     return "; ".join(parts)
 
@@ -118,8 +118,8 @@ def _corpus_finding(rows: pd.DataFrame, res: Any) -> Finding:
     answer = (
         f"In {r.corpus}, how much {what} averages {number(r.mean_a, 1)} over {r.n_rms_a} {r.family_a} and "
         f"{number(r.mean_b, 1)} over {r.n_rms_b} {r.family_b} reward models: {r.family_b} − {r.family_a} = "
-        f"{number(r.difference, 1)} ranks (95% CI {interval(r.ci_low, r.ci_high, 1)}, exact p "
-        f"{pvalue(r.p_corrected)} over all {r.n_splits} splits of the {n_rm} RMs), {_primary(r)}. Across "
+        f"{number(r.difference, 1)} ranks (95% CI {interval(r.ci_low, r.ci_high, 1)}, exact "
+        f"{p_clause(r.p_corrected)} over all {r.n_splits} splits of the {n_rm} RMs), {_primary(r)}. Across "
         f"reasonable analyses the verdict is {reading}"
         + (f" ({verdict_phrase(lab).split(' (', 1)[1]}" if lab is not None else "")
         + "."
