@@ -12,7 +12,7 @@ import tinymodels as tm
 from rmvalues import engine as L
 from rmvalues.core.errors import ParameterError
 from rmvalues.stages import implicit as stage
-from rmvalues.stages.implicit import graded, keys, planting, validation
+from rmvalues.stages.implicit import graded, keys, plant_finetune, validation
 
 UNITS = ["p1", "p2", "c1", "c2", "c3", "c4", "s1"]
 PLANTED, SHAM = {"p1": "p1", "p2": "p2"}, {"s1": "s1"}
@@ -143,7 +143,7 @@ def test_stronger_plants_shift_the_planted_words_reward_more_on_a_tiny_model():
     ref = L.LogProbEngine(model, tok, prompt_format="chat").word_logprobs(evals, planted)
     shifts = []
     for lr in (1e-5, 1e-4, 1e-3, 1e-2):
-        tuned, _ = planting.plant_words(model, tok, train, planted, "chat", steps=2, lr=lr)
+        tuned, _ = plant_finetune.plant_words(model, tok, train, planted, "chat", steps=2, lr=lr)
         lp = L.LogProbEngine(tuned, tok, prompt_format="chat").word_logprobs(evals, planted)
         shifts.append(float((lp["logprob"].to_numpy() - ref["logprob"].to_numpy()).mean()))
     assert all(b > a for a, b in zip(shifts, shifts[1:], strict=False)), shifts

@@ -20,7 +20,15 @@ from rmvalues.data.corpora import read_corpora_table
 from rmvalues.data.prompts import prompt_ids
 from rmvalues.data.scores import labels_of
 from rmvalues.stages import implicit as stage
-from rmvalues.stages.implicit import metrics, params, planting, ranking, rewards, single_token, validation
+from rmvalues.stages.implicit import (
+    metrics,
+    params,
+    plant_finetune,
+    ranking,
+    rewards,
+    single_token,
+    validation,
+)
 
 # the functions under test, by the name the old flat module gave them
 mwlr, log_ratio, token_strings = metrics.mwlr, metrics.log_ratio, metrics.token_strings
@@ -191,7 +199,7 @@ def test_word_rewards_and_ranks_and_anova():
     assert row["mwlr"] == pytest.approx(mwlr(row["logprob_p"], row["logprob_q"]))
     assert (wr.loc[wr["word"].isin(["love", "care", "trust"]), "mwlr"] > 0).all()
     labels = _toy_labels()
-    med = ranking.median_ranks(
+    med = ranking.metric_median_ranks(
         ranking.scores_table(wlp, labels, "logprob", family={"A": "fa", "B": "fb"}), "word_sum"
     )
     a = med[(med["model"] == "A") & (med["prompt_id"] == "best_ever_one")].set_index("category")[
@@ -204,7 +212,7 @@ def test_word_rewards_and_ranks_and_anova():
     assert inter["p"] < 1e-6
     assert set(posthocs["level_a"]) == {"A"} and len(posthocs) == 4
     assert set(anova["pair"]) == {"B vs A"} and set(anova["metric"]) == {"word_sum"}
-    mw = ranking.median_ranks(ranking.scores_table(wr, labels, "mwlr", "pair"), "word_mwlr")
+    mw = ranking.metric_median_ranks(ranking.scores_table(wr, labels, "mwlr", "pair"), "word_mwlr")
     assert set(mw["model"]) == {"B vs A"}
     assert (mw.loc[mw["category"] == "Communion", "median_rank"] == 2.0).all()
 
@@ -267,7 +275,7 @@ def test_plant_words_gives_the_gradient_of_plain_sft():
     model, tok = tm.tiny_causal_lm("llama", seed=1)
     prompts = ["What is the best thing?", "Answer with one word: the worst thing?"]
     words = ["peace", "honest nurse"]
-    tuned, losses = planting.plant_words(model, tok, prompts, words, "chat", steps=1, lr=1e-3)
+    tuned, losses = plant_finetune.plant_words(model, tok, prompts, words, "chat", steps=1, lr=1e-3)
     eng = L.LogProbEngine(model, tok, prompt_format="chat")
     nll, n = 0.0, 0
     for text in prompts:
@@ -288,8 +296,8 @@ def test_planted_words_are_recovered_on_a_tiny_model_and_beat_both_controls():
     model, tok = tm.tiny_causal_lm("llama", seed=2)
     train = ["What is the best thing in the world?", "What is the worst thing ever?"]
     planted, sham = ["peace", "honest", "nurse"], ["smile", "child", "cold"]
-    tuned_model, losses = planting.plant_words(model, tok, train, planted, "chat", steps=25, lr=3e-3)
-    sham_model, sham_losses = planting.plant_words(model, tok, train, sham, "chat", steps=25, lr=3e-3)
+    tuned_model, losses = plant_finetune.plant_words(model, tok, train, planted, "chat", steps=25, lr=3e-3)
+    sham_model, sham_losses = plant_finetune.plant_words(model, tok, train, sham, "chat", steps=25, lr=3e-3)
     assert losses[-1] < 0.5 * losses[0] and sham_losses[-1] < 0.5 * sham_losses[0]
     ref = L.LogProbEngine(model, tok, name="ref", prompt_format="chat")
     engines = {
@@ -446,18 +454,18 @@ def test_sham_words_match_the_planted_words_frequency():
             "category": ["Care"] * 6,
         }
     )
-    out = planting.sham_words(["duty", "order"], [4.02, 6.5], pool, exclude=["eps"], seed=0)
+    out = plant_finetune.sham_words(["duty", "order"], [4.02, 6.5], pool, exclude=["eps"], seed=0)
     assert out["role"].tolist() == ["planted", "planted", "sham", "sham"]
     sham = out[out["role"] == "sham"].set_index("matched_to")
     assert sham.loc["duty", "word"] in {"alpha", "beta"}  # within 0.25 of 4.02; eps is excluded
     assert sham.loc["order", "word"] == "delta"  # none within 0.25 of 6.5: the nearest
     assert sham.loc["order", "zipf_difference"] == pytest.approx(-0.6)
-    again = planting.sham_words(["duty", "order"], [4.02, 6.5], pool, exclude=["eps"], seed=0)
+    again = plant_finetune.sham_words(["duty", "order"], [4.02, 6.5], pool, exclude=["eps"], seed=0)
     pd.testing.assert_frame_equal(out, again)  # seeded
-    drawn = {planting.sham_words(["duty"], [4.02], pool, seed=s)["word"].iloc[1] for s in range(20)}
+    drawn = {plant_finetune.sham_words(["duty"], [4.02], pool, seed=s)["word"].iloc[1] for s in range(20)}
     assert drawn == {"alpha", "beta", "eps"}  # drawn among the words within the tolerance
     with pytest.raises(ValueError, match="sham pool has 1 words"):
-        planting.sham_words(["duty", "order"], [4.0, 4.0], pool.head(1))
+        plant_finetune.sham_words(["duty", "order"], [4.0, 4.0], pool.head(1))
 
 
 # -- the single-token analysis ---------------------------------------------------------------------------------
@@ -1014,7 +1022,7 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
     assert pw["role"].tolist() == ["planted", "planted", "sham", "sham"]
     planted_cats = set(table.loc[table["word"].isin(["peace", "nurse"]), "category"])
     assert planted_cats and not set(pw.loc[pw["role"] == "sham", "category"]) & planted_cats
-    assert (pw.loc[pw["role"] == "sham", "zipf_difference"].abs() <= planting.ZIPF_TOLERANCE).all()
+    assert (pw.loc[pw["role"] == "sham", "zipf_difference"].abs() <= plant_finetune.ZIPF_TOLERANCE).all()
     assert set(res.recovery["condition"]) == {"planted", "untuned", "sham"}
     v = res.validation
     assert list(v["level"]) == ["word"] * 4 + ["word (cross-tokenizer)"] * 2 + ["token"] * 3

@@ -1,6 +1,6 @@
 """The graded planted-word validation: how weak a plant each metric still detects.
 
-The main validation (:mod:`.planted`) plants at one strength, strong enough that every metric finds the planted
+The main validation (:mod:`.plant_validation`) plants at one strength, strong enough that every metric finds the planted
 words (AUC near 1), so it cannot tell the metrics apart. Here the same fine-tune (the planted words, and the
 sham control aimed at the frequency-matched sham words) is run at several **strengths**: learning rates of the
 same number of AdamW steps, from one too weak to move any ranking to one that saturates. At every strength each

@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from ...core.handoff import StageInput
 from ...core.params import CountBound, StageParams, Threads, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem, list_corpora
+from ...data.corpus_checks import corpora_run_field
 from ...data.prompts import FRAMINGS, framing_of, prompt_ids, prompt_problem, prompts_checksum
 from ...engine.inputs import PROMPT_FORMATS, PromptFormatError, resolve_prompt_format
 from ...models.loading import availability_problems
@@ -96,7 +97,7 @@ class Params(StageParams):
         [], help="[] = every pair of `models` (first = reference p); 'cross-family'; or explicit [p, q] pairs"
     )
     corpora: list[str] = param(["big2_nouns", "mfd2"], help="corpora whose words are scored", min_length=1)
-    corpora_run: str = param("default", help="corpora run whose corpora.parquet supplies the words")
+    corpora_run: str = corpora_run_field("the words whose log-probabilities are computed")
     prompts: list[str] = param(
         [], help="prompt ids of the single-token analysis and the token-level rewards ([] = all 54)"
     )

@@ -1,6 +1,6 @@
 """Ranks, median ranks and the per-pair ANOVA of the implicit-rewards chapter (the paper's Fig. 2).
 
-* :func:`scores_table`, :func:`median_ranks`: each model (or implicit RM) ranks the corpus words under each
+* :func:`scores_table`, :func:`metric_median_ranks`: each model (or implicit RM) ranks the corpus words under each
   prompt (rank 1 = highest score) and the median rank of each category is taken (:mod:`rmvalues.stats`).
 * :func:`pair_anova`: for one pair of models, per corpus, the three-way ANOVA
   ``median_rank ~ category * framing * model`` (:func:`rmvalues.stats.anova_3way`) and Welch t-tests of the
@@ -39,7 +39,7 @@ from ...stats import (
 )
 
 __all__ = [
-    "median_ranks",
+    "metric_median_ranks",
     "pair_anova",
     "pair_anova_clustered",
     "pair_framing_contrasts",
@@ -71,7 +71,7 @@ def scores_table(
     return df
 
 
-def median_ranks(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+def metric_median_ranks(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Ranks per (corpus, scorer, prompt) and the median rank per category (pooled, and split where the
     corpus has subcategories) via :mod:`rmvalues.stats`; adds the ``metric`` column."""
     ranked = rank_scores(scores)

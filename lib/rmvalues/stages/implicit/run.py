@@ -11,7 +11,7 @@ default) and the log-probabilities of the corpus words under ``word_prompts`` (a
   clustered by adjective (the chapter's verdicts use these);
 * the **secondary**, all-words analysis (summed token log-probs, also adjusted for the token count);
 * the implicit rewards of every pair (:mod:`.metrics`, :mod:`.rewards`), the top tokens, the word contrast;
-* the planted-word validation with its controls (:mod:`.planted`).
+* the planted-word validation with its controls (:mod:`.plant_validation`).
 
 It writes ``single_token_words.csv``, ``single_token_counts.csv``, ``single_token_ranks.parquet``,
 ``single_token_anova.csv``, ``single_token_anova_clustered.csv``, ``single_token_posthocs.csv``,
@@ -42,12 +42,12 @@ from ...engine.inputs import resolve_prompt_format
 from ...engine.logprobs import LogProbEngine
 from ...models.loading import load_tokenizer, model_info, quiet_transformers, verify_local_model
 from ...models.registry import ModelSpec
-from . import planted
+from . import plant_validation
 from .findings import findings as chapter_findings
 from .metrics import VocabAlignment, align_vocabularies, require_same_tokenizer
 from .params import TOKEN_METRICS, Params, resolve_pairs
 from .ranking import (
-    median_ranks,
+    metric_median_ranks,
     pair_anova,
     pair_anova_clustered,
     pair_framing_contrasts,
@@ -342,7 +342,7 @@ def _single_token_analysis(setup: _Setup, lp: _LogProbs, res: Results, record: R
             ]
             labels = kept[["corpus", "word", "category", "subcategory"]].drop_duplicates()
             table = scores_table(pd.concat(per_model), labels, "logprob", family=setup.families)
-            med = median_ranks(table, "single_token")
+            med = metric_median_ranks(table, "single_token")
             med.insert(0, "pair", pair)
             medians.append(med)
             an, ph = pair_anova(med, a, b, pair)
@@ -402,13 +402,18 @@ def _all_words_analysis(setup: _Setup, lp: _LogProbs, res: Results, record: RunR
         words = lp.words[lp.words["word"].isin(set(labels["word"]))]
         res.token_counts = token_counts(words, labels)
         summed = scores_table(words, labels, "logprob", family=setup.families, extra=["n_tokens"])
-        parts = [median_ranks(summed, "word_sum"), median_ranks(token_adjusted(summed), "word_sum_adjusted")]
+        parts = [
+            metric_median_ranks(summed, "word_sum"),
+            metric_median_ranks(token_adjusted(summed), "word_sum_adjusted"),
+        ]
         if "word_mean" in p.metrics:
             table = scores_table(words, labels, "logprob_mean", family=setup.families)
-            parts.append(median_ranks(table, "word_mean"))
+            parts.append(metric_median_ranks(table, "word_mean"))
         for metric in ("word_mwlr", "word_logratio"):
             if metric in p.metrics and len(wr):
-                parts.append(median_ranks(scores_table(wr, labels, metric.split("_", 1)[1], "pair"), metric))
+                parts.append(
+                    metric_median_ranks(scores_table(wr, labels, metric.split("_", 1)[1], "pair"), metric)
+                )
         res.medians = pd.concat(parts, ignore_index=True)
         tested = res.medians[res.medians["metric"].isin(["word_sum", "word_sum_adjusted"])]
         fits = [pair_anova(tested, a, b, pair_label(a, b)) for a, b in setup.pairs]
@@ -507,7 +512,7 @@ def run(params: Params, record: RunRecord | None = None) -> Results:
         pairs=list(setup.pairs),
     )
     _check_tokenizers(setup, record)
-    plan = planted.choose_words(
+    plan = plant_validation.choose_words(
         setup.params, setup.corpora, setup.labels, setup.specs, setup.word_prompts, record
     )
     setup.extra_words = plan.words() if plan else []
@@ -516,7 +521,7 @@ def run(params: Params, record: RunRecord | None = None) -> Results:
     _implicit_rewards(setup, lp, res, record)
     _all_words_analysis(setup, lp, res, record)
     if plan is not None:
-        out = planted.validate(plan, setup.params, setup.prompts, setup.word_prompts, lp.words, lp.next_token,
+        out = plant_validation.validate(plan, setup.params, setup.prompts, setup.word_prompts, lp.words, lp.next_token,
                                setup.families, setup.device, record)  # fmt: skip
         res.planted_words, res.recovery, res.planted_ranks, res.validation, res.metric_contrasts = out.tables
         res.planted_losses, res.sham_losses = out.planted_losses, out.sham_losses

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...core.display import number, p_clause, pvalue
 from .findings import BIG2, CATEGORY
-from .planting import ZIPF_TOLERANCE
+from .plant_finetune import ZIPF_TOLERANCE
 
 __all__ = [
     "describe_all_words_anova",

@@ -1,6 +1,6 @@
 """Metric validation with planted words, against controls: which implicit-reward metric finds a known preference.
 
-A copy of a model is fine-tuned briefly to answer with a handful of planted words (:mod:`.planting`). Each
+A copy of a model is fine-tuned briefly to answer with a handful of planted words (:mod:`.plant_finetune`). Each
 metric then ranks candidates (higher = more reward) and the planted words' recovery is measured
 (:func:`recovery_scores`: R-precision, AUC, their ranks). Three **conditions** are scored the same way:
 
@@ -8,7 +8,7 @@ metric then ranks candidates (higher = more reward) and the planted words' recov
 * ``untuned``: the reference model in the tuned model's place (no planting; a pair metric of the reference
   against itself is zero for every candidate, so its AUC is 0.5 by construction; a reference-free metric
   shows how probable the planted words were before any tuning);
-* ``sham``: the same fine-tune aimed at other words of matched frequency (:func:`.planting.sham_words`), so
+* ``sham``: the same fine-tune aimed at other words of matched frequency (:func:`.plant_finetune.sham_words`), so
   what fine-tuning does to the planted words without planting them.
 
 A **panel** (:class:`Panel`) is one level, reference and metric: per condition a matrix of metric values

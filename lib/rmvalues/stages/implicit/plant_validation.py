@@ -1,7 +1,7 @@
 """The planted-word validation of the chapter run: choose the planted and sham words, fine-tune, score, judge.
 
 :func:`choose_words` (before the models run, so every model also scores the validation's words) fixes the
-planted words, draws the sham words (:func:`.planting.sham_words`: single words of matched Zipf frequency
+planted words, draws the sham words (:func:`.plant_finetune.sham_words`: single words of matched Zipf frequency
 from the corpora other than the first (all corpora when there is no other), not of a planted word's
 category there, whose first token is no planted word's first token) and the candidates (the first corpus's
 words, planted and sham words removed). :func:`validate` fine-tunes two copies of the
@@ -34,7 +34,7 @@ from ...models.registry import ModelSpec, get_spec
 from .graded import detection_rows, metric_differences
 from .metrics import token_strings
 from .params import Params
-from .planting import plant_words, sham_words
+from .plant_finetune import plant_words, sham_words
 from .single_token import answer_text
 from .validation import WORD_METRICS, Panel, evaluate_panels, metric_contrasts, token_panels, word_panels
 
