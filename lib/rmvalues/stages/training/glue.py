@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...core.display import ci, count, number, percent, signed
 from .analysis import NULL_MEANS
 from .findings import differences
 from .metrics import REFERENCE_TOLERANCE
@@ -19,13 +20,29 @@ NA = "n/a"
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.1f} %" if pd.notna(x) else NA
+    return percent(x, 1)
 
 
-def _ci(lo: float, hi: float, pct: bool = False) -> str:
-    if pd.isna(lo) or pd.isna(hi):
-        return NA
-    return f"{100 * lo:.1f} to {100 * hi:.1f} %" if pct else f"{lo:.1f} to {hi:.1f}"
+def _pct_ci(lo: float, hi: float) -> str:
+    return f"95% CI [{percent(lo, 1)}, {percent(hi, 1)}]" if pd.notna(lo) and pd.notna(hi) else "no interval"
+
+
+def _points(x: float, lo: float, hi: float) -> str:
+    """A change of a share in percentage points with its interval: ``+1.3 points (95% CI [−0.4, 3.0])``."""
+    return f"{signed(100 * x, 1)} points ({ci(100 * lo, 100 * hi, 1)})"
+
+
+def _blocks(k: int) -> str:
+    return f"the top {k} block{'s' if k > 1 else ''} adapted"
+
+
+def _verdict_phrase(verdict: str, k: int) -> str:
+    """A depth verdict in a sentence about the between-base difference (data-chosen: the interval decides)."""
+    if verdict == "inconclusive":
+        return f"is inconclusive with {_blocks(k)} (the interval of its change in size includes zero)"
+    if verdict in ("shrinks", "grows"):
+        return f"{verdict} with {_blocks(k)}"
+    return f"is {verdict} with {_blocks(k)}"
 
 
 def _top(frame: pd.DataFrame, col: str = "quantity") -> pd.DataFrame:
@@ -56,12 +73,12 @@ def convergence_numbers(results: Any) -> dict[str, str]:
         "reference_tolerance": f"{100 * REFERENCE_TOLERANCE:g} point",
         "reference_top": "; ".join(
             f"{r.base_model} probe {_pct(r.accuracy)}, reference {_pct(r.reference_accuracy)} (largest "
-            f"difference over seeds {100 * r.reference_difference_max:.1f} points)"
+            f"difference over seeds {number(100 * r.reference_difference_max, 1)} points)"
             for r in top.itertuples(index=False)
             if pd.notna(r.reference_accuracy)
         )
         or NA,
-        "reference_verdict": _reference_verdict(top),
+        "reference_verdict": _reference_verdict(top, _top(cells)),
         "reference_within": (
             f"{int(acc['within_reference'].fillna(False).sum())} of {int(acc['within_reference'].notna().sum())}"
             if acc["within_reference"].notna().any()
@@ -69,13 +86,13 @@ def convergence_numbers(results: Any) -> dict[str, str]:
         ),
         "accuracy_joint_top": "; ".join(
             f"{r.base_model} {_pct(r.accuracy)} (seeds and pairs resampled together: "
-            f"{_ci(r.joint_ci_low, r.joint_ci_high, pct=True)})"
+            f"{_pct_ci(r.joint_ci_low, r.joint_ci_high)})"
             for r in top.itertuples(index=False)
         )
         or NA,
         "accuracy_difference_top": _accuracy_difference(results.accuracy_comparison, s.method),
         "null_unit": f"{len(spec.seeds)}",
-        "n_null_means": f"{NULL_MEANS:,}",
+        "n_null_means": count(NULL_MEANS),
         "base_differences": "; ".join(differences(results.bases)) or NA,
     }
     return out
@@ -94,15 +111,24 @@ def _sci(cells: pd.DataFrame, col: str) -> str:
     return f"{float(cells[col].max()):.1e}"
 
 
-def _reference_verdict(top: pd.DataFrame) -> str:
+def _reference_verdict(top: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """Whether every base's probe at the largest quantity is within the tolerance of its reference; else which
+    base falls short, by how much, and how far its heads stopped from the reference's optimum (the reason)."""
     if top.empty or top["within_reference"].isna().all():
         return "not computed (no L2 penalty, so no finite reference)"
     bad = top[top["within_reference"] == False]  # noqa: E712 (None = no reference)
     if bad.empty:
         return f"every base's probe is within {100 * REFERENCE_TOLERANCE:g} point of its reference"
-    return "outside the tolerance: " + ", ".join(
-        f"{r.base_model} ({100 * r.reference_difference_max:.1f} points)" for r in bad.itertuples(index=False)
-    )
+    parts = []
+    for r in bad.itertuples(index=False):
+        c = cells[(cells["base_model"] == r.base_model) & (cells["quantity"] == r.quantity)]
+        parts.append(
+            f"{r.base_model} falls short (up to {number(100 * r.reference_difference_max, 1)} points over "
+            f"seeds; its heads stop at a distance of up to {_sci(c, 'reference_distance')} of the "
+            f"reference's norm from it, with a final gradient norm of up to {_sci(c, 'grad_norm_end')}, so "
+            "some held-out pairs are ranked differently by the two)"
+        )
+    return "; ".join(parts)
 
 
 def _accuracy_difference(comp: pd.DataFrame, method: str) -> str:
@@ -111,10 +137,7 @@ def _accuracy_difference(comp: pd.DataFrame, method: str) -> str:
     top = _top(comp[comp["method"] == method])
     return (
         "; ".join(
-            f"{r.base_a} minus {r.base_b} {100 * r.difference:+.1f} points (95 % CI "
-            f"{100 * r.ci_low:+.1f} to {100 * r.ci_high:+.1f})"
-            if pd.notna(r.ci_low)
-            else f"{r.base_a} minus {r.base_b} {100 * r.difference:+.1f} points"
+            f"{r.base_a} minus {r.base_b} {_points(r.difference, r.ci_low, r.ci_high)}"
             for r in top.itertuples(index=False)
         )
         or NA
@@ -143,22 +166,21 @@ def depth_numbers(results: Any) -> dict[str, str]:
         sel = dg[dg["framing"] == framing] if len(dg) else dg
         out[f"depth_gap_{framing}"] = (
             "; ".join(
-                f"k = {r.depth}: {r.base_a} minus {r.base_b} {r.difference_0:.1f} ranks at k = 0, "
-                f"{r.difference_k:.1f} at k = {r.depth}, size change {r.size_change:+.1f} (95 % CI "
-                f"{_ci(r.ci_low, r.ci_high)})"
+                f"{r.base_a} minus {r.base_b} {number(r.difference_0, 1)} ranks with nothing of the base "
+                f"adapted, {number(r.difference_k, 1)} with {_blocks(r.depth)}, a change in size of "
+                f"{signed(r.size_change, 1)} ({ci(r.ci_low, r.ci_high, 1)})"
                 for r in sel.itertuples(index=False)
             )
             or NA
         )
         out[f"depth_verdict_{framing}"] = (
-            ", ".join(f"{r.verdict} (k = {r.depth})" for r in sel.itertuples(index=False)) or NA
+            "; ".join(_verdict_phrase(r.verdict, r.depth) for r in sel.itertuples(index=False)) or NA
         )
     da = _top(results.depth_accuracy)
     out["depth_accuracy"] = (
         "; ".join(
-            f"{r.base_model}, k = {r.depth}: {_pct(r.accuracy_0)} at k = 0, {_pct(r.accuracy_k)} at k = {r.depth} "
-            f"(change {100 * r.change:+.1f} points, 95 % CI {100 * r.ci_low:+.1f} to {100 * r.ci_high:+.1f}): "
-            f"{r.verdict}"
+            f"{r.base_model} {_pct(r.accuracy_0)} with nothing of the base adapted, {_pct(r.accuracy_k)} with "
+            f"{_blocks(r.depth)}, a change of {_points(r.change, r.ci_low, r.ci_high)}: {r.verdict}"
             for r in da.itertuples(index=False)
         )
         or NA
