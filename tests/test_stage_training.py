@@ -1208,7 +1208,7 @@ def test_key_numbers_from_a_hand_made_run():
     assert k["gap_top_positive"] == "gemma3-270m 2.5, 95 % CI 1.0 to 4.0; means of random heads -1.0 to 1.0"
     assert k["outside_null_positive"] == "1 of 1" and k["outside_null_negative"] == "0 of 1"
     assert k["difference_top_positive"] == (
-        "gemma3-270m minus smollm2-135m-instruct -3.2 (Welch 95 % CI -5.0 to -1.5, exact permutation p 0.008)"
+        "gemma3-270m minus smollm2-135m-instruct -3.2 (Welch 95 % CI -5.0 to -1.5, exact permutation p = 0.008)"
     )
     assert k["separated_positive"] == "1 of 2" and k["separated_negative"] == "n/a"
     assert k["difference_top_negative"] == "n/a" and k["p_min"] == "0.0079"

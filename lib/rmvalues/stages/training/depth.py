@@ -88,10 +88,12 @@ def pair_activations(
     root: Path,
     depths: Sequence[int],
     batch_size: int,
-) -> dict[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """depth k -> pair id -> (chosen, rejected) hidden states entering block ``L - k`` (``(tokens, hidden)``).
-    Cached per :func:`activation_key`; missing pairs (or pairs whose tokens changed) are computed in one pass
-    of the frozen base for every depth."""
+) -> tuple[dict[int, dict[int, tuple[np.ndarray, np.ndarray]]], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """``(activations, features)``: depth k -> pair id -> (chosen, rejected) hidden states entering block
+    ``L - k`` (``(tokens, hidden)``), and pair id -> (chosen, rejected) last-token features of the pairs
+    computed now (the probe's features, from the same pass: :func:`.features.pair_features` takes them as
+    ``computed``, so the arm costs no second pass over the pairs). Cached per :func:`activation_key`; missing
+    pairs (or pairs whose tokens changed) are computed in one pass of the frozen base for every depth."""
     tokens = selection.tokens[base.name]
     want = {int(i): digest(tokens[i]) for i in ids}
     tops = {k: TopBlocks(model, k) for k in depths}
@@ -103,11 +105,14 @@ def pair_activations(
     }
     caches = {k: _read(f) for k, f in files.items()}
     todo = sorted({i for k in depths for i, d in want.items() if i not in caches[k] or caches[k][i][0] != d})
+    features: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if todo:
         seqs = [tokens[i][0] for i in todo] + [tokens[i][1] for i in todo]
         firsts = [t.first for t in tops.values()]
-        below = next(iter(tops.values())).hidden_below(seqs, tokenizer.pad_token_id, batch_size, firsts)
+        top = next(iter(tops.values()))
+        below, last = top.hidden_below_and_last(seqs, tokenizer.pad_token_id, batch_size, firsts)
         n = len(todo)
+        features = {i: (last[j], last[n + j]) for j, i in enumerate(todo)}
         for k, t in tops.items():
             got = below[t.first]
             caches[k].update({i: (want[i], got[j], got[n + j]) for j, i in enumerate(todo)})
@@ -122,7 +127,7 @@ def pair_activations(
                 chosen=np.concatenate([c[i][1] for i in keep]),
                 rejected=np.concatenate([c[i][2] for i in keep]),
             )
-    return {k: {i: (caches[k][i][1], caches[k][i][2]) for i in want} for k in depths}
+    return {k: {i: (caches[k][i][1], caches[k][i][2]) for i in want} for k in depths}, features
 
 
 def word_activations(
@@ -136,35 +141,41 @@ def word_activations(
     batch_size: int,
 ) -> dict[int, dict[str, list[np.ndarray]]]:
     """depth k -> prompt -> the hidden states entering block ``L - k`` of every word's input (the scoring
-    engine's token-exact ``prefix + word + suffix``), cached per base model, prompts, words and block."""
-    seqs: list[list[int]] = []
-    spans: dict[str, tuple[int, int]] = {}
+    engine's token-exact ``prefix + word + suffix``; the prompt's prefix run once and its keys and values
+    reused, as the engine does), cached per base model, prompts, words and block."""
+    splits, conts, seqs = {}, {}, []
     for pid, text in zip(prompts["prompt_id"], prompts["text"], strict=True):
         split = split_template(tokenizer, text, pid)
-        cands = word_candidates(tokenizer, split, list(words))
-        spans[pid] = (len(seqs), len(seqs) + len(cands))
-        seqs += [split.input_ids(c.ids) for c in cands]
+        splits[pid] = split
+        conts[pid] = [[*c.ids, *split.suffix_ids] for c in word_candidates(tokenizer, split, list(words))]
+        seqs += [[*split.prefix_ids, *c] for c in conts[pid]]  # the cache key's sequences
     tops = {k: TopBlocks(model, k) for k in depths}
     out: dict[int, dict[str, list[np.ndarray]]] = {}
-    missing = []
+    files = {}
     for k, t in tops.items():
-        key = {"model": dataclasses.asdict(base.source), "seqs": digest(seqs), "block": t.first}
-        file = feature_file(root, base.name, "below-words", key)
-        if file.is_file():
-            with np.load(file, allow_pickle=False) as z:
+        key = {"model": dataclasses.asdict(base.source), "seqs": digest(seqs), "block": t.first, "prefix": 1}
+        files[k] = feature_file(root, base.name, "below-words", key)
+        if files[k].is_file():
+            with np.load(files[k], allow_pickle=False) as z:
                 offs = np.r_[0, np.cumsum(z["lengths"])]
                 rows = [z["hidden"][offs[j] : offs[j + 1]] for j in range(len(seqs))]
-            out[k] = {p: rows[a:b] for p, (a, b) in spans.items()}
-        else:
-            missing.append((k, file))
+            starts = np.r_[0, np.cumsum([len(conts[p]) for p in splits])]
+            out[k] = {p: rows[starts[j] : starts[j + 1]] for j, p in enumerate(splits)}
+    missing = [k for k in tops if k not in out]
     if missing:
-        firsts = [tops[k].first for k, _ in missing]
-        below = tops[missing[0][0]].hidden_below(seqs, tokenizer.pad_token_id, batch_size, firsts)
-        for k, file in missing:
-            rows = below[tops[k].first]
+        firsts = [tops[k].first for k in missing]
+        top = tops[missing[0]]
+        got = {
+            p: top.hidden_below_after_prefix(
+                splits[p].prefix_ids, conts[p], tokenizer.pad_token_id, batch_size, firsts
+            )
+            for p in splits
+        }
+        for k in missing:
+            out[k] = {p: got[p][tops[k].first] for p in splits}
+            rows = [r for p in splits for r in out[k][p]]
             lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
-            save_npz(file, lengths=lengths, hidden=np.concatenate(rows))
-            out[k] = {p: rows[a:b] for p, (a, b) in spans.items()}
+            save_npz(files[k], lengths=lengths, hidden=np.concatenate(rows))
     return out
 
 
