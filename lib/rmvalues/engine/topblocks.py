@@ -184,3 +184,59 @@ class TopBlocks:
                 for row, i in enumerate(idx):
                     out[b][i] = np.concatenate([pre[b], states[row, : len(continuations[i])]])
         return out
+
+    def last_hidden_after_prefix(
+        self, prefix: torch.Tensor, continuations: Sequence[np.ndarray], batch_size: int = 64
+    ) -> torch.Tensor:
+        """:meth:`last_hidden` of the sequences ``prefix + continuation`` (hidden states entering block
+        ``first``: ``prefix`` ``(P, hidden)``, each continuation ``(length, hidden)``) with the top blocks run
+        once on the shared prefix and their keys and values reused for every continuation, as the scoring
+        engine does for whole models: ``(n, hidden)`` in input order."""
+        import torch
+        from transformers.cache_utils import DynamicCache
+
+        device = prefix.device
+        out: torch.Tensor | None = None
+        with self._only_top():
+            cache = DynamicCache()
+            self.decoder(inputs_embeds=prefix[None], cache=cache, use_cache=True)
+            top_kv = [(layer.keys, layer.values) for layer in cache.layers[self.first :]]
+            kv = [top_kv[0]] * self.first + top_kv  # the blocks keep their indices; below: placeholders
+            p_len = int(prefix.shape[0])
+            layout = Layout.of(self.decoder)
+            order = sorted(range(len(continuations)), key=lambda i: len(continuations[i]))
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                rows = [continuations[i] for i in idx]
+                width = max(len(r) for r in rows)
+                hidden = torch.zeros((len(idx), width, prefix.shape[1]), dtype=prefix.dtype, device=device)
+                mask = torch.zeros((len(idx), width), dtype=torch.long, device=device)
+                for j, r in enumerate(rows):
+                    hidden[j, : len(r)] = torch.as_tensor(np.asarray(r), dtype=prefix.dtype, device=device)
+                    mask[j, : len(r)] = 1
+                positions = positions_after(mask, p_len)
+                prefix_pos = torch.arange(p_len, device=device).expand(len(idx), p_len)
+                masks = explicit_masks(
+                    positions,
+                    torch.cat([prefix_pos, positions], dim=1),
+                    torch.cat([torch.ones_like(prefix_pos), mask], dim=1),
+                    p_len,
+                    layout.window,
+                    layout.layer_types,
+                    layout.dtype,
+                )
+                res = self.decoder(
+                    inputs_embeds=hidden,
+                    attention_mask=masks,
+                    position_ids=positions,
+                    cache=prefix_cache(kv),
+                    use_cache=True,
+                )
+                ends = mask.sum(dim=1) - 1
+                picked = res.last_hidden_state[torch.arange(len(idx), device=device), ends]
+                if out is None:
+                    out = torch.empty(
+                        (len(continuations), picked.shape[1]), dtype=picked.dtype, device=device
+                    )
+                out[torch.as_tensor(idx, device=device)] = picked
+        return out if out is not None else torch.empty((0, prefix.shape[1]), device=device)

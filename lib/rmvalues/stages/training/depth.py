@@ -139,10 +139,11 @@ def word_activations(
     root: Path,
     depths: Sequence[int],
     batch_size: int,
-) -> dict[int, dict[str, list[np.ndarray]]]:
-    """depth k -> prompt -> the hidden states entering block ``L - k`` of every word's input (the scoring
-    engine's token-exact ``prefix + word + suffix``; the prompt's prefix run once and its keys and values
-    reused, as the engine does), cached per base model, prompts, words and block."""
+) -> tuple[dict[int, dict[str, list[np.ndarray]]], dict[str, int]]:
+    """``(activations, prefix lengths)``: depth k -> prompt -> the hidden states entering block ``L - k`` of
+    every word's input (the scoring engine's token-exact ``prefix + word + suffix``; the prompt's prefix run
+    once and its keys and values reused, as the engine does), cached per base model, prompts, words and block;
+    and prompt -> tokens of its shared prefix (:func:`word_rewards` runs the top blocks on it once)."""
     splits, conts, seqs = {}, {}, []
     for pid, text in zip(prompts["prompt_id"], prompts["text"], strict=True):
         split = split_template(tokenizer, text, pid)
@@ -176,7 +177,7 @@ def word_activations(
             rows = [r for p in splits for r in out[k][p]]
             lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
             save_npz(files[k], lengths=lengths, hidden=np.concatenate(rows))
-    return out
+    return out, {p: len(split.prefix_ids) for p, split in splits.items()}
 
 
 # -- the model TRL trains -----------------------------------------------------------------------------------------
@@ -374,9 +375,14 @@ def word_rewards(
     states: Mapping[int, Mapping[str, Any]],
     words: Mapping[str, Sequence[np.ndarray]],
     pad_token_id: int,
+    prefix_lengths: Mapping[str, int] | None = None,
 ) -> tuple[list[int], dict[str, np.ndarray]]:
-    """Rewards of the words under every kept state: ``(steps, prompt -> (n_words, n_steps))``. The top
-    blocks are left in the last state: the caller restores them."""
+    """Rewards of the words under every kept state: ``(steps, prompt -> (n_words, n_steps))``. With
+    ``prefix_lengths`` (prompt -> tokens every word's input shares at its start) the top blocks run once on
+    that prefix per state and prompt and reuse its keys and values (:meth:`TopBlocks.last_hidden_after_prefix`,
+    the same rewards). The top blocks are left in the last state: the caller restores them."""
+    import torch
+
     steps = sorted(states)
     hidden = int(next(iter(next(iter(words.values())))).shape[1])
     model = depth_model([np.zeros((1, hidden), np.float32)], top, np.zeros(hidden), pad_token_id)
@@ -385,7 +391,15 @@ def word_rewards(
         model.load_state_dict(dict(states[step]), strict=False)
         model.eval()
         for pid, rows in words.items():
-            out[pid].append(_rewards(model, rows))
+            if prefix_lengths is None:
+                out[pid].append(_rewards(model, rows))
+                continue
+            p = prefix_lengths[pid]
+            dev = model.score.weight.device
+            with torch.no_grad():
+                prefix = torch.as_tensor(np.asarray(rows[0][:p], dtype=np.float32), device=dev)
+                last = top.last_hidden_after_prefix(prefix, [r[p:] for r in rows], SCORE_BATCH)
+                out[pid].append(model.score(last)[:, 0].double().cpu().numpy())
     return steps, {p: np.stack(v, axis=1) for p, v in out.items()}
 
 

@@ -543,7 +543,7 @@ def _run_depth(
     settings, tok = g.spec.settings, g.tokenizers[name]
     depths = sorted({c.depth for c in todo})
     with g.timer.step(f"word-activations {name}"):
-        words = word_activations(
+        words, prefix_lengths = word_activations(
             base_model, tok, g.bases[name], g.prompts, g.words, g.root, depths, settings.feature_batch_size
         )
     for cell in todo:
@@ -551,12 +551,14 @@ def _run_depth(
             top = TopBlocks(base_model, cell.depth)
             saved = block_state(top)
             try:
-                _train_depth_cell(g, cell, top, acts[cell.source][cell.depth], words[cell.depth])
+                _train_depth_cell(
+                    g, cell, top, acts[cell.source][cell.depth], words[cell.depth], prefix_lengths
+                )
             finally:
                 restore_blocks(top, saved)
 
 
-def _train_depth_cell(g: _Grid, cell: Cell, top: Any, acts: Any, words: Any) -> None:
+def _train_depth_cell(g: _Grid, cell: Cell, top: Any, acts: Any, words: Any, prefix_lengths: Any) -> None:
     cp = CellPaths(g.root, cell)
     shutil.rmtree(cp.dir, ignore_errors=True)
     cp.dir.mkdir(parents=True)
@@ -571,7 +573,7 @@ def _train_depth_cell(g: _Grid, cell: Cell, top: Any, acts: Any, words: Any) -> 
     atomic_write_parquet(out.history, cp.dir / "history.parquet")
     if eval_ids:
         atomic_write_parquet(out.eval, cp.dir / "eval.parquet")
-    steps, rewards = word_rewards(top, out.states, words, tok.pad_token_id)
+    steps, rewards = word_rewards(top, out.states, words, tok.pad_token_id, prefix_lengths)
     family = g.bases[cell.model].family
     traj = trajectory_table(cell, family, steps, rewards, g.words, g.labels)
     traj["depth"] = cell.depth
