@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .attention import explicit_masks, prefix_cache
-from .forward import Layout, encode_prefix, pad_rows, positions_after
+from .forward import Layout, Prefix, pad_rows, positions_after
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -144,15 +144,17 @@ class TopBlocks:
         (its keys and values reused for every continuation, as the scoring engine does): block -> one
         ``(len(prefix) + len(continuation), hidden)`` array per continuation, in input order."""
         import torch
+        from transformers.cache_utils import DynamicCache
 
         wanted = sorted(set(firsts or [self.first]))
         device = next(self.decoder.parameters()).device
         layout = Layout.of(self.decoder)
-        with torch.no_grad():
+        with torch.no_grad():  # the prefix once: its hidden states and its keys and values (encode_prefix's)
             head = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
-            res = self.decoder(input_ids=head, output_hidden_states=True, use_cache=False)
+            cache = DynamicCache()  # no config: every layer keeps all prefix tokens (also sliding layers)
+            res = self.decoder(input_ids=head, cache=cache, use_cache=True, output_hidden_states=True)
             pre = {b: res.hidden_states[b][0].float().cpu().numpy() for b in wanted}
-            prefix = encode_prefix(self.decoder, prefix_ids, device)
+            prefix = Prefix([(layer.keys, layer.values) for layer in cache.layers])
         p_len = prefix.length
         out: dict[int, list[np.ndarray]] = {b: [np.empty(0)] * len(continuations) for b in wanted}
         order = sorted(range(len(continuations)), key=lambda i: len(continuations[i]))
