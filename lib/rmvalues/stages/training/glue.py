@@ -60,12 +60,7 @@ def convergence_numbers(results: Any) -> dict[str, str]:
         "head_l2": f"{s.head_l2:g}",
         "probe_steps": _steps(cells),
         "probe_batch": "every training pair (full batch)" if full_batch else f"{s.batch_size} pairs",
-        "seeds_vary": (
-            "the training subset only: each step uses every training pair, so there is no batch order, and "
-            "the head's random start does not survive convergence to the unique optimum"
-            if full_batch
-            else "the training subset, the batch order and the head's random start"
-        ),
+        "seeds_vary": _seeds_vary(cells, full_batch),
         "grad_norm_max": _sci(cells, "grad_norm_end"),
         "grad_norm_max_top": _sci(_top(cells), "grad_norm_end"),
         "objective_change_max": _sci(cells, "objective_change"),
@@ -96,6 +91,33 @@ def convergence_numbers(results: Any) -> dict[str, str]:
         "base_differences": "; ".join(differences(results.bases)) or NA,
     }
     return out
+
+
+#: Largest distance of a probe's head from its reference (relative to the reference's norm) at which the
+#: probe counts as converged to it (then its random start no longer matters).
+CONVERGED_DISTANCE = 0.01
+
+
+def _seeds_vary(cells: pd.DataFrame, full_batch: bool) -> str:
+    """What the seeds vary besides the training subset, chosen by the run: the batch order unless every step
+    uses every pair; the head's random start unless every probe converged to its (unique) reference."""
+    dist = cells["reference_distance"] if "reference_distance" in cells else pd.Series(dtype=float)
+    converged = len(dist) > 0 and dist.notna().all() and float(dist.max()) <= CONVERGED_DISTANCE
+    order = (
+        "each step uses every training pair, so there is no batch order"
+        if full_batch
+        else "the order of the training batches"
+    )
+    start = (
+        f"every probe ends within {percent(CONVERGED_DISTANCE)} of its reference, the unique optimum, so the head's "
+        "random start does not survive"
+        if converged
+        else f"the head's random start (the probes end up to {_sci(cells, 'reference_distance')} of the "
+        "reference's norm away from the unique optimum, so part of where each starts remains)"
+    )
+    if full_batch:
+        return f"the training subset; {order}; {start}"
+    return f"the training subset and {order}; {start}"
 
 
 def _steps(cells: pd.DataFrame) -> str:
