@@ -107,3 +107,42 @@ def test_depth_figure_has_a_panel_per_framing_and_accuracy():
     assert "no depth arm" in " ".join(t.get_text() for ax in empty.axes for t in ax.texts) + " ".join(
         t.get_text() for t in empty.texts
     )
+
+
+def test_reference_verdict_names_the_base_that_falls_short_and_why():
+    top = pd.DataFrame(
+        {
+            "base_model": ["a", "b"],
+            "quantity": 400,
+            "within_reference": [True, False],
+            "reference_difference_max": [0.0, 0.02],
+        }
+    )
+    cells = pd.DataFrame(
+        {
+            "base_model": ["a", "b"],
+            "quantity": 400,
+            "reference_distance": [0.001, 0.05],
+            "grad_norm_end": [1e-5, 0.01],
+        }
+    )
+    text = glue._reference_verdict(top, cells)
+    assert (
+        text.startswith("b falls short (up to 2.0 points over seeds")
+        and "5.0e-02" in text
+        and "1.0e-02" in text
+    )
+    assert "a falls" not in text
+    top["within_reference"] = True
+    assert glue._reference_verdict(top, cells) == "every base's probe is within 1 point of its reference"
+
+
+def test_what_the_seeds_vary_is_chosen_by_convergence():
+    converged = pd.DataFrame({"reference_distance": [0.001, 0.004]})
+    text = glue._seeds_vary(converged, full_batch=True)
+    assert text.startswith(
+        "the training subset; each step uses every training pair, so there is no batch order"
+    )
+    assert "random start does not survive" in text
+    loose = glue._seeds_vary(pd.DataFrame({"reference_distance": [0.001, 0.3]}), full_batch=False)
+    assert "the order of the training batches" in loose and "3.0e-01" in loose and "remains" in loose
