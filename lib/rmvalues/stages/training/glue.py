@@ -220,5 +220,5 @@ def _cell_seconds(timings: dict[str, float], cells: pd.DataFrame) -> str:
 
 
 def _activation_seconds(timings: dict[str, float]) -> str:
-    sec = [v for k, v in (timings or {}).items() if k.startswith("word-activations")]
+    sec = [v for k, v in (timings or {}).items() if "word-activations" in k]
     return f"{np.sum(sec):,.0f} s" if sec else NA
