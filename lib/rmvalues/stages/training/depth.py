@@ -71,12 +71,13 @@ def activation_key(base: ModelSpec, selection: PairSelection, block: int) -> dic
 def _read(file: Path) -> dict[int, tuple[str, np.ndarray, np.ndarray]]:
     if not file.is_file():
         return {}
-    with np.load(file, allow_pickle=False) as z:
+    with np.load(file, allow_pickle=False) as z:  # each z[name] reads the whole array: read each once
+        ids, tokens, chosen, rejected = z["ids"], z["tokens"], z["chosen"], z["rejected"]
         offs_c, offs_r = np.r_[0, np.cumsum(z["len_c"])], np.r_[0, np.cumsum(z["len_r"])]
-        return {
-            int(i): (str(d), z["chosen"][offs_c[k] : offs_c[k + 1]], z["rejected"][offs_r[k] : offs_r[k + 1]])
-            for k, (i, d) in enumerate(zip(z["ids"], z["tokens"], strict=True))
-        }
+    return {
+        int(i): (str(d), chosen[offs_c[k] : offs_c[k + 1]], rejected[offs_r[k] : offs_r[k + 1]])
+        for k, (i, d) in enumerate(zip(ids, tokens, strict=True))
+    }
 
 
 def pair_activations(
@@ -157,9 +158,9 @@ def word_activations(
         key = {"model": dataclasses.asdict(base.source), "seqs": digest(seqs), "block": t.first, "prefix": 1}
         files[k] = feature_file(root, base.name, "below-words", key)
         if files[k].is_file():
-            with np.load(files[k], allow_pickle=False) as z:
-                offs = np.r_[0, np.cumsum(z["lengths"])]
-                rows = [z["hidden"][offs[j] : offs[j + 1]] for j in range(len(seqs))]
+            with np.load(files[k], allow_pickle=False) as z:  # read the array once, not once per row
+                offs, hidden = np.r_[0, np.cumsum(z["lengths"])], z["hidden"]
+            rows = [hidden[offs[j] : offs[j + 1]] for j in range(len(seqs))]
             starts = np.r_[0, np.cumsum([len(conts[p]) for p in splits])]
             out[k] = {p: rows[starts[j] : starts[j + 1]] for j, p in enumerate(splits)}
     missing = [k for k in tops if k not in out]
