@@ -296,3 +296,52 @@ def test_no_getattr_with_a_default_in_the_training_stage():
         for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr":
                 assert len(node.args) < 3, f"{file.name}:{node.lineno} getattr with a default"
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_one_pass_gives_the_probe_features_and_the_prefix_shared_word_activations(family):
+    from rmvalues.engine import RewardScorer
+
+    model, tok = tiny_reward_model(family, seed=0)
+    model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    top = TopBlocks(model, 1)
+    seqs = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17, 18, 19]]
+    below, last = top.hidden_below_and_last(seqs, tok.pad_token_id, batch_size=2, firsts=[top.first, 0])
+    # the last-token features of the same pass are the engine's (what the probe trains on)
+    engine = RewardScorer(model, tok).last_hidden(seqs, batch_size=2)
+    np.testing.assert_allclose(last, engine, atol=1e-5, rtol=1e-4)
+    assert [len(r) for r in below[top.first]] == [5, 3, 7]
+    # words: the prompt's prefix run once and reused gives the activations of the whole sequences
+    prefix, conts = [3, 4, 5, 6], [[7, 8], [9], [10, 11, 12, 13]]
+    shared = top.hidden_below_after_prefix(prefix, conts, tok.pad_token_id, batch_size=2)[top.first]
+    whole = top.hidden_below([prefix + c for c in conts], tok.pad_token_id, batch_size=2)[top.first]
+    for a, b in zip(shared, whole, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_top_blocks_with_a_shared_prefix_give_the_whole_sequences_hidden_state(family):
+    model, tok = tiny_reward_model(family, seed=0)
+    model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    top = TopBlocks(model, 2)
+    prefix, conts = [3, 4, 5, 6, 7], [[8, 9], [10], [11, 12, 13, 14]]
+    rows = top.hidden_below([prefix + c for c in conts], tok.pad_token_id)[top.first]
+    p = len(prefix)
+    with torch.no_grad():
+        hidden, mask = depth._pad(rows)
+        whole = top.last_hidden(hidden, mask)
+        shared = top.last_hidden_after_prefix(
+            torch.as_tensor(rows[0][:p]), [r[p:] for r in rows], batch_size=2
+        )
+    torch.testing.assert_close(shared, whole, atol=1e-5, rtol=1e-4)
+    # the words' rewards at a checkpoint: the same with the prefix shared as with every sequence whole
+    head = np.random.default_rng(1).normal(size=model.config.hidden_size)
+    dm = depth.depth_model(rows, top, head, tok.pad_token_id)
+    state = {5: {n: q.detach().clone() for n, q in dm.named_parameters() if q.requires_grad}}
+    steps, whole_r = depth.word_rewards(top, state, {"p": rows}, tok.pad_token_id)
+    _, shared_r = depth.word_rewards(top, state, {"p": rows}, tok.pad_token_id, {"p": p})
+    assert steps == [5] and whole_r["p"].shape == (3, 1)
+    np.testing.assert_allclose(shared_r["p"], whole_r["p"], atol=1e-5, rtol=1e-4)

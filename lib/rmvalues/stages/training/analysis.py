@@ -294,7 +294,7 @@ def timing_summary(timings: Mapping[str, float], models: Sequence[str]) -> pd.Da
         "load": "load base model",
         "word": "word features",
         "pair": "pair features",
-        "pair-activations": "pair activations below the top blocks",
+        "pair-activations": "pair features and activations below the top blocks (one pass)",
         "word-activations": "word activations below the top blocks",
     }
     rows = []

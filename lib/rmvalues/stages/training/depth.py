@@ -71,12 +71,13 @@ def activation_key(base: ModelSpec, selection: PairSelection, block: int) -> dic
 def _read(file: Path) -> dict[int, tuple[str, np.ndarray, np.ndarray]]:
     if not file.is_file():
         return {}
-    with np.load(file, allow_pickle=False) as z:
+    with np.load(file, allow_pickle=False) as z:  # each z[name] reads the whole array: read each once
+        ids, tokens, chosen, rejected = z["ids"], z["tokens"], z["chosen"], z["rejected"]
         offs_c, offs_r = np.r_[0, np.cumsum(z["len_c"])], np.r_[0, np.cumsum(z["len_r"])]
-        return {
-            int(i): (str(d), z["chosen"][offs_c[k] : offs_c[k + 1]], z["rejected"][offs_r[k] : offs_r[k + 1]])
-            for k, (i, d) in enumerate(zip(z["ids"], z["tokens"], strict=True))
-        }
+    return {
+        int(i): (str(d), chosen[offs_c[k] : offs_c[k + 1]], rejected[offs_r[k] : offs_r[k + 1]])
+        for k, (i, d) in enumerate(zip(ids, tokens, strict=True))
+    }
 
 
 def pair_activations(
@@ -88,10 +89,12 @@ def pair_activations(
     root: Path,
     depths: Sequence[int],
     batch_size: int,
-) -> dict[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """depth k -> pair id -> (chosen, rejected) hidden states entering block ``L - k`` (``(tokens, hidden)``).
-    Cached per :func:`activation_key`; missing pairs (or pairs whose tokens changed) are computed in one pass
-    of the frozen base for every depth."""
+) -> tuple[dict[int, dict[int, tuple[np.ndarray, np.ndarray]]], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """``(activations, features)``: depth k -> pair id -> (chosen, rejected) hidden states entering block
+    ``L - k`` (``(tokens, hidden)``), and pair id -> (chosen, rejected) last-token features of the pairs
+    computed now (the probe's features, from the same pass: :func:`.features.pair_features` takes them as
+    ``computed``, so the arm costs no second pass over the pairs). Cached per :func:`activation_key`; missing
+    pairs (or pairs whose tokens changed) are computed in one pass of the frozen base for every depth."""
     tokens = selection.tokens[base.name]
     want = {int(i): digest(tokens[i]) for i in ids}
     tops = {k: TopBlocks(model, k) for k in depths}
@@ -103,11 +106,14 @@ def pair_activations(
     }
     caches = {k: _read(f) for k, f in files.items()}
     todo = sorted({i for k in depths for i, d in want.items() if i not in caches[k] or caches[k][i][0] != d})
+    features: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if todo:
         seqs = [tokens[i][0] for i in todo] + [tokens[i][1] for i in todo]
         firsts = [t.first for t in tops.values()]
-        below = next(iter(tops.values())).hidden_below(seqs, tokenizer.pad_token_id, batch_size, firsts)
+        top = next(iter(tops.values()))
+        below, last = top.hidden_below_and_last(seqs, tokenizer.pad_token_id, batch_size, firsts)
         n = len(todo)
+        features = {i: (last[j], last[n + j]) for j, i in enumerate(todo)}
         for k, t in tops.items():
             got = below[t.first]
             caches[k].update({i: (want[i], got[j], got[n + j]) for j, i in enumerate(todo)})
@@ -122,7 +128,7 @@ def pair_activations(
                 chosen=np.concatenate([c[i][1] for i in keep]),
                 rejected=np.concatenate([c[i][2] for i in keep]),
             )
-    return {k: {i: (caches[k][i][1], caches[k][i][2]) for i in want} for k in depths}
+    return {k: {i: (caches[k][i][1], caches[k][i][2]) for i in want} for k in depths}, features
 
 
 def word_activations(
@@ -134,38 +140,45 @@ def word_activations(
     root: Path,
     depths: Sequence[int],
     batch_size: int,
-) -> dict[int, dict[str, list[np.ndarray]]]:
-    """depth k -> prompt -> the hidden states entering block ``L - k`` of every word's input (the scoring
-    engine's token-exact ``prefix + word + suffix``), cached per base model, prompts, words and block."""
-    seqs: list[list[int]] = []
-    spans: dict[str, tuple[int, int]] = {}
+) -> tuple[dict[int, dict[str, list[np.ndarray]]], dict[str, int]]:
+    """``(activations, prefix lengths)``: depth k -> prompt -> the hidden states entering block ``L - k`` of
+    every word's input (the scoring engine's token-exact ``prefix + word + suffix``; the prompt's prefix run
+    once and its keys and values reused, as the engine does), cached per base model, prompts, words and block;
+    and prompt -> tokens of its shared prefix (:func:`word_rewards` runs the top blocks on it once)."""
+    splits, conts, seqs = {}, {}, []
     for pid, text in zip(prompts["prompt_id"], prompts["text"], strict=True):
         split = split_template(tokenizer, text, pid)
-        cands = word_candidates(tokenizer, split, list(words))
-        spans[pid] = (len(seqs), len(seqs) + len(cands))
-        seqs += [split.input_ids(c.ids) for c in cands]
+        splits[pid] = split
+        conts[pid] = [[*c.ids, *split.suffix_ids] for c in word_candidates(tokenizer, split, list(words))]
+        seqs += [[*split.prefix_ids, *c] for c in conts[pid]]  # the cache key's sequences
     tops = {k: TopBlocks(model, k) for k in depths}
     out: dict[int, dict[str, list[np.ndarray]]] = {}
-    missing = []
+    files = {}
     for k, t in tops.items():
-        key = {"model": dataclasses.asdict(base.source), "seqs": digest(seqs), "block": t.first}
-        file = feature_file(root, base.name, "below-words", key)
-        if file.is_file():
-            with np.load(file, allow_pickle=False) as z:
-                offs = np.r_[0, np.cumsum(z["lengths"])]
-                rows = [z["hidden"][offs[j] : offs[j + 1]] for j in range(len(seqs))]
-            out[k] = {p: rows[a:b] for p, (a, b) in spans.items()}
-        else:
-            missing.append((k, file))
+        key = {"model": dataclasses.asdict(base.source), "seqs": digest(seqs), "block": t.first, "prefix": 1}
+        files[k] = feature_file(root, base.name, "below-words", key)
+        if files[k].is_file():
+            with np.load(files[k], allow_pickle=False) as z:  # read the array once, not once per row
+                offs, hidden = np.r_[0, np.cumsum(z["lengths"])], z["hidden"]
+            rows = [hidden[offs[j] : offs[j + 1]] for j in range(len(seqs))]
+            starts = np.r_[0, np.cumsum([len(conts[p]) for p in splits])]
+            out[k] = {p: rows[starts[j] : starts[j + 1]] for j, p in enumerate(splits)}
+    missing = [k for k in tops if k not in out]
     if missing:
-        firsts = [tops[k].first for k, _ in missing]
-        below = tops[missing[0][0]].hidden_below(seqs, tokenizer.pad_token_id, batch_size, firsts)
-        for k, file in missing:
-            rows = below[tops[k].first]
+        firsts = [tops[k].first for k in missing]
+        top = tops[missing[0]]
+        got = {
+            p: top.hidden_below_after_prefix(
+                splits[p].prefix_ids, conts[p], tokenizer.pad_token_id, batch_size, firsts
+            )
+            for p in splits
+        }
+        for k in missing:
+            out[k] = {p: got[p][tops[k].first] for p in splits}
+            rows = [r for p in splits for r in out[k][p]]
             lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
-            save_npz(file, lengths=lengths, hidden=np.concatenate(rows))
-            out[k] = {p: rows[a:b] for p, (a, b) in spans.items()}
-    return out
+            save_npz(files[k], lengths=lengths, hidden=np.concatenate(rows))
+    return out, {p: len(split.prefix_ids) for p, split in splits.items()}
 
 
 # -- the model TRL trains -----------------------------------------------------------------------------------------
@@ -363,9 +376,14 @@ def word_rewards(
     states: Mapping[int, Mapping[str, Any]],
     words: Mapping[str, Sequence[np.ndarray]],
     pad_token_id: int,
+    prefix_lengths: Mapping[str, int] | None = None,
 ) -> tuple[list[int], dict[str, np.ndarray]]:
-    """Rewards of the words under every kept state: ``(steps, prompt -> (n_words, n_steps))``. The top
-    blocks are left in the last state: the caller restores them."""
+    """Rewards of the words under every kept state: ``(steps, prompt -> (n_words, n_steps))``. With
+    ``prefix_lengths`` (prompt -> tokens every word's input shares at its start) the top blocks run once on
+    that prefix per state and prompt and reuse its keys and values (:meth:`TopBlocks.last_hidden_after_prefix`,
+    the same rewards). The top blocks are left in the last state: the caller restores them."""
+    import torch
+
     steps = sorted(states)
     hidden = int(next(iter(next(iter(words.values())))).shape[1])
     model = depth_model([np.zeros((1, hidden), np.float32)], top, np.zeros(hidden), pad_token_id)
@@ -374,7 +392,15 @@ def word_rewards(
         model.load_state_dict(dict(states[step]), strict=False)
         model.eval()
         for pid, rows in words.items():
-            out[pid].append(_rewards(model, rows))
+            if prefix_lengths is None:
+                out[pid].append(_rewards(model, rows))
+                continue
+            p = prefix_lengths[pid]
+            dev = model.score.weight.device
+            with torch.no_grad():
+                prefix = torch.as_tensor(np.asarray(rows[0][:p], dtype=np.float32), device=dev)
+                last = top.last_hidden_after_prefix(prefix, [r[p:] for r in rows], SCORE_BATCH)
+                out[pid].append(model.score(last)[:, 0].double().cpu().numpy())
     return steps, {p: np.stack(v, axis=1) for p, v in out.items()}
 
 

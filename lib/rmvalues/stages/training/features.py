@@ -110,9 +110,11 @@ def pair_features(
     root: Path,
     batch_size: int,
     progress: bool = False,
+    computed: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Features of the chosen and rejected sequences of pairs ``ids``: pair id -> (chosen, rejected)
-    last-token hidden states.
+    last-token hidden states. ``computed``: features of pairs already computed from the same token ids in
+    another pass of the frozen base (the depth arm's, :func:`.depth.pair_activations`), used as they are.
 
     Cached on disk in one file per :func:`pair_feature_key` (base model entry, data checksum, length rule)
     holding every pair computed so far; only pairs missing from it (or whose token ids changed) are computed,
@@ -123,6 +125,9 @@ def pair_features(
     cache = _read_pair_cache(file)
     want = {int(i): digest(tokens[i]) for i in ids}
     todo = [i for i, d in want.items() if i not in cache or cache[i][0] != d]
+    given = {i: computed[i] for i in todo if computed is not None and i in computed}
+    cache.update({i: (want[i], *given[i]) for i in given})
+    todo = [i for i in todo if i not in given]
     if todo:
         from tqdm import tqdm
 
@@ -134,6 +139,7 @@ def pair_features(
             feats = scorer.last_hidden(seqs, batch_size=batch_size, progress=bar.update)
         n = len(todo)
         cache.update({i: (want[i], feats[k], feats[n + k]) for k, i in enumerate(todo)})
+    if todo or given:
         keep = sorted(cache)
         save_npz(
             file,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "base_colors",
+    "plot_depth",
     "plot_final_gaps",
     "plot_heldout_accuracy",
     "plot_paper_trajectories",
@@ -146,6 +147,63 @@ def plot_final_gaps(final: pd.DataFrame, gaps: pd.DataFrame) -> Figure:
         ax.set_title(f"{fr} prompts", fontsize=9)
     axes[0][0].set_ylabel("Agency - Communion median rank\n(> 0: Communion favoured)")
     axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _depth_panel(ax, frame: pd.DataFrame, value: str, colors: dict[str, str]) -> None:
+    """One panel of :func:`plot_depth`: per base model, one dot per seed at each depth k and the mean over
+    seeds with its t interval (thick bar), the means joined across k."""
+    from ...stats import mean_ci
+
+    bases = sorted(frame["base_model"].unique())
+    for j, base in enumerate(bases):
+        shift = 0.08 * (j - (len(bases) - 1) / 2)
+        d = frame[frame["base_model"] == base]
+        ax.scatter(d["depth"] + shift, d[value], color=colors[base], s=14, alpha=0.55)
+        stats = pd.DataFrame(
+            [(k, *mean_ci(g[value])[:4]) for k, g in d.groupby("depth")],
+            columns=["depth", "mean", "sd", "low", "high"],
+        )
+        k, mean, low, high = (stats[c].to_numpy(float) for c in ("depth", "mean", "low", "high"))
+        ax.plot(k + shift, mean, color=colors[base], marker="o", lw=1.5, label=base)
+        ax.vlines(k + shift, low, high, color=colors[base], lw=3, alpha=0.8)
+    ks = sorted(frame["depth"].unique())
+    ax.set_xticks(ks, [str(int(k)) for k in ks])
+    ax.set_xlabel("top blocks adapted (k)")
+
+
+def plot_depth(gaps: pd.DataFrame | None, cells: pd.DataFrame) -> Figure:
+    """The depth arm at its largest quantity: the Agency - Communion gap at the last checkpoint (one panel per
+    framing) and held-out accuracy against the number of adapted top blocks k (k = 0: the probe), per base
+    model, on the seeds the arm shares with the probe: one dot per seed, the mean with its t interval."""
+    import matplotlib.pyplot as plt
+
+    deep = cells[cells["depth"] > 0]
+    if deep.empty:
+        return note_figure("no depth arm in this run (the grid's settings list no depths)")
+    quantity = int(deep["quantity"].max())
+    seeds = set(deep.loc[deep["quantity"] == quantity, "seed"])
+    keep = cells[(cells["quantity"] == quantity) & cells["seed"].isin(seeds)]
+    colors = base_colors(cells)
+    panels: list[tuple[str, pd.DataFrame, str, str]] = []
+    if gaps is not None and not gaps.empty:
+        last = gaps[gaps["step"] == gaps.groupby("cell")["step"].transform("max")]
+        last = last[last["cell"].isin(keep["cell"])]
+        ylabel = "Agency - Communion median rank\n(> 0: Communion favoured)"
+        panels += [
+            (f"{fr} prompts", last[last["framing"] == fr], "gap", ylabel)
+            for fr in ("positive", "negative")
+            if fr in set(last["framing"])
+        ]
+    panels.append(("held-out accuracy", keep, "eval_accuracy_end", "held-out accuracy"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(MAX_WIDTH, 3.1 * len(panels)), 3.4), squeeze=False)
+    for ax, (title, frame, value, ylabel) in zip(axes[0], panels, strict=True):
+        _depth_panel(ax, frame, value, colors)
+        ax.axhline(0.5 if value == "eval_accuracy_end" else 0.0, color="grey", lw=0.6, ls=":")
+        ax.set_title(f"{title}, {quantity} pairs", fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+    axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -419,12 +419,14 @@ class _Grid:
 
 
 def _frozen_base(
-    g: _Grid, name: str, todo: Sequence[Cell]
-) -> tuple[PreTrainedModel | None, WordFeatures | None, dict[str, PairFeatures]]:
-    """Head-only grids: the frozen base (one serves every cell), its word features and pair features."""
+    g: _Grid, name: str, todo: Sequence[Cell], dtodo: Sequence[Cell] = ()
+) -> tuple[PreTrainedModel | None, WordFeatures | None, dict[str, PairFeatures], dict[str, Any]]:
+    """Head-only grids: the frozen base (one serves every cell), its word features, pair features and (with
+    depth cells to train) the activations below the top blocks. The activations' pass of the frozen base over
+    the pairs also gives the pair features, so the depth arm adds no second pass over the pairs."""
     settings = g.spec.settings
     if settings.method != "head":
-        return None, None, {}
+        return None, None, {}, {}
     tok, base = g.tokenizers[name], g.bases[name]
     with g.timer.step(f"load {name}"):
         base_model = load_sequence_classifier(base, tok)
@@ -433,15 +435,26 @@ def _frozen_base(
     with g.timer.step(f"word features {name}"):
         wf = word_features_cached(base_model, tok, base, g.prompts, g.words, g.root)
     pair_feats: dict[str, PairFeatures] = {}
-    if settings.feature_cache:
-        for source in sorted({c.source for c in todo}):
-            sel = g.selections[source]
-            ids = pairs_needed(g.spec, sel)
+    acts: dict[str, Any] = {}
+    depths = sorted({c.depth for c in dtodo})
+    for source in sorted({c.source for c in [*todo, *dtodo]}):
+        sel = g.selections[source]
+        probes = settings.feature_cache and any(c.source == source for c in todo)
+        ids = pairs_needed(g.spec, sel) if probes else []
+        computed: dict[int, Any] = {}
+        if any(c.source == source for c in dtodo):
+            deep = {i for c in dtodo if c.source == source for i in sel.subset(c.quantity, c.seed)}
+            ids_d = ids + sorted(deep - set(ids)) if ids else list(sel.eval_ids) + sorted(deep)
+            with g.timer.step(f"pair-activations {name}"):
+                acts[source], computed = pair_activations(
+                    base_model, tok, base, sel, ids_d, g.root, depths, settings.feature_batch_size
+                )
+        if probes:
             with g.timer.step(f"pair features {name}"):
                 pair_feats[source] = pair_features(
-                    base_model, tok, base, sel, ids, g.root, settings.feature_batch_size, g.progress
+                    base_model, tok, base, sel, ids, g.root, settings.feature_batch_size, g.progress, computed
                 )
-    return base_model, wf, pair_feats
+    return base_model, wf, pair_feats, acts
 
 
 def _write_trajectory(g: _Grid, cell: Cell, cp: CellPaths, wf: WordFeatures | None) -> None:
@@ -479,7 +492,7 @@ def _run_model(g: _Grid, name: str, bar: Any) -> None:
     bar.update(len(mcells) - len(set(mtodo) | set(need_traj)))
     if not mtodo and not need_traj and not dtodo:
         return
-    base_model, wf, pair_feats = _frozen_base(g, name, mtodo)
+    base_model, wf, pair_feats, acts = _frozen_base(g, name, mtodo, dtodo)
     for cell in mcells:
         cp = CellPaths(g.root, cell)
         if cell in mtodo:
@@ -500,7 +513,7 @@ def _run_model(g: _Grid, name: str, bar: Any) -> None:
                 _write_trajectory(g, cell, cp, wf)
             bar.update(1)
     if dtodo:
-        _run_depth(g, name, base_model, dtodo)
+        _run_depth(g, name, base_model, dtodo, acts)
 
 
 def _depth_key(g: _Grid, cell: Cell) -> dict[str, Any]:
@@ -519,25 +532,18 @@ def _depth_done(g: _Grid, cell: Cell) -> bool:
     )
 
 
-def _run_depth(g: _Grid, name: str, base_model: PreTrainedModel, todo: Sequence[Cell]) -> None:
+def _run_depth(
+    g: _Grid, name: str, base_model: PreTrainedModel, todo: Sequence[Cell], acts: Mapping[str, Any]
+) -> None:
     """Train and score the depth cells of one base model (after its probes, whose reference heads they start
-    from), from activations below the top blocks computed once per pair and word."""
+    from), from activations below the top blocks computed once per pair (``acts``: source -> depth -> pair
+    id -> (chosen, rejected), :func:`_frozen_base`) and word."""
     from ...engine.topblocks import TopBlocks
 
     settings, tok = g.spec.settings, g.tokenizers[name]
     depths = sorted({c.depth for c in todo})
-    acts: dict[str, Any] = {}
-    for source in sorted({c.source for c in todo}):
-        sel = g.selections[source]
-        ids = list(sel.eval_ids) + sorted(
-            {i for c in todo if c.source == source for i in sel.subset(c.quantity, c.seed)}
-        )
-        with g.timer.step(f"pair-activations {name}"):
-            acts[source] = pair_activations(
-                base_model, tok, g.bases[name], sel, ids, g.root, depths, settings.feature_batch_size
-            )
     with g.timer.step(f"word-activations {name}"):
-        words = word_activations(
+        words, prefix_lengths = word_activations(
             base_model, tok, g.bases[name], g.prompts, g.words, g.root, depths, settings.feature_batch_size
         )
     for cell in todo:
@@ -545,12 +551,14 @@ def _run_depth(g: _Grid, name: str, base_model: PreTrainedModel, todo: Sequence[
             top = TopBlocks(base_model, cell.depth)
             saved = block_state(top)
             try:
-                _train_depth_cell(g, cell, top, acts[cell.source][cell.depth], words[cell.depth])
+                _train_depth_cell(
+                    g, cell, top, acts[cell.source][cell.depth], words[cell.depth], prefix_lengths
+                )
             finally:
                 restore_blocks(top, saved)
 
 
-def _train_depth_cell(g: _Grid, cell: Cell, top: Any, acts: Any, words: Any) -> None:
+def _train_depth_cell(g: _Grid, cell: Cell, top: Any, acts: Any, words: Any, prefix_lengths: Any) -> None:
     cp = CellPaths(g.root, cell)
     shutil.rmtree(cp.dir, ignore_errors=True)
     cp.dir.mkdir(parents=True)
@@ -565,7 +573,7 @@ def _train_depth_cell(g: _Grid, cell: Cell, top: Any, acts: Any, words: Any) -> 
     atomic_write_parquet(out.history, cp.dir / "history.parquet")
     if eval_ids:
         atomic_write_parquet(out.eval, cp.dir / "eval.parquet")
-    steps, rewards = word_rewards(top, out.states, words, tok.pad_token_id)
+    steps, rewards = word_rewards(top, out.states, words, tok.pad_token_id, prefix_lengths)
     family = g.bases[cell.model].family
     traj = trajectory_table(cell, family, steps, rewards, g.words, g.labels)
     traj["depth"] = cell.depth

@@ -326,7 +326,7 @@ def describe_time(seconds: float, cells: pd.DataFrame, timings: Mapping[str, flo
     trained = int((cells["status"] == "trained now").sum())
     text = f"training chapter: {seconds:.0f} s in total; {len(cells)} cells, {trained} trained in this run"
     if timings:
-        feats = sum(v for k, v in timings.items() if "pair features" in k)
+        feats = sum(v for k, v in timings.items() if "pair features" in k or "pair-activations" in k)
         train = sum(v for k, v in timings.items() if _is_training(k))
         text += f"; pair features {feats:.0f} s, training {train:.0f} s"
     return text
@@ -558,7 +558,11 @@ def key_numbers(results: Any) -> dict[str, str]:
         out[f"outside_null_{framing}"] = _null_share(res.final, framing)
         out[f"difference_top_{framing}"] = _difference_at_top(comparison, framing)
         out[f"separated_{framing}"] = _separated(comparison, framing)
-    feats = sum(v for k, v in res.timings.items() if "pair features" in k) if res.timings else float("nan")
+    feats = (
+        sum(v for k, v in res.timings.items() if "pair features" in k or "pair-activations" in k)
+        if res.timings
+        else float("nan")
+    )
     train = sum(v for k, v in res.timings.items() if _is_training(k)) if res.timings else float("nan")
     cells = res.cells
     out["cells_train_seconds"] = (
