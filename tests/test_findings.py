@@ -220,7 +220,12 @@ def test_implicit_findings_pair_and_planted_check():
         ]
     )  # fmt: skip
     res = types.SimpleNamespace(
-        single_medians=med, validation=val, params=types.SimpleNamespace(planted_model="gem")
+        single_medians=med,
+        validation=val,
+        params=types.SimpleNamespace(planted_model="gem"),
+        models=pd.DataFrame(),
+        graded=pd.DataFrame(),
+        graded_differences=pd.DataFrame(),
     )
     pair, planted = findings(res)
     assert pair.key == "big2_nouns_pair"
@@ -236,7 +241,14 @@ def test_implicit_findings_pair_and_planted_check():
     )  # against the untuned model itself
     assert (planted.low, planted.high) == (0.1, 0.45) and "passes" in planted.answer
     assert "the other 36 candidates" in planted.answer and "against gem" in planted.answer
-    empty = types.SimpleNamespace(single_medians=pd.DataFrame(), validation=pd.DataFrame(), params=res.params)
+    empty = types.SimpleNamespace(
+        single_medians=pd.DataFrame(),
+        validation=pd.DataFrame(),
+        params=res.params,
+        models=pd.DataFrame(),
+        graded=pd.DataFrame(),
+        graded_differences=pd.DataFrame(),
+    )
     assert findings(empty) == []
 
 
@@ -245,25 +257,30 @@ def test_training_findings_compare_bases_at_largest_quantity():
 
     comp = pd.DataFrame(
         [
-            dict(data="hh", quantity=q, framing=f, base_a="gem", base_b="smol", gap_a=3.0, gap_b=1.0,
-                 difference=2.0 + q, n_a=5, n_b=5, ci_low=0.5, ci_high=3.5 + q, p_perm=0.0079, p_min=0.0079)
+            dict(data="hh", method="head", quantity=q, framing=f, base_a="gem", base_b="smol", gap_a=3.0,
+                 gap_b=1.0, difference=2.0 + q, n_a=5, n_b=5, ci_low=0.5, ci_high=3.5 + q, p_perm=0.0079,
+                 p_min=0.0079)
             for q in (40, 400)
             for f in ("positive", "negative")
         ]
     )  # fmt: skip
     final = pd.DataFrame(
         [
-            dict(base_model=b, data="hh", quantity=400, framing=f, null_low=-1.0, null_high=1.0)
+            dict(base_model=b, data="hh", method="head", quantity=400, framing=f, null_low=-1.0, null_high=1.0,
+                 null_unit=5, null_share_beyond=0.5)
             for b in ("gem", "smol")
             for f in ("positive", "negative")
         ]
+    )  # fmt: skip
+    spec = types.SimpleNamespace(settings=types.SimpleNamespace(method="head"))
+    res = types.SimpleNamespace(
+        comparison=comp, final=final, spec=spec, bases=pd.DataFrame(), depth_gaps=pd.DataFrame()
     )
-    out = findings(
-        types.SimpleNamespace(comparison=comp, final=final, spec=types.SimpleNamespace(method="head"))
-    )
+    out = findings(res)
     assert [f.key for f in out] == ["bases_hh_400_negative", "bases_hh_400_positive"]
     assert out[0].value == 402.0 and (out[0].low, out[0].high) == (0.5, 403.5)
     assert "p = 0.008" in out[0].baseline and "gem [−1.0, 1.0]" in out[0].baseline
+    assert "means of 5 random heads" in out[0].baseline
     assert "5 + 5 trained reward models" in out[0].unit
     assert (
         "allow p = 0.008 at the smallest" in out[0].answer

@@ -1,7 +1,9 @@
 """The forward engine: token-exact inputs (:mod:`.inputs`), shared-prefix attention and masks
 (:mod:`.attention`), the one forward path (:mod:`.forward`: padded batches, a prefix encoded once, forwards
-after it), reward scoring (:mod:`.reward`) and log-probabilities (:mod:`.logprobs`). Imports core and models.
-The public names are re-exported here."""
+after it), reward scoring (:mod:`.reward`), log-probabilities (:mod:`.logprobs`) and the top transformer blocks run
+from cached activations (:mod:`.topblocks`). Imports core and models. The public names are re-exported here:
+this is the layer's API for code outside the library (tests, benchmarks, a user's script); modules inside the
+library import from the submodules directly, so that the import-graph test sees each real edge."""
 
 from .attention import (
     SHARED_PREFIX_ATTENTION,

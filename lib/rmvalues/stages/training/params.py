@@ -8,6 +8,7 @@ from ...core import paths
 from ...core.handoff import StageInput
 from ...core.params import StageParams, param, run_name_problem
 from ...data.corpora import corpora_input, corpora_run_problem, list_corpora
+from ...data.corpus_checks import corpora_run_field
 from ...data.prompts import prompt_problem, prompts_checksum
 from ...models.loading import availability_problems
 from ...models.registry import entries_used
@@ -31,7 +32,7 @@ class Params(StageParams):
         {}, help="training settings merged over the grid's (see config/training.yaml)"
     )
     corpus: str = param("big2_nouns", help="corpus whose words every checkpoint is scored on")
-    corpora_run: str = param("default", help="corpora run whose corpora.parquet supplies the words")
+    corpora_run: str = corpora_run_field("the words every checkpoint is scored on")
     prompts: list[str] = param(
         ["greatest_ever_one", "best_world_single", "worst_ever_one", "terrible_world_single"],
         help="prompt ids the checkpoints are scored under ([] = all 54)",
