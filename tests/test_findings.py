@@ -266,7 +266,8 @@ def test_training_findings_compare_bases_at_largest_quantity():
     assert "p = 0.008" in out[0].baseline and "gem [−1.0, 1.0]" in out[0].baseline
     assert "5 + 5 trained reward models" in out[0].unit
     assert (
-        "allow p = 0.008 at the smallest" in out[0].answer and "linear heads on a frozen base" in out[0].answer
+        "allow p = 0.008 at the smallest" in out[0].answer
+        and "linear heads on a frozen base" in out[0].answer
     )
     assert findings(types.SimpleNamespace(comparison=None, final=final)) == []
 
