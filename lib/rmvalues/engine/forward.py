@@ -114,14 +114,11 @@ def encode_prefix(
     return Prefix([(layer.keys, layer.values) for layer in cache.layers], first)
 
 
-def forward_after_prefix(
-    module: Any, ids: torch.Tensor, mask: torch.Tensor, prefix: Prefix, layout: Layout
-) -> Any:
-    """``module``'s output for a padded batch of continuations after ``prefix`` (position ids continue
-    after it; explicit masks over prefix + continuation)."""
+def continuation_inputs(mask: torch.Tensor, p_len: int, layout: Layout) -> tuple[torch.Tensor, Any]:
+    """What a padded batch of continuations after a prefix of ``p_len`` tokens needs besides its tokens:
+    position ids that continue after the prefix, and the explicit masks over prefix + continuation."""
     import torch
 
-    p_len = prefix.length
     positions = positions_after(mask, p_len)
     prefix_pos = torch.arange(p_len, device=mask.device).expand(mask.shape[0], p_len)
     masks = explicit_masks(
@@ -133,12 +130,23 @@ def forward_after_prefix(
         layout.layer_types,
         layout.dtype,
     )
+    return positions, masks
+
+
+def forward_after_prefix(
+    module: Any, ids: torch.Tensor, mask: torch.Tensor, prefix: Prefix, layout: Layout, **extra: Any
+) -> Any:
+    """``module``'s output for a padded batch of continuations after ``prefix`` (position ids continue
+    after it; explicit masks over prefix + continuation); ``extra`` goes to the module (e.g.
+    ``output_hidden_states=True``)."""
+    positions, masks = continuation_inputs(mask, prefix.length, layout)
     return module(
         input_ids=ids,
         attention_mask=masks,
         position_ids=positions,
         cache=prefix_cache(prefix.kv),
         use_cache=True,
+        **extra,
     )
 
 

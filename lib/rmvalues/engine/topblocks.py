@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .attention import explicit_masks, prefix_cache
-from .forward import Layout, Prefix, pad_rows, positions_after
+from .attention import prefix_cache
+from .forward import Layout, Prefix, continuation_inputs, forward_after_prefix, pad_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -155,32 +155,13 @@ class TopBlocks:
             res = self.decoder(input_ids=head, cache=cache, use_cache=True, output_hidden_states=True)
             pre = {b: res.hidden_states[b][0].float().cpu().numpy() for b in wanted}
             prefix = Prefix([(layer.keys, layer.values) for layer in cache.layers])
-        p_len = prefix.length
         out: dict[int, list[np.ndarray]] = {b: [np.empty(0)] * len(continuations) for b in wanted}
         order = sorted(range(len(continuations)), key=lambda i: len(continuations[i]))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, mask = pad_rows([continuations[i] for i in idx], pad_id, "right", device)
-            positions = positions_after(mask, p_len)
-            prefix_pos = torch.arange(p_len, device=device).expand(len(idx), p_len)
-            masks = explicit_masks(
-                positions,
-                torch.cat([prefix_pos, positions], dim=1),
-                torch.cat([torch.ones_like(prefix_pos), mask], dim=1),
-                p_len,
-                layout.window,
-                layout.layer_types,
-                layout.dtype,
-            )
             with torch.no_grad():
-                res = self.decoder(
-                    input_ids=ids,
-                    attention_mask=masks,
-                    position_ids=positions,
-                    cache=prefix_cache(prefix.kv),
-                    use_cache=True,
-                    output_hidden_states=True,
-                )
+                res = forward_after_prefix(self.decoder, ids, mask, prefix, layout, output_hidden_states=True)
             for b in wanted:
                 states = res.hidden_states[b].float().cpu().numpy()
                 for row, i in enumerate(idx):
@@ -216,17 +197,7 @@ class TopBlocks:
                 for j, r in enumerate(rows):
                     hidden[j, : len(r)] = torch.as_tensor(np.asarray(r), dtype=prefix.dtype, device=device)
                     mask[j, : len(r)] = 1
-                positions = positions_after(mask, p_len)
-                prefix_pos = torch.arange(p_len, device=device).expand(len(idx), p_len)
-                masks = explicit_masks(
-                    positions,
-                    torch.cat([prefix_pos, positions], dim=1),
-                    torch.cat([torch.ones_like(prefix_pos), mask], dim=1),
-                    p_len,
-                    layout.window,
-                    layout.layer_types,
-                    layout.dtype,
-                )
+                positions, masks = continuation_inputs(mask, p_len, layout)
                 res = self.decoder(
                     inputs_embeds=hidden,
                     attention_mask=masks,
