@@ -249,6 +249,12 @@ def test_float_parameter_accepts_int_and_cli_parses_yaml(project):
         "d": True,
         "e": "hello",
     }
+    # YAML 1.1 reads 1e-3 as a string: such floats become numbers at the top level and inside lists and maps
+    assert cli.parse_overrides(["lr=1e-3", "lrs=[1e-8, 3e-4, none]", "m={a: 2e-1}"]) == {
+        "lr": 1e-3,
+        "lrs": [1e-8, 3e-4, "none"],
+        "m": {"a": 0.2},
+    }
     with pytest.raises(ConfigError, match="key=value"):
         cli.parse_overrides(["novalue"])
     specs = runner.plan(load_config(), stages=["consumer"], overrides={"scale": 2}, with_dependencies=False)

@@ -74,7 +74,7 @@ def split_params(text: str) -> list[str]:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are parsed as YAML (``n=5``, ``x=0.1``, ``models=[a,b]``, ``flag=true``);
-    a float written like ``1e-3`` is read as a number."""
+    a float written like ``1e-3`` is read as a number (:func:`yaml_floats`)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -84,11 +84,21 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             parsed = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"parameter {item!r}: cannot parse the value as YAML ({exc})") from exc
-        if isinstance(parsed, str) and any(c in parsed.lower() for c in ".e"):
-            with contextlib.suppress(ValueError):
-                parsed = float(parsed)
-        out[key.strip()] = parsed
+        out[key.strip()] = yaml_floats(parsed)
     return out
+
+
+def yaml_floats(value: Any) -> Any:
+    """``value`` with every string written like a float (``1e-3``, which YAML 1.1 reads as a string) read as a
+    number, also inside lists and mappings (``strengths=[1e-6, 3e-4]``)."""
+    if isinstance(value, list):
+        return [yaml_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: yaml_floats(v) for k, v in value.items()}
+    if isinstance(value, str) and any(c in value.lower() for c in ".e"):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
 
 
 def build_book(root: str | None = None, builder: str = "html", full: bool = False) -> int:
