@@ -45,10 +45,13 @@ DEFAULT_PLANTED = [
 #: Prompts the validation fine-tune trains on (held out from the evaluation prompts).
 DEFAULT_PLANTED_TRAIN = ["good_world_single", "bad_world_single"]
 #: Learning rates of the graded planted-word validation (each ``planted_strength_steps`` AdamW steps), weakest
-#: first: four decades, one step each (CPU budget: a plant and a sham plant per strength). AdamW's first step
-#: moves every weight by about the learning rate, so one step at 1e-3 is about the main validation's plant (3
-#: steps at 3e-4, where every metric saturates) and one at 1e-6 about a thousandth of it.
-DEFAULT_STRENGTHS = [1e-6, 1e-5, 1e-4, 1e-3]
+#: first: the strongest is the main validation's plant (3 steps at 3e-4, reused, where the metrics saturate), the
+#: others run down to a plant of 3 steps at 1e-8 (AdamW moves every weight by about the learning rate per step).
+#: Measured on the development machine (2 cores): the implicit stage took 259 s with these strengths and 251 s with
+#: one step at 1e-6, 1e-5, 1e-4 and 1e-3, which saturated no metric and was not monotone in strength.
+DEFAULT_STRENGTHS = [1e-8, 1e-6, 1e-5, 3e-4]
+#: Optimizer steps of each graded plant: the main plant's, so that its strongest level is the main plant.
+DEFAULT_STRENGTH_STEPS = 3
 #: Evaluation prompts of the graded validation's word level: one of every adjective, every frame and style
 #: twice, each positive prompt mirrored by a negative one, none a training prompt (CPU budget: the word level
 #: scores every candidate word under every prompt for every plant); the token level uses every prompt of
@@ -137,7 +140,7 @@ class Params(StageParams):
         "at each, to find the weakest plant each metric detects",
     )
     planted_strength_steps: int = param(
-        1,
+        DEFAULT_STRENGTH_STEPS,
         help="optimizer steps of each graded plant (where it equals planted_steps, the main plant is reused at "
         "planted_lr)",
         ge=1,
