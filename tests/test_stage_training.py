@@ -685,8 +685,9 @@ def test_paper_training_results(shared_mirror):
     # the byte-identical copy is not counted as a run of its own: only uf_27 stays
     assert not info.loc["uf_13", "used"] and info.loc["uf_27", "used"] and info["used"].sum() == len(info) - 1
     assert "uf_13" not in set(results["dataset"]) and "uf_27" in set(results["dataset"])
-    text = training.text.describe_paper(None, files)
-    assert "uf_13 (Unified-Feedback 13K) is byte-identical to uf_27" in text
+    glued = training.readings.paper_values(None, files)
+    assert "uf_13 (Unified-Feedback 13K) is byte-identical to uf_27" in glued["paper_copies"]
+    assert glued["paper_repeats"].startswith("uf_100 repeats ")
     assert info.loc["uf_100", "duplicate_rows_dropped"] > 0
     assert set(results["category"]) == {"Agency", "Communion"}
     assert "unknown" not in set(results["base_model"])
@@ -884,10 +885,10 @@ def test_accuracy_summary_t_interval_over_seeds_and_the_learning_verdict():
     with_ci = metrics.add_cell_intervals(cells)
     assert with_ci["eval_correct"].iloc[0] == 180
     assert (with_ci["eval_ci_low"].iloc[0], with_ci["eval_ci_high"].iloc[0]) == metrics.wilson_ci(180, 300)
-    text = training.text.describe_accuracy(metrics.accuracy_summary(cells, None))
+    text = training.readings.accuracy_reading(metrics.accuracy_summary(cells, None))
     assert "good's probe learns" in text and "flat's probe does not reach" in text
-    assert "rank 90.0 % of their own training pairs" in text  # the final head on all its training pairs
-    assert "fits its training pairs but what it fits does not carry over" in text
+    assert "rank 90.0% of their own training pairs" in text  # the final head on all its training pairs
+    assert "fits its training pairs, but what it fits does not carry over" in text
 
 
 def test_compare_bases_is_exact_with_five_seeds():
@@ -1041,7 +1042,7 @@ def test_null_gaps_are_deterministic_random_readouts():
     assert sub.min() <= row["null_low"] <= row["null_high"] <= sub.max()
 
 
-def test_describe_confounds_names_every_difference():
+def test_base_differences_name_every_difference():
     bases = pd.DataFrame(
         [
             {
@@ -1051,6 +1052,7 @@ def test_describe_confounds_names_every_difference():
                 "size": "270M",
                 "quantization": "Q4_K_M",
                 "weights": "g.gguf",
+                "hub_id": "google/gemma-3-270m",
                 "tokenizer_vocab": 262145,
                 "hidden_size": 640,
                 "layers": 18,
@@ -1063,6 +1065,7 @@ def test_describe_confounds_names_every_difference():
                 "size": "135M",
                 "quantization": "Q4_1",
                 "weights": "s.gguf",
+                "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
                 "tokenizer_vocab": 49152,
                 "hidden_size": 576,
                 "layers": 30,
@@ -1070,17 +1073,19 @@ def test_describe_confounds_names_every_difference():
             },
         ]
     )
-    text = training.text.describe_confounds(bases)
+    text = "; ".join(training.findings.differences(bases))
     for part in (
         "training type (pretrained vs instruction-tuned)",
         "size (270M vs 135M)",
-        "quantization of the weight file (Q4_K_M vs Q4_1)",
-        "tokenizer vocabulary (262,145 tokens vs 49,152 tokens)",
-        "hidden size the head reads (640 vs 576)",
-        "chat template (builtin:gemma vs tokenizer)",
-        "The pretrained g reads the conversations in a chat format it was not trained on",
+        "quantization of the GGUF weight file (Q4_K_M vs Q4_1)",
+        "tokenizer (262,145 tokens vs 49,152 tokens)",
+        "architecture (18 layers vs 30 layers, hidden size 640 vs 576)",
+        "g: a chat template supplied by the project (builtin:gemma), on a pretrained model never tuned on a chat",
+        "s: its own chat template",
+        "model cards google/gemma-3-270m vs HuggingFaceTB/SmolLM2-135M-Instruct",
     ):
         assert part in text
+    assert training.findings.differences(bases.iloc[:1]) == []
 
 
 def _hand_results(two_bases: bool = True) -> training.Results:
@@ -1090,7 +1095,15 @@ def _hand_results(two_bases: bool = True) -> training.Results:
     bases = ["gemma3-270m", "smollm2-135m-instruct"] if two_bases else ["gemma3-270m"]
     cells = pd.DataFrame(
         [
-            {"cell": f"{b}-s{s}", "base_model": b, "quantity": 400, "seed": s, "status": st, "steps": st_n}
+            {
+                "cell": f"{b}-s{s}",
+                "base_model": b,
+                "quantity": 400,
+                "n_train_used": 400,
+                "seed": s,
+                "status": st,
+                "steps": st_n,
+            }
             for b in bases
             for s, st, st_n in zip(
                 range(5), ["trained now"] * 2 + ["reused"] * 3, [25, 80, 250, 250, 250], strict=True
@@ -1169,7 +1182,21 @@ def _hand_results(two_bases: bool = True) -> training.Results:
     return training.Results(
         params=params,
         spec=spec,
-        data=pd.DataFrame([{"source": "hh", "n_eval": 300, "n_train_pool": 500}]),
+        data=pd.DataFrame(
+            [
+                {
+                    "source": "hh",
+                    "n_rows": 2312,
+                    "n_examined": 820,
+                    "n_eligible": 800,
+                    "data_seed": 0,
+                    "dropped: too long": 20,
+                    "left-truncated: gemma3-270m": 7.0,
+                    "n_eval": 300,
+                    "n_train_pool": 500,
+                }
+            ]
+        ),
         cells=cells,
         history=pd.DataFrame(),
         trajectories=pd.DataFrame({"word": ["a", "b", "c"]}),
@@ -1183,7 +1210,17 @@ def _hand_results(two_bases: bool = True) -> training.Results:
         accuracy=accuracy,
         final=final,
         comparison=comparison,
-        paper_files=pd.DataFrame({"dataset": ["a", "b"], "used": [True, False]}),
+        paper_files=pd.DataFrame(
+            {
+                "dataset": ["a", "b"],
+                "label": ["A 13K", "B 27K"],
+                "used": [True, False],
+                "identical_to": ["b", "a"],
+                "sha256": ["0" * 64, "0" * 64],
+                "rows": [10, 10],
+                "duplicate_rows_dropped": [2, 0],
+            }
+        ),
         consistency={
             "rm": "gemma3-270m-s4",
             "prompt_id": "best_ever_one",
@@ -1203,17 +1240,25 @@ def test_key_numbers_from_a_hand_made_run():
     assert k["n_eval"] == "300" and k["n_pool"] == "500" and k["n_words"] == "3"
     assert k["cells_train_seconds"] == "n/a"  # the hand-made cells record no training time
     assert k["seconds"] == "1,234 s" and k["feature_seconds"] == "100 s" and k["train_seconds"] == "5 s"
-    assert k["accuracy_top"] == "gemma3-270m 61.2 % (seeds 60.0 % to 62.4 %, pairs 55.0 % to 67.0 %)"
+    assert k["accuracy_top"] == "gemma3-270m 61.2% (seeds [60.0%, 62.4%], pairs [55.0%, 67.0%])"
     assert k["n_learning"] == "1 of 2"
-    assert k["gap_top_positive"] == "gemma3-270m 2.5, 95 % CI 1.0 to 4.0; means of random heads -1.0 to 1.0"
+    assert (
+        k["gap_top_positive"] == "gemma3-270m 2.5, 95% CI [1.0, 4.0]; means of random heads [\u22121.0, 1.0]"
+    )
     assert k["outside_null_positive"] == "1 of 1" and k["outside_null_negative"] == "0 of 1"
     assert k["difference_top_positive"] == (
-        "gemma3-270m minus smollm2-135m-instruct -3.2 (Welch 95 % CI -5.0 to -1.5, exact permutation p = 0.008)"
+        "gemma3-270m minus smollm2-135m-instruct \u22123.2 (Welch 95% CI [\u22125.0, \u22121.5], exact permutation "
+        "p = 0.008)"
     )
     assert k["separated_positive"] == "1 of 2" and k["separated_negative"] == "n/a"
     assert k["difference_top_negative"] == "n/a" and k["p_min"] == "0.0079"
     assert k["paper_files"] == "2" and k["paper_files_used"] == "1"
     assert k["consistency_difference"] == "2.5e-07" and k["consistency_tolerance"] == "0.001"
+    assert k["data_visited"] == "hh: 820 of its 2,312 pairs (data seed 0) until 800 were eligible"
+    assert k["data_dropped"] == "hh: 20 too long"
+    assert k["data_truncated"] == "hh: of its 800 eligible pairs, 7 under gemma3-270m"
+    assert k["paper_copies"] == "b (B 27K) is byte-identical to a (sha256 000000000000...)"
+    assert k["paper_repeats"] == "a repeats 2 of its 10 rows"
 
 
 def test_key_numbers_has_every_key_without_a_comparison_or_gaps():
@@ -1234,8 +1279,10 @@ def test_key_numbers_has_every_key_without_a_comparison_or_gaps():
         "consistency_difference",
     ):
         assert k[key] == "n/a", key
-    text = training.text.describe_registry(res.registry, {})
-    assert "registry.yaml" in text
+    assert k["registry_path"].endswith("registry.yaml")
+    assert k["consistency_check"] == "not run in this run (no trained RM)"
+    assert k["learned_top"] == "no base model" and k["null_inside_top"] == "no base model"
+    assert k["comparison_change_positive"] == "n/a" and k["gap_lean_positive"] == "n/a"
 
 
 def test_figures_always_draw_one_figure():
