@@ -3,9 +3,13 @@ analyses, planted-word recovery, parameters, and the stage on tiny models."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +19,7 @@ from scipy import stats as sps
 
 from rmvalues import engine as L
 from rmvalues.core.errors import ParameterError
+from rmvalues.core.formats import bad_pvalues
 from rmvalues.core.manifest import RunRecord
 from rmvalues.data.corpora import read_corpora_table
 from rmvalues.data.prompts import prompt_ids
@@ -342,7 +347,8 @@ def test_planted_words_are_recovered_on_a_tiny_model_and_beat_both_controls():
     assert set(tpass["metric"]) == set(validation.TOKEN_METRICS)
     t_auc = trec[(trec["condition"] == "planted") & (trec["target"] == "planted words")].set_index("metric")
     assert (t_auc["auc"] > 0.9).all()
-    assert stage.text.describe_validation(passes).count("passes") >= 2
+    glued = stage.readings.validation_readings(passes, pd.DataFrame())
+    assert "word: word_logratio, word_mwlr" in glued["validation_passing"]  # the passing panels, named
 
 
 def test_paired_bootstrap_point_estimate_is_the_auc_of_recovery_scores():
@@ -852,6 +858,127 @@ def test_key_numbers_are_all_present_without_pairs_or_validation():
     assert all(isinstance(v, str) and v for v in empty.values())
 
 
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "implicit.ipynb"
+
+
+def notebook_glue_keys(role: str = "text|md") -> set[str]:
+    """The keys the chapter's Markdown pastes with ``{glue:text}`` / ``{glue:md}`` roles."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    return {k.split(":")[0] for k in re.findall(rf"\{{glue:(?:{role})\}}`([^`]+)`", md)}
+
+
+def test_every_key_the_notebook_pastes_is_glued_whatever_the_run():
+    """A key the Markdown pastes but no code glues breaks the book build: every key is glued for a run with
+    a pair, for one without a pair or validation, and for one without the Big Two nouns; the prose is the
+    notebook's (no library paragraph is displayed) and every p-value is written as the book check wants."""
+    keys = notebook_glue_keys()
+    assert {"pair_differences", "survivor_totals", "single_posthocs", "validation_passing"} <= keys
+    assert notebook_glue_keys("md") == set(stage.text.MARKDOWN_KEYS)
+    hand = _hand_results()
+    no_big2 = dataclasses.replace(
+        hand,
+        params=stage.Params.parse({"corpora": ["mfd2"], "top_k": 2}),
+        single_counts=hand.single_counts.assign(corpus="mfd2"),
+        single_anova=hand.single_anova.assign(corpus="mfd2"),
+        single_anova_clustered=hand.single_anova_clustered.assign(corpus="mfd2"),
+    )
+    for res in (
+        hand,
+        stage.Results(params=stage.Params.parse({"models": ["gemma3-270m"], "planted_model": ""})),
+        no_big2,
+    ):
+        glued = {**stage.text.key_numbers(res), **stage.keys.key_numbers(res)}
+        assert keys <= set(glued), sorted(keys - set(glued))
+        assert all(isinstance(v, str) and v for v in glued.values())
+        assert [v for v in glued.values() if bad_pvalues(v)] == []
+    assert "display(Markdown(" not in NOTEBOOK.read_text(encoding="utf-8")
+    k = stage.text.key_numbers(no_big2)
+    assert k["big2_corpus"] == "n/a" and k["single_survivors"] == "mfd2 67 of 263"
+    assert k["single_anova_terms"].startswith(f"{PAIR}, mfd2: category × model F(1, 8) = 7.02, p = 0.029")
+
+
+def test_readings_of_a_hand_made_run():
+    r = stage.readings
+    k = r.readings(_hand_results())
+    assert k["survivor_totals"] == f"{PAIR}, big2_nouns: 67 of 263"
+    assert (
+        k["survivor_per_model"]
+        == f"{PAIR}, big2_nouns: 236 under gemma3-270m, 67 under smollm2-135m-instruct"
+    )
+    assert (
+        k["single_anova_design"] == f"{PAIR}, big2_nouns: 16 points (clustered: 6 adjective means per cell)"
+    )
+    assert k["single_anova_terms"] == (
+        f"{PAIR}, big2_nouns: category × model F(1, 8) = 7.02, p = 0.029 (clustered F(1, 4) = 1.50, p = 0.29); "
+        f"{PAIR}, big2_nouns: category × framing × model F(1, 8) = 0.50, p = 0.50 (clustered F(1, 4) = 2.50, "
+        "p = 0.19, exact test over 20 splits p = 0.30, smallest possible 0.10)"
+    )
+    assert k["all_words_terms"] == (
+        f"{PAIR}, big2_nouns: summed F(1, 8) = 5.12, p = 0.054, token-count adjusted F(1, 8) = 0.74, p = 0.42"
+    )
+    assert k["contrast_wins_by_pair"] == f"{PAIR}: 1 of 2"  # the 'all' rows only
+    assert (
+        k["tail_probabilities"] == f"{PAIR}: 5.0e-03 by raw log ratio, 2.0e-01 by MWLR (4e+01 times higher)"
+    )
+    assert k["validation_passing"].startswith("none: the planted-word validation was skipped")
+    posthocs = pd.DataFrame(
+        {
+            "pair": [PAIR] * 2, "corpus": ["big2_nouns"] * 2, "metric": ["single_token"] * 2,
+            "category": ["Agency", "Communion"], "framing": ["negative", "positive"],
+            "level_a": ["gemma3-270m"] * 2, "level_b": ["smollm2-135m-instruct"] * 2,
+            "difference": [-2.71, 2.6], "p_corrected": [0.0004, 0.2],
+        }
+    )  # fmt: skip
+    cells = r.anova_readings(pd.DataFrame(_anova("single_token", 7.02, 0.0291)), posthocs)["single_posthocs"]
+    assert cells == f"{PAIR}, big2_nouns: 1 of 2 cells, Agency/negative \u22122.7 (p < 0.001)"
+    models = pd.DataFrame(
+        {"model": ["a", "b"], "family": ["gemma", "llama"], "type": ["pretrained"] * 2, "size": ["1B", "2B"]}
+    )
+    assert r.confounds(models, [("a", "b")]) == {
+        "pair_differences": "a vs b: family (gemma vs llama), size (1B vs 2B)"
+    }
+    v = pd.DataFrame(
+        {
+            "level": ["word", "word (cross-tokenizer)", "token"], "reference": ["m", "g", "m"],
+            "metric": ["word_mwlr", "word_mwlr", "token_logprob"], "passes": [True, False, False],
+        }
+    )  # fmt: skip
+    mc = pd.DataFrame(
+        [{"level": "word", "reference": "m", "metric_a": "word_mwlr", "metric_b": "word_logratio", "auc_a": 0.999,
+          "auc_b": 0.986, "difference": 0.013, "ci_low": -0.004, "ci_high": 0.03}]
+    )  # fmt: skip
+    val = r.validation_readings(v, mc)
+    assert val["validation_passing"] == "word: word_mwlr"
+    assert val["validation_failing"] == "word (cross-tokenizer) against g: word_mwlr; token: token_logprob"
+    assert (
+        val["mwlr_minus_raw"] == "word +0.013 [\u22120.004, 0.030] (word_mwlr AUC 0.999, word_logratio 0.986)"
+    )
+    recovery = pd.DataFrame(
+        {
+            "target": ["sham words"] * 2,
+            "level": ["word"] * 2,
+            "metric": ["word_sum", "word_mwlr"],
+            "auc": [0.6, 0.7],
+        }
+    )
+    words = pd.DataFrame(
+        {"role": ["planted", "sham"], "word": ["duty", "kin"], "zipf_difference": [0.0, -0.12]}
+    )
+    sham = r.sham_readings(recovery, words, [7.6, 3.1], [8.2, 3.0])
+    assert (
+        sham["n_sham"] == "1"
+        and sham["sham_zipf_max"] == "0.12"
+        and sham["planted_loss"] == "7.60 \u2192 3.10"
+    )
+    assert (
+        sham["sham_own_words"].startswith("AUC at most 0.700 (word_mwlr)")
+        and "does not show" in sham["sham_own_words"]
+    )
+    took = r.sham_readings(recovery.assign(auc=[0.6, 0.9]), words, [], [])
+    assert took["sham_own_words"].endswith("the sham plant took") and took["planted_loss"] == "n/a"
+
+
 def test_reader_tables_format_anova_and_validation():
     anova = stage.tables.anova_table(pd.DataFrame(_anova("single_token", 7.02, 0.0004)))
     assert anova.columns.tolist() == ["pair", "corpus", "term", "F", "df", "p"]
@@ -1005,7 +1132,9 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
     # the all-words analysis's four word prompts: two adjectives per framing
     fm = res.anova_clustered[res.anova_clustered["term"] == "C(framing):C(model)"]
     assert (res.anova_clustered["n_clusters"] == 4).all() and (fm["df_error"] == 2).all() and len(fm) >= 2
-    assert "mfd2" in stage.text.describe_survivors(res.single_counts, res.single_words)
+    survivors = stage.readings.survivors(res.single_counts, res.single_words, res.pairs)
+    assert "tiny-llama vs tiny-gemma, mfd2: " in survivors["survivor_totals"]
+    assert survivors["other_form_survivors"].startswith("tiny-llama vs tiny-gemma: ")
     # the secondary analysis on every word, raw and token-count adjusted
     assert set(res.anova["metric"]) == {"word_sum", "word_sum_adjusted"}
     assert res.alignment["shared_strings"].iloc[0] > 0 and res.alignment["duplicates"].iloc[0] == "max"
@@ -1079,6 +1208,9 @@ def test_run_implicit_on_tiny_models(tmp_path, corpora_results):
     k = stage.text.key_numbers(res)
     assert k["first_pair"] == "tiny-llama vs tiny-gemma" and k["validation_passes"].endswith(f"of {len(v)}")
     assert k["big2_single_words"] == "1" and k["planted_estimate"].startswith("AUC")
+    glued = {**k, **gk}
+    assert notebook_glue_keys() <= set(glued) and not [v for v in glued.values() if bad_pvalues(v)]
+    assert glued["sham_own_words"].startswith("AUC") and glued["validation_passing"].startswith("word: ")
     import matplotlib.pyplot as plt
 
     fig = stage.figures.plot_median_ranks_grid(res.single_medians, "single_token")

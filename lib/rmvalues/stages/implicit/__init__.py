@@ -8,8 +8,19 @@ adjectives, top tokens, the word-pair contrast) and validates the metrics on pla
 (:mod:`.validation`).
 """
 
-from . import figures, graded, keys, tables, text
+from . import figures, graded, keys, readings, tables, text
 from .params import Params
 from .run import READER_TABLES, Results, run
 
-__all__ = ["READER_TABLES", "Params", "Results", "figures", "graded", "keys", "run", "tables", "text"]
+__all__ = [
+    "READER_TABLES",
+    "Params",
+    "Results",
+    "figures",
+    "graded",
+    "keys",
+    "readings",
+    "run",
+    "tables",
+    "text",
+]
