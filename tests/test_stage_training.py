@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from pydantic import ValidationError
 from tinymodels import (
     TRAINING_TEXT,
     registry_entry,
@@ -63,7 +64,7 @@ def _settings(**kw) -> config.TrainSettings:
         checkpoint_every=2,
         feature_cache=False,
     )
-    return config.make_settings({**base, **kw})
+    return config.TrainSettings.model_validate({**base, **kw})
 
 
 def _data(n_train: int = 8, n_eval: int = 4):
@@ -236,19 +237,153 @@ def test_repository_config_and_grids_are_valid():
             r"unknown base model\(s\) \['no-such-model'\]; registered causal LMs: .*gemma3-270m",
         ),
         ({"grid": "nope"}, r"unknown grid 'nope'; grids in .*: default"),
-        ({"settings": {"learning_rat": 1}}, r"unknown setting\(s\) \['learning_rat'\]"),
-        ({"settings": {"method": "qlora"}}, r"method is 'qlora'; valid methods: head, lora, full"),
+        (
+            {"settings": {"learning_rat": 1}},
+            r"settings\.learning_rat: unknown key of settings; valid keys: method,",
+        ),
+        (
+            {"settings": {"method": "qlora"}},
+            r"settings\.method='qlora': Input should be 'head', 'lora' or 'full'",
+        ),
         ({"quantities": [0]}, r"quantities must be positive integers"),
         ({"sources": ["wiki"]}, r"unknown source\(s\) \['wiki'\]; sources: hh"),
         ({"prompts": ["greatest_thing"]}, r"unknown prompt id"),
-        ({"corpus": "nope"}, r"unknown corpus 'nope'"),
+        ({"corpus": "nope"}, r"corpus: unknown corpus name\(s\) 'nope'. Valid corpora: big2_nouns"),
         ({"epochs": 3}, r"unknown parameter 'epochs'; valid parameters of the training stage"),
         ({"settings": {"batch_size": 10, "per_device_batch_size": 4}}, r"multiple of per_device_batch_size"),
+        # the settings' schema: a bool is not an int, a string not a number, bounds and list items checked
+        ({"settings": {"batch_size": True}}, r"settings\.batch_size=True: Input should be a valid integer"),
+        (
+            {"settings": {"learning_rate": "1e-3"}},
+            r"settings\.learning_rate='1e-3': not one of the accepted forms \(int \| float\): learning rate",
+        ),
+        ({"settings": {"warmup_ratio": 1}}, r"settings\.warmup_ratio=1: Input should be less than 1"),
+        (
+            {"settings": {"depths": [1, 0]}},
+            r"settings\.depths\[1\]=0: Input should be greater than or equal to 1",
+        ),
+        ({"settings": {"feature_cache": 1}}, r"settings\.feature_cache=1: Input should be a valid boolean"),
+        (
+            {"settings": ["method", "head"]},
+            r"settings=\['method', 'head'\]: Input should be a valid dictionary",
+        ),
+        # the rules between settings, on the merged settings (the grid's and the override)
+        (
+            {"settings": {"method": "lora"}},
+            r"grid 'default' with overrides: settings: feature_scaling standardize needs method head with "
+            r"feature_cache true \(here method lora, feature_cache true\); or set feature_scaling none; depths "
+            r"\(the depth-of-adaptation arm\) need method head",
+        ),
+        (
+            {"settings": {"depths": [2, 2]}},
+            r"settings: depths must be distinct \(blocks adapted\), got \[2, 2\]",
+        ),
+        ({"settings": {"max_length": None}}, r"settings: truncation left needs a max_length"),
     ],
 )
 def test_check_parameters_rejects_bad_input(params, message):
     with pytest.raises(ParameterError, match=message):
         training.Params.build(params)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_size": True}, r"settings\.batch_size=True"),
+        ({"learning_rate": "1e-3"}, r"settings\.learning_rate='1e-3'"),
+        ({"learning_rat": 1}, r"settings\.learning_rat: unknown key"),
+        ({"epochs": None}, r"settings\.epochs=None"),
+        ({"method": "lora"}, r"settings: feature_scaling standardize needs method head"),
+    ],
+)
+def test_a_wrong_setting_fails_when_the_parameters_are_parsed(settings, message):
+    """Types, choices and names of the settings, and the rules between them on the merged settings, fail when
+    the parameters are parsed: the runner's planning step, before any work and before any planned upstream
+    run (the corpora run) executes."""
+    with pytest.raises(ParameterError, match=message):
+        training.Params.parse({"settings": settings})
+    from rmvalues.book import runner
+    from rmvalues.book.config import load_config
+
+    with pytest.raises(ParameterError, match=message):
+        runner.plan(load_config(), stages=["training"], overrides={"settings": settings})
+
+
+def test_a_settings_override_merges_over_the_grid_and_is_recorded_as_given():
+    assert training.Params.defaults()["settings"] == {}
+    assert "settings = {}" in training.Params.notebook_cell().splitlines()
+    assert training.Params().as_dict()["settings"] == {}
+    # as the notebook, the runner (PARAMS="settings={learning_rate: 1e-3, depths: [1, 2]}") and the CLI give it
+    from rmvalues.book.cli import parse_overrides
+
+    given = parse_overrides(["settings={learning_rate: 1e-3, depths: [1, 2], epochs: 3}"])
+    params = training.Params.build(given)
+    assert params.as_dict()["settings"] == {"learning_rate": 1e-3, "depths": [1, 2], "epochs": 3}
+    s = params.grid_spec().settings
+    assert (s.learning_rate, s.depths, s.epochs, type(s.epochs)) == (1e-3, (1, 2), 3, int)
+    grid = config.grid_spec("default").settings
+    assert s.as_dict() == grid.as_dict() | {"learning_rate": 1e-3, "depths": [1, 2], "epochs": 3}
+    # None is a value where the setting allows it (no token limit), not "unset"
+    unlimited = training.Params.build(settings={"max_length": None, "truncation": "drop"})
+    assert unlimited.as_dict()["settings"] == {"max_length": None, "truncation": "drop"}
+    assert unlimited.grid_spec().settings.max_length is None
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    training.Params.add_arguments(parser)
+    args = parser.parse_args(["--settings", "{'head_l2': 0, 'depth_seeds': [0]}"])
+    cli = training.Params.build(training.Params.from_arguments(args))
+    assert cli.grid_spec().settings.as_dict() == grid.as_dict() | {"head_l2": 0, "depth_seeds": [0]}
+
+
+def test_the_settings_override_is_derived_from_the_settings_schema():
+    override, settings = config.SettingsOverride.model_fields, config.TrainSettings.model_fields
+    assert list(override) == list(settings)
+    assert all(override[k].description == settings[k].description for k in settings)
+    assert all(not f.is_required() for f in override.values())
+    from transformers.trainer_utils import SchedulerType
+
+    assert set(config.LR_SCHEDULERS) <= {s.value for s in SchedulerType}
+
+
+#: The default grid's settings as cell and cache keys hash them: values and types as written in
+#: config/training.yaml (an int must stay an int: ``epochs: 200`` hashed as 200.0 would retrain every cell).
+DEFAULT_GRID_SETTINGS = {
+    "method": "head",
+    "learning_rate": 0.05,
+    "epochs": 200,
+    "batch_size": 400,
+    "per_device_batch_size": 400,
+    "max_length": 64,
+    "truncation": "left",
+    "eval_pairs": 300,
+    "train_pool": 500,
+    "warmup_ratio": 0.03,
+    "weight_decay": 0.0,
+    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "feature_cache": True,
+    "gradient_checkpointing": None,
+    "head_l2": 0.1,
+    "depths": [1],
+    "depth_quantities": [],
+    "depth_seeds": [0, 1, 2],
+    "depth_learning_rate": 1e-4,
+    "depth_epochs": 1,
+}
+
+
+def test_the_settings_keep_their_values_and_types_as_written():
+    d = config.grid_spec("default").settings.as_dict()
+    assert len(d) == len(config.TrainSettings.model_fields) == 30
+    for key, value in DEFAULT_GRID_SETTINGS.items():
+        assert d[key] == value and type(d[key]) is type(value), key
+    assert config.grid_spec("default").settings.probe_dict() == {
+        k: v for k, v in d.items() if not k.startswith("depth")
+    }
+    # the other grids: ints as ints (epochs: 1, 2), floats as floats (learning_rate: 1.0e-5)
+    for name, epochs in (("tiny", 30), ("lora-short", 1), ("full", 2)):
+        s = config.grid_spec(name).settings.as_dict()
+        assert (s["epochs"], type(s["epochs"]), type(s["learning_rate"])) == (epochs, int, float), name
 
 
 def test_check_parameters_accepts_the_defaults_and_the_full_grid_with_the_paper_models(monkeypatch):
@@ -811,12 +946,16 @@ def test_train_pool_and_truncation_settings_are_validated():
         config.TrainingConfigError, match=r"train_pool \(100\) is smaller than the largest quantity"
     ):
         config.grid_spec("default", {"settings": {"train_pool": 100}})
-    with pytest.raises(config.TrainingConfigError, match=r"truncation is 'middle'"):
+    with pytest.raises(
+        config.TrainingConfigError, match=r"truncation='middle': Input should be 'drop' or 'left'"
+    ):
         config.make_settings({"truncation": "middle"})
     with pytest.raises(config.TrainingConfigError, match=r"truncation left needs a max_length"):
         config.make_settings({"truncation": "left", "max_length": None})
     with pytest.raises(config.TrainingConfigError, match=r"feature_scaling standardize needs method head"):
         config.make_settings({"feature_scaling": "standardize", "method": "lora"})
+    with pytest.raises(ValidationError, match=r"depths \(the depth-of-adaptation arm\) need method head"):
+        config.TrainSettings(depths=[1], method="head", feature_cache=False)
 
 
 def test_wilson_interval_and_pair_bootstrap_by_hand():

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pydantic import ValidationError
 from tinymodels import tiny_reward_model, tiny_tokenizer
 
 from rmvalues.engine import TopBlocks
@@ -30,7 +31,7 @@ def _settings(**kw) -> config.TrainSettings:
         feature_scaling="standardize",
         head_l2=0.1,
     )
-    return config.make_settings({**base, **kw})
+    return config.TrainSettings.model_validate({**base, **kw})
 
 
 # -- the reference ------------------------------------------------------------------------------------------
@@ -145,6 +146,30 @@ def test_depth_training_restores_the_shared_base(tmp_path):
     assert not any(p.requires_grad for p in top.blocks[0].parameters())
 
 
+def test_the_depth_arm_trains_through_the_one_mapping_into_trl_with_its_own_optimizer(tmp_path):
+    """Probe and depth cell get their ``RewardConfig`` from the one mapping; they differ only in the depth
+    arm's learning rate, epochs and pairs per step (one step per batch: no accumulation)."""
+    s = _settings(depths=[1], depth_learning_rate=1e-3, depth_epochs=2, depth_batch_size=8)
+    probe = trainer.reward_config(s, 3, tmp_path, False, True).to_dict()
+    deep = trainer.reward_config(s, 3, tmp_path, False, True, depth=True).to_dict()
+    assert (probe["learning_rate"], probe["num_train_epochs"], probe["per_device_train_batch_size"]) == (
+        0.05,
+        200.0,
+        64,
+    )
+    assert (deep["learning_rate"], deep["num_train_epochs"], deep["per_device_train_batch_size"]) == (
+        1e-3,
+        2.0,
+        8,
+    )
+    assert deep["gradient_accumulation_steps"] == probe["gradient_accumulation_steps"] == 1
+    assert {k for k in probe if probe[k] != deep[k]} == {
+        "learning_rate",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+    }
+
+
 def test_depth_cells_are_named_and_placed_by_the_settings():
     spec = config.GridSpec(
         "g", ("a", "b"), ("hh",), (40, 400), (0, 1, 2, 3), _settings(depths=[1, 2], depth_seeds=[0, 1])
@@ -154,7 +179,7 @@ def test_depth_cells_are_named_and_placed_by_the_settings():
     assert {c.quantity for c in cells} == {400} and {c.seed for c in cells} == {0, 1}
     assert cells[0].name == "a-hh-head-top1-n400-s0" and cells[0].arm == "top1+head"
     assert spec.cells()[0].name == "a-hh-head-n40-s0" and spec.cells()[0].depth == 0
-    with pytest.raises(config.TrainingConfigError, match="depths"):
+    with pytest.raises(ValidationError, match="depths"):
         _settings(depths=[0])
 
 

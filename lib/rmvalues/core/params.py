@@ -15,6 +15,11 @@ registry, the corpus registry or files on disk are the subclass's :meth:`StagePa
 a list of problems; every problem says what is wrong, the valid choices and the fix. Both end in one
 :class:`~rmvalues.core.errors.ParameterError` that lists every problem at once.
 
+**Sub-models.** A field may be a pydantic model of its own (the training stage's ``settings``), given as a dict
+of its fields and declared ``param({}, help=..., validate_default=True)``: its default (and the notebook's
+``parameters`` cell) reads ``{}``, the dict is validated into the model with the other fields, and a problem
+names the field as ``outer.inner`` with the inner field's help (:func:`describe_errors`).
+
 A stage also declares what it reads from upstream runs (:meth:`StageParams.reads`, see
 :mod:`rmvalues.core.handoff`), as a function of its parameters.
 
@@ -37,11 +42,12 @@ import ast
 import json
 import os
 import re
+import types
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, ValidationError
 from pydantic_core import core_schema
@@ -74,6 +80,7 @@ __all__ = [
     "Threads",
     "WithinCores",
     "cpu_cores",
+    "describe_errors",
     "machine_memory",
     "param",
     "run_name_problem",
@@ -296,22 +303,14 @@ class StageParams(BaseModel):
     @classmethod
     def _describe_errors(cls, errors: list[Any]) -> list[str]:
         """One message per problem; the branches of a union type collapse into one message per field."""
-        out: list[str] = []
-        unions: set[str] = set()
-        for error in errors:
-            loc = error.get("loc", ())
-            if len(loc) >= 2 and isinstance(loc[1], str) and loc[0] in cls.model_fields:
-                name = str(loc[0])
-                if name not in unions:
-                    unions.add(name)
-                    field = cls.model_fields[name]
-                    out.append(
-                        f"{name}={values_input(errors, name)!r}: not one of the accepted forms "
-                        f"({_type_name(field.annotation)}): {field.description}"
-                    )
-                continue
-            out.append(cls._describe_error(error))
-        return out
+        return describe_errors(cls, errors, cls._unknown_parameter)
+
+    @classmethod
+    def _unknown_parameter(cls, name: str) -> str:
+        return (
+            f"unknown parameter {name!r}; valid parameters of the {cls.STAGE} stage: "
+            f"{', '.join(cls.model_fields)}"
+        )
 
     @classmethod
     def build(cls, values: Mapping[str, Any] | None = None, **overrides: Any) -> Self:
@@ -326,23 +325,6 @@ class StageParams(BaseModel):
     def from_namespace(cls, namespace: Mapping[str, Any]) -> Self:
         """:meth:`build` from the variables of a notebook's ``parameters`` cell (e.g. ``globals()``)."""
         return cls.build({k: namespace[k] for k in cls.model_fields if k in namespace})
-
-    @classmethod
-    def _describe_error(cls, error: Mapping[str, Any]) -> str:
-        loc = [str(x) for x in error.get("loc", ())]
-        name = loc[0] if loc else "?"
-        where = name + "".join(f"[{x}]" for x in loc[1:])
-        if error.get("type") == "extra_forbidden":
-            return (
-                f"unknown parameter {name!r}; valid parameters of the {cls.STAGE} stage: "
-                f"{', '.join(cls.model_fields)}"
-            )
-        field = cls.model_fields.get(name)
-        hint = f" ({field.description})" if field is not None and field.description else ""
-        message = str(error.get("msg"))
-        if error.get("type") == "value_error":  # a Bound's message: pydantic's prefix says nothing more
-            message = message.removeprefix("Value error, ")
-        return f"{where}={error.get('input')!r}: {message}{hint}"
 
     # -- stage-level checks and hand-offs (overridden by the stages) ----------------------------------------
     def check(self) -> list[str]:
@@ -453,12 +435,91 @@ class StageParams(BaseModel):
         return out
 
 
-def values_input(errors: list[Any], name: str) -> Any:
-    """The input of field ``name`` as given (from the first error about it)."""
+def describe_errors(
+    model: type[BaseModel], errors: Sequence[Mapping[str, Any]], unknown: Callable[[str], str]
+) -> list[str]:
+    """One message per problem of a pydantic validation of ``model`` (``errors``: ``ValidationError.errors()``),
+    each naming the field (a field of a sub-model as ``outer.inner``), the value given, what is wrong and the
+    field's help; the branches of a union type collapse into one message per field. ``unknown(name)``: the
+    message for an unknown top-level key."""
+    out: list[str] = []
+    unions: set[str] = set()
     for error in errors:
-        if error.get("loc", ())[:1] == (name,):
-            return error.get("input")
-    return None
+        loc = tuple(error.get("loc", ()))
+        names, fields = _field_path(model, loc)
+        rest = loc[len(names) :]
+        if names and rest and isinstance(rest[0], str) and error.get("type") != "extra_forbidden":
+            key = ".".join(names)
+            if key not in unions:
+                unions.add(key)
+                field = fields[-1]
+                out.append(
+                    f"{key}={error.get('input')!r}: not one of the accepted forms ({_form(field.annotation)}): "
+                    f"{field.description}"
+                )
+            continue
+        out.append(_describe_error(error, names, fields, unknown))
+    return out
+
+
+def _field_path(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], list[Any]]:
+    """The names and fields an error's location walks through (into sub-models), up to the first that is
+    not a field."""
+    names: list[str] = []
+    fields: list[Any] = []
+    current: Any = model
+    for x in loc:
+        if current is None or not isinstance(x, str) or x not in current.model_fields:
+            break
+        field = current.model_fields[x]
+        names.append(x)
+        fields.append(field)
+        current = _sub_model(field.annotation)
+    return names, fields
+
+
+def _sub_model(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _describe_error(
+    error: Mapping[str, Any], names: list[str], fields: list[Any], unknown: Callable[[str], str]
+) -> str:
+    loc = [str(x) for x in error.get("loc", ())]
+    message = str(error.get("msg"))
+    if error.get("type") == "value_error":  # a Bound's or a validator's: pydantic's prefix says nothing more
+        message = message.removeprefix("Value error, ")
+    if not loc:  # the model's own (cross-field) validator
+        return message
+    if error.get("type") == "extra_forbidden":
+        if len(loc) == 1:
+            return unknown(loc[0])
+        parent = ".".join(names)
+        sub = _sub_model(fields[-1].annotation) if fields else None
+        valid = f"; valid keys: {', '.join(sub.model_fields)}" if sub is not None else ""
+        hint = f" ({fields[-1].description})" if fields and fields[-1].description else ""
+        return f"{parent}.{loc[len(names)]}: unknown key of {parent}{valid}{hint}"
+    where = (".".join(names) or loc[0]) + "".join(f"[{x}]" for x in loc[max(len(names), 1) :])
+    hint = f" ({fields[-1].description})" if fields and fields[-1].description else ""
+    return f"{where}={error.get('input')!r}: {message}{hint}"
+
+
+def _form(annotation: Any) -> str:
+    """A type as the forms a value may take (``int | float``, ``'head' | 'lora'``, ``list[int]``)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _form(args[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(dict.fromkeys(_form(a) for a in args))
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        return f"list[{_form(args[0])}]" if args else "list"
+    if annotation is type(None):
+        return "None"
+    if _sub_model(annotation) is not None:
+        return "dict"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def _python(value: Any) -> str:
@@ -489,6 +550,8 @@ def _literal(text: Any) -> Any:
 
 
 def _type_name(annotation: Any) -> str:
+    if _sub_model(annotation) is not None:  # a sub-model is given as a dict of its fields
+        return "dict"
     text = str(annotation)
     text = re.sub(r"typing\.|<class '([^']+)'>", lambda m: m.group(1) or "", text)
     return text.replace("NoneType", "None")

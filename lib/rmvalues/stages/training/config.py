@@ -7,25 +7,53 @@ chapter's overrides and validates it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 
 import numpy as np
 import yaml
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    create_model,
+    model_serializer,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic.types import Strict
 
 from ...core import paths
 from ...core.errors import RmvaluesError
+from ...core.params import describe_errors
 from ...data import preferences
 from ...data.preferences import TRUNCATIONS, PreferenceSource
 from ...models.registry import RegistryError, registry
 
+#: The choices of the settings of that name (:class:`TrainSettings`; ``truncation``: :data:`TRUNCATIONS`).
 METHODS = ("head", "lora", "full")
 PRECISIONS = ("auto", "float32", "bfloat16")
 FEATURE_SCALINGS = ("none", "standardize")
+#: Learning-rate schedules of ``transformers`` that need no arguments besides the warmup.
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
+#: The grid's axes: one trained RM per combination; the chapter's parameters of the same names replace them.
+AXES = ("models", "sources", "quantities", "seeds")
 
 
 def _is_int(x: Any) -> bool:
@@ -36,169 +64,188 @@ class TrainingConfigError(RmvaluesError, ValueError):
     """The training configuration or the chapter's parameters are invalid (the message says how to fix it)."""
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """How one RM is trained (``settings`` in ``config/training.yaml``; defaults = the paper's LoRA recipe)."""
+#: A number as written: an int stays an int, a float a float (the settings are hashed into cell and cache keys,
+#: so ``epochs: 2`` must not become ``2.0``); a bool or a string is refused, and so are nan and infinity.
+Number = StrictInt | Annotated[float, Strict(), AllowInfNan(False)]
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 
-    method: str = "lora"
-    learning_rate: float = 1e-5
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    batch_size: int = 16  # effective: pairs per optimizer step
-    per_device_batch_size: int = 4  # gradient accumulation = batch_size / per_device_batch_size
-    epochs: float = 2.0
-    max_length: int | None = 1024
-    truncation: str = "drop"  # drop: longer pairs are not eligible; left: sequences are left-truncated
-    eval_pairs: int = 500
-    train_pool: int | None = None  # training pairs the seeds draw their subsets from (None: largest quantity)
-    checkpoint_every: int = 1000
-    data_seed: int = 0
-    weight_decay: float = 0.0
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    feature_cache: bool = True
-    feature_batch_size: int = 16
-    feature_scaling: str = "none"  # none | standardize (head-only with the feature cache)
-    precision: str = "auto"
-    gradient_checkpointing: bool | None = None  # None: on a GPU for lora/full, never on CPU
-    head_l2: float = 0.0  # head only: L2 penalty lambda/2 |w|^2 on the head, in the space it is trained in
-    depths: tuple[int, ...] = ()  # head only: adapted depths k >= 1 (top k blocks + head) besides the probe
-    depth_quantities: tuple[int, ...] = ()  # quantities with depth cells (empty: the largest)
-    depth_seeds: tuple[int, ...] = ()  # seeds with depth cells (empty: every seed of the grid)
-    depth_learning_rate: float = 5e-5
-    depth_epochs: float = 1.0
-    depth_batch_size: int = 16
+
+def _setting(default: Any, description: str, **constraints: Any) -> Any:
+    return Field(default, description=description, **constraints)
+
+
+def _list(default: tuple[Any, ...], description: str) -> Any:
+    """A list setting (a tuple inside; a YAML or Python list is accepted, its items checked strictly)."""
+    return Field(default, description=description, strict=False)
+
+
+class TrainSettings(BaseModel):
+    """How one RM is trained (``settings`` in ``config/training.yaml``, merged over by a grid's and the chapter's
+    ``settings``; defaults = the paper's LoRA recipe). The one schema of the settings: types, choices and bounds
+    per field, the rules between fields in :meth:`_rules`. :meth:`as_dict` is what cell and cache keys hash."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    method: Literal[METHODS] = _setting(
+        "lora", "what is trained: head (frozen base, the linear score head only) | lora | full (every weight)"
+    )
+    learning_rate: Number = _setting(1e-5, "learning rate of AdamW (> 0)", gt=0)
+    lr_scheduler_type: Literal[LR_SCHEDULERS] = _setting("cosine", "learning-rate schedule (transformers')")
+    warmup_ratio: Number = _setting(0.03, "share of the steps spent warming up, in [0, 1)", ge=0, lt=1)
+    batch_size: PositiveInt = _setting(16, "effective batch: pairs per optimizer step")
+    per_device_batch_size: PositiveInt = _setting(
+        4, "micro-batch; gradient accumulation = batch_size / per_device_batch_size"
+    )
+    epochs: Number = _setting(2.0, "passes over the training pairs (> 0)", gt=0)
+    max_length: Annotated[int, Strict(), Field(ge=8)] | None = _setting(
+        1024, "token limit for chosen and rejected (>= 8; null: no limit)"
+    )
+    truncation: Literal[TRUNCATIONS] = _setting(
+        "drop", "drop: longer pairs are not eligible | left: sequences are left-truncated to max_length"
+    )
+    eval_pairs: NonNegativeInt = _setting(500, "held-out pairs (never trained on)")
+    train_pool: PositiveInt | None = _setting(
+        None, "training pairs the seeds draw their subsets from (null: the largest quantity)"
+    )
+    checkpoint_every: PositiveInt = _setting(1000, "steps between checkpoints")
+    data_seed: NonNegativeInt = _setting(
+        0, "order in which pairs are visited (which are held out and in the pool)"
+    )
+    weight_decay: Number = _setting(0.0, "AdamW weight decay (>= 0)", ge=0)
+    lora_r: PositiveInt = _setting(32, "LoRA rank (method lora)")
+    lora_alpha: PositiveInt = _setting(64, "LoRA alpha (method lora)")
+    lora_dropout: Number = _setting(0.05, "LoRA dropout, in [0, 1) (method lora)", ge=0, lt=1)
+    lora_target_modules: tuple[StrictStr, ...] = _list(
+        ("q_proj", "k_proj", "v_proj", "o_proj"), "modules LoRA adapts (method lora)"
+    )
+    feature_cache: StrictBool = _setting(
+        True, "head only: train the head on the frozen base's cached last-token hidden states"
+    )
+    feature_batch_size: PositiveInt = _setting(16, "sequences per forward pass when computing features")
+    feature_scaling: Literal[FEATURE_SCALINGS] = _setting(
+        "none", "head only with feature_cache: none | standardize (features standardized per cell)"
+    )
+    precision: Literal[PRECISIONS] = _setting(
+        "auto", "auto (bf16 on a GPU for lora/full, float32 otherwise) | float32 | bfloat16"
+    )
+    gradient_checkpointing: StrictBool | None = _setting(
+        None, "activation checkpointing (null: on a GPU for lora/full, never on CPU)"
+    )
+    head_l2: Number = _setting(0.0, "head only: L2 penalty lambda/2 |w|^2 on the head (>= 0)", ge=0)
+    depths: tuple[PositiveInt, ...] = _list(
+        (),
+        "head only, feature_cache: distinct numbers k >= 1 of top blocks adapted with the head ([]: no arm)",
+    )
+    depth_quantities: tuple[PositiveInt, ...] = _list(
+        (), "quantities of the depth arm, among the grid's ([]: the largest)"
+    )
+    depth_seeds: tuple[NonNegativeInt, ...] = _list(
+        (), "seeds of the depth arm, among the grid's ([]: every seed)"
+    )
+    depth_learning_rate: Number = _setting(5e-5, "the depth arm's AdamW learning rate (> 0)", gt=0)
+    depth_epochs: Number = _setting(1.0, "the depth arm's passes over the training pairs (> 0)", gt=0)
+    depth_batch_size: PositiveInt = _setting(16, "the depth arm's pairs per optimizer step")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        """The rules between settings, all problems in one message."""
+        problems = []
+        if self.truncation == "left" and self.max_length is None:
+            problems.append(
+                "truncation left needs a max_length (the token budget sequences are cut to): give max_length "
+                "(e.g. 64) or truncation drop"
+            )
+        if self.batch_size % self.per_device_batch_size:
+            problems.append(
+                f"batch_size ({self.batch_size}) must be a positive multiple of per_device_batch_size "
+                f"({self.per_device_batch_size}): gradient accumulation = batch_size / per_device_batch_size"
+            )
+        head_cached = self.method == "head" and self.feature_cache
+        if self.feature_scaling != "none" and not head_cached:
+            problems.append(
+                f"feature_scaling standardize needs method head with feature_cache true (here method "
+                f"{self.method}, feature_cache {str(self.feature_cache).lower()}); or set feature_scaling none"
+            )
+        if len(set(self.depths)) != len(self.depths):
+            problems.append(f"depths must be distinct (blocks adapted), got {list(self.depths)}")
+        elif self.depths and not head_cached:
+            problems.append(
+                f"depths (the depth-of-adaptation arm) need method head with feature_cache true (here method "
+                f"{self.method}, feature_cache {str(self.feature_cache).lower()}); or set depths []"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def grad_accumulation(self) -> int:
         return self.batch_size // self.per_device_batch_size
 
     def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["lora_target_modules"] = list(self.lora_target_modules)
-        for key in ("depths", "depth_quantities", "depth_seeds"):
-            out[key] = list(out[key])
-        return out
+        """Every setting as plain data (lists for the list settings), values as written: what keys hash."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.model_dump().items()}
 
     def probe_dict(self) -> dict[str, Any]:
         """The settings a probe (k = 0) depends on: all but the depth arm's."""
         return {k: v for k, v in self.as_dict().items() if not k.startswith("depth")}
 
 
-_SETTING_TYPES: dict[str, tuple[type, ...]] = {
-    "method": (str,),
-    "learning_rate": (float, int),
-    "lr_scheduler_type": (str,),
-    "warmup_ratio": (float, int),
-    "batch_size": (int,),
-    "per_device_batch_size": (int,),
-    "epochs": (float, int),
-    "max_length": (int, type(None)),
-    "truncation": (str,),
-    "eval_pairs": (int,),
-    "train_pool": (int, type(None)),
-    "checkpoint_every": (int,),
-    "data_seed": (int,),
-    "weight_decay": (float, int),
-    "lora_r": (int,),
-    "lora_alpha": (int,),
-    "lora_dropout": (float, int),
-    "lora_target_modules": (list, tuple),
-    "feature_cache": (bool,),
-    "feature_batch_size": (int,),
-    "feature_scaling": (str,),
-    "precision": (str,),
-    "gradient_checkpointing": (bool, type(None)),
-    "head_l2": (float, int),
-    "depths": (list, tuple),
-    "depth_quantities": (list, tuple),
-    "depth_seeds": (list, tuple),
-    "depth_learning_rate": (float, int),
-    "depth_epochs": (float, int),
-    "depth_batch_size": (int,),
-}
+class _Overrides(BaseModel):
+    """Settings given over a grid's: only the ones set count (:meth:`as_dict`); see :data:`SettingsOverride`."""
 
-_TUPLE_SETTINGS = ("lora_target_modules", "depths", "depth_quantities", "depth_seeds")
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings set, as plain data (lists for the list settings)."""
+        return self.model_dump()
+
+    @model_serializer(mode="wrap")
+    def _set_only(self, handler: Any) -> Any:
+        """Dumped (in a parameter set's record, its manifest) as the settings set only."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in handler(self).items()
+            if k in self.model_fields_set
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self.model_fields_set)
+
+
+def _optional(field: FieldInfo) -> tuple[Any, Any]:
+    """A field of :class:`TrainSettings` as an override: the same type, choices and bounds, not required."""
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return annotation, Field(None, description=field.description)
+
+
+#: The chapter's ``settings`` parameter: every field of :class:`TrainSettings`, each optional (unset: the
+#: grid's), checked like the setting itself when the parameters are validated.
+SettingsOverride = create_model(
+    "SettingsOverride",
+    __base__=_Overrides,
+    __module__=__name__,
+    **{name: _optional(f) for name, f in TrainSettings.model_fields.items()},
+)
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """The problems of a :class:`TrainSettings` validation, one per setting (the rules between settings as
+    one), each naming the setting, the value given, what is wrong and the setting's meaning."""
+    return describe_errors(
+        TrainSettings,
+        exc.errors(),
+        lambda name: f"unknown setting {name!r}; valid settings: {', '.join(TrainSettings.model_fields)}",
+    )
 
 
 def make_settings(values: Mapping[str, Any], where: str = "settings") -> TrainSettings:
-    """:class:`TrainSettings` from a mapping, validated (raises :class:`TrainingConfigError`)."""
-    unknown = sorted(set(values) - set(_SETTING_TYPES))
-    if unknown:
-        raise TrainingConfigError(
-            f"{where}: unknown setting(s) {unknown}; valid settings: {', '.join(_SETTING_TYPES)}"
-        )
-    clean: dict[str, Any] = {}
-    for key, value in values.items():
-        types = _SETTING_TYPES[key]
-        if isinstance(value, bool) and bool not in types:
-            raise TrainingConfigError(
-                f"{where}: {key} must be {'/'.join(t.__name__ for t in types)}, not {value!r}"
-            )
-        if not isinstance(value, types):
-            raise TrainingConfigError(
-                f"{where}: {key} must be {'/'.join(t.__name__ for t in types)}, not {value!r}"
-            )
-        clean[key] = tuple(value) if key in _TUPLE_SETTINGS else value
-    s = TrainSettings(**clean)
-    problems = []
-    if s.method not in METHODS:
-        problems.append(f"method is {s.method!r}; valid methods: {', '.join(METHODS)}")
-    if s.truncation not in TRUNCATIONS:
-        problems.append(f"truncation is {s.truncation!r}; valid: {', '.join(TRUNCATIONS)}")
-    elif s.truncation == "left" and s.max_length is None:
-        problems.append("truncation left needs a max_length")
-    if s.train_pool is not None and s.train_pool < 1:
-        problems.append("train_pool must be >= 1 (or null: the largest quantity)")
-    if s.precision not in PRECISIONS:
-        problems.append(f"precision is {s.precision!r}; valid: {', '.join(PRECISIONS)}")
-    if s.learning_rate <= 0:
-        problems.append("learning_rate must be > 0")
-    if not 0 <= s.warmup_ratio < 1:
-        problems.append("warmup_ratio must be in [0, 1)")
-    if s.batch_size < 1 or s.per_device_batch_size < 1 or s.batch_size % s.per_device_batch_size:
-        problems.append(
-            f"batch_size ({s.batch_size}) must be a positive multiple of per_device_batch_size "
-            f"({s.per_device_batch_size})"
-        )
-    if s.epochs <= 0:
-        problems.append("epochs must be > 0")
-    if s.max_length is not None and s.max_length < 8:
-        problems.append("max_length must be >= 8 tokens (or null: no limit)")
-    if s.eval_pairs < 0:
-        problems.append("eval_pairs must be >= 0")
-    if s.checkpoint_every < 1:
-        problems.append("checkpoint_every must be >= 1 step")
-    if s.lora_r < 1 or s.lora_alpha < 1 or not 0 <= s.lora_dropout < 1:
-        problems.append("lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
-    if s.feature_batch_size < 1:
-        problems.append("feature_batch_size must be >= 1")
-    if s.feature_scaling not in FEATURE_SCALINGS:
-        problems.append(f"feature_scaling is {s.feature_scaling!r}; valid: {', '.join(FEATURE_SCALINGS)}")
-    elif s.feature_scaling != "none" and not (s.method == "head" and s.feature_cache):
-        problems.append("feature_scaling standardize needs method head with feature_cache true")
-    problems += _depth_problems(s)
-    if problems:
-        raise TrainingConfigError(f"{where}: " + "; ".join(problems))
-    return s
-
-
-def _depth_problems(s: TrainSettings) -> list[str]:
-    problems = []
-    if s.head_l2 < 0:
-        problems.append("head_l2 must be >= 0")
-    if not all(_is_int(k) and k >= 1 for k in s.depths) or len(set(s.depths)) != len(s.depths):
-        problems.append(f"depths must be distinct integers >= 1 (blocks adapted), got {list(s.depths)}")
-    elif s.depths and not (s.method == "head" and s.feature_cache):
-        problems.append("depths (the depth-of-adaptation arm) need method head with feature_cache true")
-    for key in ("depth_quantities", "depth_seeds"):
-        if not all(_is_int(v) and v >= 0 for v in getattr(s, key)):
-            problems.append(f"{key} must be non-negative integers")
-    if s.depth_learning_rate <= 0 or s.depth_epochs <= 0 or s.depth_batch_size < 1:
-        problems.append("depth_learning_rate and depth_epochs must be > 0, depth_batch_size >= 1")
-    return problems
+    """:class:`TrainSettings` from a mapping of settings, validated; :class:`TrainingConfigError` (naming
+    ``where``) if they are not valid."""
+    try:
+        return TrainSettings.model_validate(dict(values))
+    except ValidationError as exc:
+        raise TrainingConfigError(f"{where}: " + "; ".join(settings_problems(exc))) from None
 
 
 @dataclass(frozen=True)
@@ -212,6 +259,10 @@ class GridSpec:
     seeds: tuple[int, ...]
     settings: TrainSettings
     description: str = ""
+
+    def axes(self) -> dict[str, list[Any]]:
+        """The grid's axes (``models``, ``sources``, ``quantities``, ``seeds``) as lists."""
+        return {key: list(getattr(self, key)) for key in AXES}
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid with nothing of the base adapted (k = 0), in a fixed order (model, source,
@@ -309,7 +360,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TrainingConfig:
     return cfg
 
 
-_GRID_KEYS = ("description", "models", "sources", "quantities", "seeds", "settings")
+_GRID_KEYS = ("description", *AXES, "settings")
 
 
 def grid_spec(
@@ -317,8 +368,10 @@ def grid_spec(
     overrides: Mapping[str, Any] | None = None,
     config: TrainingConfig | None = None,
 ) -> GridSpec:
-    """The grid ``name`` of the configuration, with ``overrides`` (non-empty ``models``, ``sources``,
-    ``quantities``, ``seeds``; ``settings`` merged over the grid's) applied; validated."""
+    """The grid ``name`` of the configuration with ``overrides`` applied, validated: non-empty axes (``models``,
+    ``sources``, ``quantities``, ``seeds``) replace the grid's, and ``settings`` (a mapping or a
+    :data:`SettingsOverride`) are merged over them: the configuration's settings < the grid's < the override's.
+    The spec is the one holder of the axes from here on."""
     cfg = config or load_config()
     if name not in cfg.grids:
         raise TrainingConfigError(f"unknown grid {name!r}; grids in {cfg.path}: {', '.join(cfg.grids)}")
@@ -328,18 +381,18 @@ def grid_spec(
     if unknown:
         raise TrainingConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(_GRID_KEYS)}")
     ov = dict(overrides or {})
-    for key in ("models", "sources", "quantities", "seeds"):
-        if ov.get(key):
-            raw[key] = list(ov[key])
-            where = f"grid {name!r} with overrides"
-    settings = {**cfg.settings, **(raw.get("settings") or {}), **(ov.get("settings") or {})}
+    given = ov.get("settings") or {}
+    if isinstance(given, _Overrides):
+        given = given.as_dict()
+    if given or any(ov.get(key) for key in AXES):
+        where = f"grid {name!r} with overrides"
+    axes = {key: tuple(ov.get(key) or raw.get(key) or ()) for key in AXES}
     spec = GridSpec(
         name=name,
-        models=tuple(raw.get("models") or ()),
-        sources=tuple(raw.get("sources") or ()),
-        quantities=tuple(raw.get("quantities") or ()),
-        seeds=tuple(raw.get("seeds") or ()),
-        settings=make_settings(settings, f"{where}: settings"),
+        **axes,
+        settings=make_settings(
+            {**cfg.settings, **(raw.get("settings") or {}), **given}, f"{where}: settings"
+        ),
         description=str(raw.get("description") or ""),
     )
     _check_grid(spec, cfg, where)
@@ -348,8 +401,7 @@ def grid_spec(
 
 def _check_grid(spec: GridSpec, cfg: TrainingConfig, where: str) -> None:
     problems: list[str] = []
-    for key in ("models", "sources", "quantities", "seeds"):
-        values = getattr(spec, key)
+    for key, values in spec.axes().items():
         if not values:
             problems.append(f"{key} is empty")
         elif len(set(values)) != len(values):

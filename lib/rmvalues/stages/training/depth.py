@@ -51,7 +51,6 @@ __all__ = [
     "depth_key",
     "depth_marker",
     "depth_model",
-    "depth_settings",
     "pair_activations",
     "restore_blocks",
     "train_depth",
@@ -260,18 +259,6 @@ def depth_model(
     return model_cls(config, rows, top, score)
 
 
-def depth_settings(settings: TrainSettings) -> TrainSettings:
-    """The probe's settings with the depth arm's optimizer, batch and epochs."""
-    return dataclasses.replace(
-        settings,
-        learning_rate=settings.depth_learning_rate,
-        epochs=settings.depth_epochs,
-        batch_size=settings.depth_batch_size,
-        per_device_batch_size=settings.depth_batch_size,
-        feature_scaling="none",
-    )
-
-
 def _snapshots(every: int) -> Any:
     from transformers import TrainerCallback
 
@@ -333,7 +320,6 @@ def train_depth(
     from transformers import PrinterCallback, ProgressCallback
     from trl import RewardTrainer
 
-    s = depth_settings(settings)
     n = len(train_ids)
     rows = [acts[i][0] for i in train_ids] + [acts[i][1] for i in train_ids]
     model = depth_model(rows, top, head, tokenizer.pad_token_id)
@@ -342,7 +328,7 @@ def train_depth(
         weights = torch.as_tensor(np.asarray(penalty, dtype=np.float32)).reshape(1, -1)
         w = model.score.weight
         hook = w.register_hook(lambda grad: grad + weights * w.detach())
-    args = reward_config(s, cell.seed, out_dir / "trainer", False, True)
+    args = reward_config(settings, cell.seed, out_dir / "trainer", False, True, depth=True)
     snaps = _snapshots(settings.checkpoint_every)
     with quiet_transformers():
         trainer = RewardTrainer(

@@ -163,10 +163,7 @@ class Results:
         s = self.spec
         row = {
             "grid": s.name,
-            "models": ", ".join(s.models),
-            "sources": ", ".join(s.sources),
-            "quantities": ", ".join(map(str, s.quantities)),
-            "seeds": ", ".join(map(str, s.seeds)),
+            **{axis: ", ".join(map(str, values)) for axis, values in s.axes().items()},
             **{
                 k: v
                 for k, v in s.settings.as_dict().items()

@@ -239,11 +239,21 @@ def _find_score(model: Any) -> torch.nn.Linear:
 
 
 def reward_config(
-    settings: TrainSettings, seed: int, out_dir: Path, has_eval: bool, cached: bool, n_eval: int = 0
+    settings: TrainSettings,
+    seed: int,
+    out_dir: Path,
+    has_eval: bool,
+    cached: bool,
+    n_eval: int = 0,
+    *,
+    depth: bool = False,
 ) -> Any:
-    """TRL's ``RewardConfig`` for one cell (bf16 and activation checkpointing only on a GPU; on CPU float32
-    and ``use_cpu=True``). A cached-feature cell takes the whole effective batch per device and evaluates all
-    held-out pairs in one batch (so TRL's accuracy, a mean of per-batch means, is the exact share of pairs)."""
+    """TRL's ``RewardConfig`` for one cell: the one place the settings are mapped into TRL, for every arm
+    (probe, lora/full, and with ``depth`` a depth cell, which trains with the arm's own ``depth_learning_rate``,
+    ``depth_epochs`` and ``depth_batch_size`` pairs per step from cached activations). bf16 and activation
+    checkpointing only on a GPU; on CPU float32 and ``use_cpu=True``. A cached-feature cell takes the whole
+    effective batch per device and evaluates all held-out pairs in one batch (so TRL's accuracy, a mean of
+    per-batch means, is the exact share of pairs)."""
     from trl import RewardConfig
 
     cuda = on_gpu()
@@ -252,16 +262,21 @@ def reward_config(
     gc = settings.gradient_checkpointing
     if gc is None:
         gc = cuda and settings.method in ("lora", "full")
-    per_device = settings.batch_size if cached else settings.per_device_batch_size
-    accumulation = 1 if cached else settings.grad_accumulation
+    if depth:
+        learning_rate, epochs = settings.depth_learning_rate, settings.depth_epochs
+        per_device, accumulation = settings.depth_batch_size, 1
+    else:
+        learning_rate, epochs = settings.learning_rate, settings.epochs
+        per_device = settings.batch_size if cached else settings.per_device_batch_size
+        accumulation = 1 if cached else settings.grad_accumulation
     save = settings.method in ("lora", "full")
     return RewardConfig(
         output_dir=str(out_dir),
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
         per_device_eval_batch_size=max(n_eval, 1) if cached else max(per_device, 8),
-        num_train_epochs=float(settings.epochs),
-        learning_rate=float(settings.learning_rate),
+        num_train_epochs=float(epochs),
+        learning_rate=float(learning_rate),
         lr_scheduler_type=settings.lr_scheduler_type,
         warmup_steps=float(settings.warmup_ratio),
         weight_decay=float(settings.weight_decay),
