@@ -165,3 +165,25 @@ def test_book_prose_types_no_number(page):
     """Issue 11: the book's prose pages type no number either (results live in the glued chapter pages)."""
     found = typed_numbers((ROOT / "book" / page).read_text(encoding="utf-8"))
     assert found == [], f"book/{page}: numbers typed in prose: {found}"
+
+
+def test_shared_parameters_have_one_default_and_one_meaning():
+    """Issue 17: a parameter several stages share has one default and one meaning: threads and batch_size the
+    same default and help text everywhere, corpora_run the same default and the same kind of help."""
+    seen: dict[str, dict[tuple[str, str], list[str]]] = {}
+    for stage in STAGES:
+        schema = CONFIG.stages[stage].schema()
+        defaults = schema.defaults()
+        for name, field in schema.model_fields.items():
+            if name in INJECTED:
+                continue
+            seen.setdefault(name, {}).setdefault((repr(defaults[name]), field.description), []).append(stage)
+    for name in ("threads", "batch_size", "corpora_run"):
+        assert sum(len(v) for v in seen[name].values()) >= 2, f"{name} is declared by fewer than two stages"
+    assert len(seen["threads"]) == 1, f"threads has several defaults or help texts: {seen['threads']}"
+    # batch_size says what its items are, corpora_run what the words are for; the default and meaning are one
+    assert {d for d, _ in seen["batch_size"]} == {"0"}
+    assert all(h.endswith("per forward pass (0: automatic)") for _, h in seen["batch_size"])
+    data_stages = {(d, h): s for (d, h), s in seen["corpora_run"].items() if "findings" not in s}
+    assert {d for d, _ in data_stages} == {"'default'"}
+    assert all(h.startswith("corpora run whose corpora.parquet supplies ") for _, h in data_stages)

@@ -83,7 +83,9 @@ __all__ = [
     "describe_errors",
     "machine_memory",
     "param",
+    "batch_size_field",
     "run_name_problem",
+    "threads_field",
 ]
 
 
@@ -248,8 +250,21 @@ class WithinCores(Bound):
 
 
 #: The ``threads`` field of every stage that sets torch's CPU threads: 0 (torch's default) to the cores
-#: available (``threads: Threads = param(1, help=...)``).
+#: available (``threads: Threads = threads_field()``).
 Threads = Annotated[int, Field(ge=0), WithinCores()]
+
+
+def batch_size_field(items: str) -> Any:
+    """The ``batch_size`` parameter, with one default and one meaning in every stage that runs an engine:
+    ``items`` per forward pass, 0 (the default) = automatic (:func:`resolve_batch_size`)."""
+    return param(AUTOMATIC_BATCH, help=f"{items} per forward pass (0: automatic)", ge=0)
+
+
+def threads_field() -> Any:
+    """The ``threads`` parameter, with one default and one meaning in every stage that runs torch on the CPU:
+    0 leaves torch's own default (one thread per core), n > 0 sets n threads for the run."""
+    return param(0, help="torch CPU threads for the run (0 = torch's default: one per core)")
+
 
 #: ``batch_size`` means one thing in every stage and engine: items per forward pass, with 0 = automatic (the
 #: engine picks by device; see :func:`resolve_batch_size`). A stage adds its own :class:`CountBound`.

@@ -584,6 +584,21 @@ def render_chat(
 
 
 @contextlib.contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads for the duration (the stages' ``threads`` parameter: 0 = torch's default, left as
+    it is); the previous number is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load reports and progress bars (and those of ``datasets``) for the duration:
     a new score head is *meant* to be missing from a base LM, and the book's pages show no bars."""

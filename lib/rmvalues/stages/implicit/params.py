@@ -7,7 +7,15 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from ...core.handoff import StageInput
-from ...core.params import CountBound, StageParams, Threads, param, run_name_problem
+from ...core.params import (
+    CountBound,
+    StageParams,
+    Threads,
+    batch_size_field,
+    param,
+    run_name_problem,
+    threads_field,
+)
 from ...data.corpora import corpora_input, corpora_run_problem, list_corpora
 from ...data.corpus_checks import corpora_run_field
 from ...data.prompts import FRAMINGS, framing_of, prompt_ids, prompt_problem, prompts_checksum
@@ -159,9 +167,9 @@ class Params(StageParams):
         1000, help="bootstrap replicates of the validation's pass criterion (prompts x planted words)", ge=10
     )
     extra_registry: list[str] = param([], help="more model-registry files (e.g. config/paper_models.yaml)")
-    batch_size: Annotated[int, BATCH] = param(64, help="continuations (or prompts) per forward pass", ge=1)
+    batch_size: Annotated[int, BATCH] = batch_size_field("continuations (or prompts)")
     device: Literal["auto", "cpu", "cuda"] = param("auto", help="'auto' = cuda when available")
-    threads: Threads = param(0, help="torch CPU threads (0 = torch's default)")
+    threads: Threads = threads_field()
     seed: int = param(0, help="seed of the validation fine-tune", ge=0)
 
     # -- hand-offs ---------------------------------------------------------------------------------------------

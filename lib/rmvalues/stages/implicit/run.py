@@ -40,7 +40,7 @@ from ...data.prompts import prompt_table, prompts_checksum
 from ...data.scores import labels_of
 from ...engine.inputs import resolve_prompt_format
 from ...engine.logprobs import LogProbEngine
-from ...models.loading import load_tokenizer, model_info, quiet_transformers, verify_local_model
+from ...models.loading import cpu_threads, load_tokenizer, model_info, quiet_transformers, verify_local_model
 from ...models.registry import ModelSpec
 from . import plant_validation
 from .findings import findings as chapter_findings
@@ -220,8 +220,6 @@ def _setup(params: Params, record: RunRecord) -> _Setup:
     """Resolve models, pairs, device and prompts; read the corpus labels from the corpora run."""
     import torch
 
-    if params.threads:
-        torch.set_num_threads(int(params.threads))
     device = params.device if params.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     specs = params.specs()
     for spec in specs.values():  # a model folder a run made must still match that run's manifest
@@ -503,6 +501,11 @@ def run(params: Params, record: RunRecord | None = None) -> Results:
     """The chapter: log-probs of every model, the single-token and all-words analyses, implicit rewards of
     every pair, the planted-word validation with its controls, outputs."""
     record = record or RunRecord.for_params(params)
+    with cpu_threads(params.threads):
+        return _run(params, record)
+
+
+def _run(params: Params, record: RunRecord) -> Results:
     setup = _setup(params, record)
     res = Results(
         params=params,

@@ -7,7 +7,15 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from ...core.handoff import ArtefactError, StageInput, producer
 from ...core.manifest import folder_digest
-from ...core.params import CountBound, StageParams, Threads, param, run_name_problem
+from ...core.params import (
+    CountBound,
+    StageParams,
+    Threads,
+    batch_size_field,
+    param,
+    run_name_problem,
+    threads_field,
+)
 from ...data.corpora import corpora_input, corpora_run_problem
 from ...data.corpus_checks import corpora_run_field
 from ...data.prompts import prompt_problem, prompts_checksum
@@ -67,7 +75,7 @@ class Params(StageParams):
         "words", help="score corpus words, or every vocabulary token"
     )
     max_words: int | None = param(None, help="at most this many words per corpus (None: all)", ge=1)
-    batch_size: Annotated[int, BATCH] = param(0, help="candidates per forward pass (0: automatic)", ge=0)
+    batch_size: Annotated[int, BATCH] = batch_size_field("candidates")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
         "auto", help="'auto' = the registry's dtype"
     )
@@ -82,7 +90,7 @@ class Params(StageParams):
     system_prompt: str | None = param(
         None, help="system turn before the prompt (None: the template's default)"
     )
-    threads: Threads = param(1, help="torch CPU threads (1: robust on a shared machine; 0: torch's default)")
+    threads: Threads = threads_field()
 
     # -- hand-offs ---------------------------------------------------------------------------------------------
     def corpora_input(self) -> StageInput:

@@ -60,7 +60,7 @@ from ...core.manifest import RunRecord, folder_digest
 from ...data.corpora import read_corpora_table
 from ...data.prompts import prompt_table, prompts_checksum
 from ...data.scores import empty_scores, labels_of, load_published_scores, published_corpora, published_inputs
-from ...models.loading import quiet_transformers
+from ...models.loading import cpu_threads, quiet_transformers
 from ...models.registry import ModelSpec
 from . import tables, text
 from .findings import contrast_table
@@ -160,16 +160,8 @@ class Results:
 @contextlib.contextmanager
 def _runtime(threads: int) -> Iterator[None]:
     """torch's CPU threads (``threads``; 0 = torch's default) and quiet transformers for the run."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        with quiet_transformers():
-            yield
-    finally:
-        torch.set_num_threads(before)
+    with cpu_threads(threads), quiet_transformers():
+        yield
 
 
 def _read_words(params: Params, record: RunRecord) -> Words:
