@@ -123,3 +123,14 @@ def test_one_p_value_format_across_the_book(tmp_path):
         "p: 1 p-value(s) not in the book's one format (p = 0.012, p < 0.001; rmvalues.core.formats.p_clause): "
         "['p 0.19']"
     ]
+
+
+def test_one_set_of_formatters_writes_numbers_intervals_and_shares():
+    """Issue 17: numbers, intervals (also of shares) and CIs are written one way, with a true minus sign."""
+    from rmvalues.core.formats import ci, interval, number, percent, signed
+
+    assert number(-0.04, 1) == "0.0" and number(-1.26, 1) == "\u22121.3"  # no "−0.0"
+    assert signed(0.5, 1) == "+0.5" and percent(0.614, 1) == "61.4%"
+    assert interval(-5.0, -1.5, 1) == "[\u22125.0, \u22121.5]" and interval(None, 1.0) == "no interval"
+    assert interval(0.6, 0.624, 1, share=True) == "[60.0%, 62.4%]"
+    assert ci(0.55, 0.67, 1, share=True) == "95% CI [55.0%, 67.0%]" and ci(1.0, 4.0, 1) == "95% CI [1.0, 4.0]"

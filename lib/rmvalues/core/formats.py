@@ -65,18 +65,23 @@ def percent(x: float | None, digits: int = 0) -> str:
     return NA if missing(x) else f"{x:.{digits}%}"
 
 
-def interval(low: float | None, high: float | None, digits: int = 2) -> str:
-    """``[low, high]`` as :func:`number` writes them; ``no interval`` when either end is missing."""
+def interval(low: float | None, high: float | None, digits: int = 2, *, share: bool = False) -> str:
+    """``[low, high]`` as :func:`number` writes them (with ``share``, two shares as :func:`percent` writes
+    them: ``[60.0%, 62.4%]``); ``no interval`` when either end is missing."""
     if missing(low) or missing(high):
         return "no interval"
-    return f"[{number(low, digits)}, {number(high, digits)}]"
+    write = (lambda x: percent(x, digits)) if share else (lambda x: number(x, digits))
+    return f"[{write(low)}, {write(high)}]"
 
 
-def ci(low: float | None, high: float | None, digits: int = 2, level: float = 0.95) -> str:
-    """``95% CI [low, high]``; ``no interval`` when either end is missing."""
+def ci(
+    low: float | None, high: float | None, digits: int = 2, level: float = 0.95, *, share: bool = False
+) -> str:
+    """``95% CI [low, high]`` (``share``: of two shares, as :func:`interval`); ``no interval`` when either end is
+    missing."""
     if missing(low) or missing(high):
         return "no interval"
-    return f"{level:.0%} CI {interval(low, high, digits)}"
+    return f"{level:.0%} CI {interval(low, high, digits, share=share)}"
 
 
 def pvalue(p: float | None) -> str:

@@ -23,10 +23,6 @@ def _pct(x: float) -> str:
     return percent(x, 1)
 
 
-def _pct_ci(lo: float, hi: float) -> str:
-    return f"95% CI [{percent(lo, 1)}, {percent(hi, 1)}]" if pd.notna(lo) and pd.notna(hi) else "no interval"
-
-
 def _points(x: float, lo: float, hi: float) -> str:
     """A change of a share in percentage points with its interval: ``+1.3 points (95% CI [−0.4, 3.0])``."""
     return f"{signed(100 * x, 1)} points ({ci(100 * lo, 100 * hi, 1)})"
@@ -81,7 +77,7 @@ def convergence_numbers(results: Any) -> dict[str, str]:
         ),
         "accuracy_joint_top": "; ".join(
             f"{r.base_model} {_pct(r.accuracy)} (seeds and pairs resampled together: "
-            f"{_pct_ci(r.joint_ci_low, r.joint_ci_high)})"
+            f"{ci(r.joint_ci_low, r.joint_ci_high, 1, share=True)})"
             for r in top.itertuples(index=False)
         )
         or NA,

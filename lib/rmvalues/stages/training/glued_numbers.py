@@ -16,10 +16,6 @@ from .readings import reading_values
 __all__ = ["key_numbers"]
 
 
-def _pct_interval(lo: float, hi: float) -> str:
-    return f"[{percent(lo, 1)}, {percent(hi, 1)}]"
-
-
 def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
@@ -43,12 +39,12 @@ def _accuracy_at_top(accuracy: pd.DataFrame | None) -> str:
     parts = []
     for r in top.to_dict("records"):
         seeds = (
-            f"seeds {_pct_interval(r['seed_ci_low'], r['seed_ci_high'])}"
+            f"seeds {interval(r['seed_ci_low'], r['seed_ci_high'], 1, share=True)}"
             if pd.notna(r["seed_ci_low"])
             else "one seed"
         )
         pairs = (
-            f", pairs {_pct_interval(r['pair_ci_low'], r['pair_ci_high'])}"
+            f", pairs {interval(r['pair_ci_low'], r['pair_ci_high'], 1, share=True)}"
             if pd.notna(r["pair_ci_low"])
             else ""
         )
