@@ -1389,7 +1389,7 @@ def test_key_numbers_from_a_hand_made_run():
         "gemma3-270m minus smollm2-135m-instruct \u22123.2 (Welch 95% CI [\u22125.0, \u22121.5], exact permutation "
         "p = 0.008)"
     )
-    assert k["separated_positive"] == "1 of 2" and k["separated_negative"] == "n/a"
+    assert k["separated_positive"] == "1 of 2" and k["separated_negative"] == "n/a"  # no negative rows
     assert k["difference_top_negative"] == "n/a" and k["p_min"] == "0.0079"
     assert k["paper_files"] == "2" and k["paper_files_used"] == "1"
     assert k["consistency_difference"] == "2.5e-07" and k["consistency_tolerance"] == "0.001"
@@ -1409,7 +1409,6 @@ def test_key_numbers_has_every_key_without_a_comparison_or_gaps():
     for key in (
         "gap_top_positive",
         "difference_top_positive",
-        "separated_positive",
         "p_min",
         "accuracy_top",
         "n_learning",
@@ -1421,7 +1420,9 @@ def test_key_numbers_has_every_key_without_a_comparison_or_gaps():
     assert k["registry_path"].endswith("registry.yaml")
     assert k["consistency_check"] == "not run in this run (no trained RM)"
     assert k["learned_top"] == "no base model" and k["null_inside_top"] == "no base model"
-    assert k["comparison_change_positive"] == "n/a" and k["gap_lean_positive"] == "n/a"
+    assert k["gap_lean_positive"] == "n/a"
+    # one base model: the comparisons between bases say why they are missing
+    assert k["separated_positive"] == k["comparison_change_positive"] == "n/a (one base model)"
 
 
 def test_figures_always_draw_one_figure():

@@ -13,6 +13,7 @@ from ...core.display import ci, count, number, percent, signed
 from .analysis import NULL_MEANS
 from .findings import differences
 from .metrics import REFERENCE_TOLERANCE
+from .readings import ONE_BASE
 
 __all__ = ["convergence_numbers", "depth_numbers"]
 
@@ -84,7 +85,7 @@ def convergence_numbers(results: Any) -> dict[str, str]:
         "accuracy_difference_top": _accuracy_difference(results.accuracy_comparison, s.method),
         "null_unit": f"{len(spec.seeds)}",
         "n_null_means": count(NULL_MEANS),
-        "base_differences": "; ".join(differences(results.bases)) or NA,
+        "base_differences": "; ".join(differences(results.bases)) or ONE_BASE,
     }
     return out
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.formats import NA, interval, number, p_clause, percent
-from .readings import reading_values
+from .readings import ONE_BASE, reading_values
 
 __all__ = ["key_numbers"]
 
@@ -82,7 +82,7 @@ def _difference_at_top(comparison: pd.DataFrame | None, framing: str) -> str:
 def _separated(comparison: pd.DataFrame | None, framing: str) -> str:
     """At how many matched quantities the Welch interval of the difference excludes 0 (``k of n``)."""
     if comparison is None or comparison.empty or "ci_low" not in comparison.columns:
-        return NA
+        return ONE_BASE
     c = comparison[(comparison["framing"] == framing) & (comparison["checkpoint"] == "last")]
     if c.empty:
         return NA

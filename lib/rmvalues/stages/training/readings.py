@@ -18,10 +18,12 @@ from ...core import paths
 from ...core.formats import NA, count, number, percent
 from .findings import method_caveat
 
-__all__ = ["reading_values"]
+__all__ = ["NO_BASE", "ONE_BASE", "reading_values"]
 
 #: What a list of base models reads as when it has none (``the mean gaps of no base model lie ...``).
 NO_BASE = "no base model"
+#: What a comparison between base models reads as in a run with one base model.
+ONE_BASE = "n/a (one base model)"
 
 
 def _pct(x: float | None) -> str:
@@ -141,7 +143,7 @@ def comparison_change(comparison: pd.DataFrame | None, framing: str) -> str:
     """How the difference between base models moved from the smallest to the largest quantity (last
     checkpoint)."""
     if comparison is None or comparison.empty:
-        return NA
+        return ONE_BASE
     c = comparison[(comparison["checkpoint"] == "last") & (comparison["framing"] == framing)]
     c = c.sort_values("quantity")
     if len(c) < 2:
